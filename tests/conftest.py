@@ -1,0 +1,80 @@
+"""Shared fixtures: small real data (digits), throwaway MLflow stores, a seed-layout folder dataset."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.setdefault("TLCORE_COUNTRY_ISO_CODE", "FRA")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    """No test writes to the home folder or the working directory's store."""
+    monkeypatch.setenv("TLCORE_DATA_DIR", str(tmp_path_factory.getbasetemp() / "tv-data"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def _store_template(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store, created once (migrations take ~1.5 s) and copied per test."""
+    from tlcore.tracking import Tracker
+
+    folder = tmp_path_factory.mktemp("store-template")
+    Tracker(str(folder)).client.search_experiments()
+    return folder / "mlflow.db"
+
+
+@pytest.fixture
+def store_dir(tmp_path, _store_template) -> Path:
+    """A folder holding a fresh MLflow store (pass it as --mlflow-path)."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    shutil.copy(_store_template, folder / "mlflow.db")
+    return folder
+
+
+@pytest.fixture
+def tracker(store_dir):
+    from tlcore.tracking import Tracker
+
+    return Tracker(str(store_dir))
+
+
+def write_digits_folder(root: Path, classes=(0, 1, 2), per_split=None, size: int = 32) -> Path:
+    """Digits as PNG files in the seed layout root/<split>/<label>/image.png."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    per_split = per_split or {"train": 20, "val": 5, "test": 8}
+    d = load_digits()
+    rng = np.random.default_rng(0)
+    for c in classes:
+        members = rng.permutation(np.flatnonzero(d.target == c))
+        start = 0
+        for split, n in per_split.items():
+            folder = root / split / f"digit{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in members[start:start + n]:
+                img = (d.images[i] * 255 / 16).astype(np.uint8)
+                Image.fromarray(img, mode="L").resize((size, size)).save(folder / f"d{c}_{i:04d}.png")
+            start += n
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory) -> Path:
+    """A small folder dataset (3 classes x 20 train / 5 val / 8 test), read-only: copy it to modify."""
+    return write_digits_folder(tmp_path_factory.mktemp("ds") / "digits3")
+
+
+@pytest.fixture
+def digits_folder_copy(tmp_path, digits_folder) -> Path:
+    dst = tmp_path / "digits3"
+    shutil.copytree(digits_folder, dst)
+    return dst

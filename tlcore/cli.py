@@ -1,0 +1,415 @@
+"""``python -m tlcore``: the command line over the same ``experiments.run`` the app uses.
+
+The method commands accept the flags of the two research tools the product comes from
+(tl-tradeoff's ``feature_extraction.py`` / ``fine_tuning.py`` and QUANTA's ``quanta.py``).
+User errors print one line on stderr and exit 2, with no traceback unless ``--debug``.
+Heavy imports (torch, mlflow) happen inside the commands, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+EXIT_USER_ERROR = 2
+EXIT_BUG = 1
+EXIT_CANCELLED = 130
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument helpers
+
+
+def _spc_list(text: str) -> tuple[int, ...] | None:
+    if text.strip().lower() in ("all", "default", ""):
+        return None
+    try:
+        values = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2,5,10, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"samples per class must be integers >= 1, got {text!r}")
+    return values
+
+
+def _common_parent() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return p
+
+
+def _data_args(p: argparse.ArgumentParser, dataset_required: bool = True) -> None:
+    g = p.add_argument_group("data")
+    if dataset_required:
+        g.add_argument("--dataset", required=True,
+                       help="embedded name (digits, lfw_faces), torchvision name (cifar10, dtd, ...) or folder path; "
+                            "a class filter carves a task: digits:0-4, cifar10:cat,dog")
+    g.add_argument("--split-path", help="folder with the seed's split CSVs (val.csv, test.csv, "
+                                        "train_samples_XX_split_K.csv); default: <dataset>/splits, else generated")
+    g.add_argument("--splits", type=int, help="draws per samples-per-class value to run (default: all, 5)")
+    g.add_argument("--samples-per-class", type=_spc_list, default=None,
+                   help="comma-separated grid, e.g. 1,2,5,10 (default: the split set's values, the seed's grid)")
+    g.add_argument("--model-selection", action="store_true",
+                   help="one training on the largest split, scored on val.csv (choose hyperparameters)")
+    g.add_argument("--use-crops", action="store_true", help="10 crops per image (4 corners + centre, mirrored)")
+    g.add_argument("--precomputed-crops", help="folder of precomputed crops named image_crop_i.ext (implies crops)")
+    g.add_argument("--data-dir", help="where torchvision datasets live (default: $TLCORE_DATA_DIR or "
+                                      "~/.cache/tlcore/datasets)")
+    g.add_argument("--download", action="store_true", help="download a torchvision dataset if missing (network)")
+    g.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images and count them")
+    g.add_argument("--resolution", type=int, help="input size in pixels (default: the backbone's)")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: half the cores)")
+    g.add_argument("--mlflow-path", help="folder where results are stored (an sqlite store inside), or a tracking "
+                                         "URI; default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    g.add_argument("--job", help="a job id, kept as a tag (the seed's --job)")
+    g.add_argument("--country", default=None, help="3-letter ISO code of the electricity grid for CO2 (default FRA)")
+    g.add_argument("--carbon-intensity", type=float, default=None, help="force gCO2e/kWh instead of the country's")
+    g.add_argument("--no-energy", action="store_true", help="do not measure energy (CodeCarbon off)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _spec_kwargs(args: argparse.Namespace) -> dict:
+    kw = dict(
+        split_path=args.split_path, splits=args.splits, samples_per_class=args.samples_per_class,
+        model_selection=args.model_selection, use_crops=args.use_crops or bool(args.precomputed_crops),
+        precomputed_crops=args.precomputed_crops, data_dir=args.data_dir, download=args.download,
+        skip_bad_images=args.skip_bad_images, resolution=args.resolution, seed=args.seed, device=args.device,
+        num_workers=args.num_workers, mlflow_path=args.mlflow_path, job=args.job,
+        measure_energy=not args.no_energy, carbon_intensity_g_per_kwh=args.carbon_intensity,
+    )
+    if args.country:
+        kw["country_iso_code"] = args.country.upper()
+    if args.batch_size is not None:
+        kw["batch_size"] = args.batch_size
+    return kw
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands: information
+
+
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from tlcore.models import backbones
+    from tlcore.models.catalog import backbone_table, tap_candidates
+
+    if args.taps:
+        backbones.get(args.taps)
+        for name, kind, is_default in tap_candidates(args.taps):
+            print(f"{'*' if is_default else ' '} {name:50s} {kind}")
+        print("\n* = default taps (the 100% model description)")
+        return 0
+    rows = backbone_table()
+    header = f"{'name':20s} {'params':>9s} {'GFLOPs':>8s} {'input':>6s} {'taps':>5s}  weights offline"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['name']:20s} {r['params_m']:8.1f}M {r['gflops']:8.2f} {r['input_size']:>6d} {r['taps']:>5d}  "
+              f"{r['weights']}")
+    print("\nGFLOPs: one forward pass of one image at the input size (FLOPs = 2 x multiply-adds).")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from tlcore.data import dataset_info, default_data_dir
+    from tlcore.data.torchvision_sets import torchvision_files_present
+
+    data_dir = args.data_dir or default_data_dir()
+    print(f"{'name':14s} {'kind':12s} {'classes':>7s} {'images':>8s}  available")
+    for info in dataset_info():
+        if info.kind == "torchvision":
+            avail = "files present" if torchvision_files_present(info.name, data_dir) else "needs --download"
+        else:
+            avail = "embedded"
+        print(f"{info.name:14s} {info.kind:12s} {info.num_classes or '':>7} {info.num_images or '':>8}  {avail}")
+    print(f"\nFolder datasets: any path in the layout root/<split>/<label>/image.ext. Torchvision data dir: {data_dir}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tlcore.models.catalog import predict_top_k
+
+    for image, top in predict_top_k(args.backbone, args.images, weights=args.weights, k=args.top,
+                                    download=args.download_weights, device=args.device):
+        print(image)
+        for label, p in top:
+            print(f"  {p:6.1%}  {label}")
+    return 0
+
+
+def cmd_splits(args: argparse.Namespace) -> int:
+    from tlcore.data import generate_splits, load_dataset, write_split_csvs
+
+    ds = load_dataset(args.dataset)
+    splits = generate_splits(ds, seed=args.seed, spc_values=list(args.samples_per_class)
+                             if args.samples_per_class else None)
+    files = write_split_csvs(ds, splits, args.out)
+    counts = ", ".join(f"{s} ({len(d)})" for s, d in splits.train.items())
+    print(f"Wrote {len(files)} CSV files to {args.out}: val {len(splits.val)} images, test {len(splits.test)}, "
+          f"train splits per samples-per-class (draws): {counts}.")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands: methods
+
+
+def _run_spec(spec, args: argparse.Namespace) -> int:
+    from tlcore import experiments
+    from tlcore.reporting import TerminalReporter
+
+    reporter = TerminalReporter(enabled=not args.quiet)
+    try:
+        result = experiments.run(spec, reporter)
+    finally:
+        reporter.close()
+    if result.summary:
+        print(result.summary)
+    return 0
+
+
+def cmd_fe(args: argparse.Namespace) -> int:
+    from tlcore.specs import ExperimentSpec, FeatureExtractionParams
+
+    weights, description = args.weights, args.model_description
+    if args.model:
+        for item in args.model:
+            if item.lower().endswith(".json"):
+                description = description or item
+            else:
+                weights = item
+    params = FeatureExtractionParams(
+        classifier=args.classifier, model_description=description,
+        taps=tuple(args.taps.split(",")) if args.taps else None, standardize=args.standardize,
+        discretize=not args.no_discretize, threshold_high=args.threshold_high, threshold_low=args.threshold_low,
+        cache_dir=args.cache_dir)
+    spec = ExperimentSpec("fe", args.dataset, backbone=args.backbone, weights=weights or "default",
+                          params=params, **_spec_kwargs(args))
+    return _run_spec(spec, args)
+
+
+def cmd_ft(args: argparse.Namespace) -> int:
+    from tlcore.specs import ExperimentSpec, FineTuningParams
+
+    weights = "default"
+    if args.source and args.source.lower() not in ("imagenet", "default", "file"):
+        weights = args.source
+    if args.model:
+        weights = args.model
+    if args.source and args.source.lower() == "file" and not args.model:
+        from tlcore.errors import SpecError
+
+        raise SpecError("--source file needs --model /path/to/weights.pt naming the weights file.")
+    configuration: int | str = args.configuration
+    if isinstance(configuration, str) and configuration.isdigit():
+        configuration = int(configuration)
+    params = FineTuningParams(
+        configuration=configuration, optimizer=args.optimizer, learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay, momentum=args.momentum, epochs=args.epochs, patience=args.patience,
+        bn_trainable=args.bn_trainable, resume=args.resume, amp=not args.no_amp)
+    spec = ExperimentSpec("ft", args.dataset, backbone=args.backbone, weights=weights, params=params,
+                          **_spec_kwargs(args))
+    return _run_spec(spec, args)
+
+
+def cmd_quanta(args: argparse.Namespace) -> int:
+    from tlcore.specs import ExperimentSpec, QuantaParams
+
+    layer: int | str = args.layer_to_transfer
+    try:
+        layer = int(layer)
+    except ValueError:
+        pass
+    if isinstance(layer, int) and layer < -1:
+        layer = -1  # the seed: "-1 or a negative value" means every layer
+    params = QuantaParams(
+        source_task=args.source_task, source_weights=args.source_weights, layer_to_transfer=layer,
+        nb_of_runs=args.nb_of_runs, nb_of_target_epochs=args.nb_of_target_epochs,
+        nb_of_target_samples=args.nb_of_target_samples, augment_data=args.augment_data,
+        learning_rate=args.learning_rate, quanta_lr=args.quanta_lr, outdir=args.outdir,
+        train_from_previous_training=args.train_from_previous_training, show_only_build=args.show_only_build)
+    kw = dict(seed=max(args.seed, 0), device=args.device, mlflow_path=args.mlflow_path, job=args.job,
+              measure_energy=not args.no_energy, data_dir=args.data_dir, download=args.download,
+              num_workers=args.num_workers)
+    if args.batch_size is not None:
+        kw["batch_size"] = args.batch_size
+    spec = ExperimentSpec("quanta", args.target_task, backbone=args.architecture, params=params, **kw)
+    return _run_spec(spec, args)
+
+
+def cmd_train_source(args: argparse.Namespace) -> int:
+    from tlcore.specs import ExperimentSpec, SourceTrainingParams
+
+    params = SourceTrainingParams(epochs=args.epochs, learning_rate=args.learning_rate,
+                                  augment_data=args.augment_data, out=args.out)
+    kw = dict(seed=args.seed, device=args.device, mlflow_path=args.mlflow_path, job=args.job,
+              measure_energy=not args.no_energy, data_dir=args.data_dir, download=args.download,
+              num_workers=args.num_workers)
+    if args.batch_size is not None:
+        kw["batch_size"] = args.batch_size
+    spec = ExperimentSpec("source", args.dataset, backbone=args.architecture, weights="random", params=params, **kw)
+    return _run_spec(spec, args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_parent()
+    parser = argparse.ArgumentParser(
+        prog="python -m tlcore", parents=[common],
+        description="TL Lab: feature extraction, fine-tuning and QUANTA on pretrained vision backbones, "
+                    "with cost (time, FLOPs, energy, CO2) recorded in MLflow.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("backbones", parents=[common], help="list backbones: parameters, GFLOPs, taps, weights")
+    p.add_argument("--taps", metavar="NAME", help="list every layer of NAME usable as a tap")
+    p.set_defaults(func=cmd_backbones)
+
+    p = sub.add_parser("datasets", parents=[common], help="list registered datasets")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("predict", parents=[common], help="top-5 ImageNet classes: check that weights really loaded")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--weights", default="default", help="imagenet (default), or a state_dict file")
+    p.add_argument("--download-weights", action="store_true", help="download weights if missing (network)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("splits", parents=[common], help="write seed-format split CSVs for a folder dataset")
+    p.add_argument("--dataset", required=True, help="dataset folder (root/<split>/<label>/image.ext)")
+    p.add_argument("--out", required=True, help="folder for the CSV files")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples-per-class", type=_spc_list, default=None)
+    p.set_defaults(func=cmd_splits)
+
+    p = sub.add_parser("fe", parents=[common], help="feature extraction (full-network embedding + linear classifier)")
+    _data_args(p)
+    _run_args(p)
+    g = p.add_argument_group("feature extraction")
+    g.add_argument("--backbone", default="efficientnet_lite0", help="registered backbone (python -m tlcore backbones)")
+    g.add_argument("--model", nargs="+", metavar="PATH",
+                   help="the seed's --model: a weights file and/or a model description JSON")
+    g.add_argument("--weights", default=None, help="imagenet (default), random, or a state_dict file")
+    g.add_argument("--model-description", help="JSON listing the taps (a path or a shipped name such as "
+                                               "efficientnet_lite0_50)")
+    g.add_argument("--taps", help="comma-separated layer names (overrides the description)")
+    g.add_argument("--classifier", default="linearsvc",
+                   help="linearsvc (default), svc, sgd, knn, logreg")
+    g.add_argument("--standardize", choices=["train", "per_set"], default="train",
+                   help="statistics for standardisation: training set (FNE) or each set its own (the seed)")
+    g.add_argument("--no-discretize", action="store_true", help="keep standardised values (no {-1,0,1})")
+    g.add_argument("--threshold-high", type=float, default=0.15)
+    g.add_argument("--threshold-low", type=float, default=-0.25)
+    g.add_argument("--cache-dir", help="feature cache folder (default: beside the results)")
+    p.set_defaults(func=cmd_fe)
+
+    p = sub.add_parser("ft", parents=[common], help="fine-tuning with freezing configurations 0-3 or lp-ft")
+    _data_args(p)
+    _run_args(p)
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--backbone", "--architecture", dest="backbone", default="efficientnet_lite0")
+    g.add_argument("--source", default="imagenet", help="weights source: imagenet, random, or a weights file")
+    g.add_argument("--model", help="weights file (the seed's --model)")
+    g.add_argument("--configuration", default="0", help="0 (train all), 1, 2, 3 (freeze ~1/4, 1/2, 3/4) or lp-ft")
+    g.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
+    g.add_argument("--learning-rate", type=float, default=0.01)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--epochs", type=int, default=40)
+    g.add_argument("--patience", type=int, default=3, help="epochs without val-loss improvement before stopping")
+    g.add_argument("--bn-trainable", action="store_true", help="keep BatchNorm training in frozen layers (the seed)")
+    g.add_argument("--resume", metavar="RUN_ID", help="continue a killed run from its last completed epoch")
+    g.add_argument("--no-amp", action="store_true", help="no mixed precision on GPU")
+    p.set_defaults(func=cmd_ft)
+
+    p = sub.add_parser("quanta", parents=[common], help="QUANTA: per-layer transferability (lambda_S)")
+    g = p.add_argument_group("QUANTA (the seed's flags)")
+    g.add_argument("-o", "--outdir", default="./expe", help="where the seed's export files go (default ./expe)")
+    g.add_argument("-s", "--source_task", default=None, help="the source task (a dataset name), for the record")
+    g.add_argument("-sw", "--source_weights", default="default",
+                   help="source weights: a file, a Source training run id, 'random' (control) or 'imagenet'")
+    g.add_argument("-t", "--target_task", required=True, help="target dataset (e.g. digits:5-9, cifar100)")
+    g.add_argument("-l", "--layer_to_transfer", default="-1", help="layer index (0..6 for quanta_cnn), a tap "
+                                                                   "name, or -1 for every layer")
+    g.add_argument("-r", "--nb_of_runs", type=int, default=1)
+    g.add_argument("--nb_of_target_epochs", type=int, default=1)
+    g.add_argument("--nb_of_target_samples", type=int, default=None, help="training samples per class")
+    g.add_argument("--seed", type=int, default=0, help="runs are seeded with seed + run index")
+    g.add_argument("--augment_data", action="store_true")
+    g.add_argument("--train_from_previous_training", metavar="PATH", help="resume a saved target checkpoint")
+    g.add_argument("--show_only_build", action="store_true", help="print both models and train nothing")
+    g.add_argument("--architecture", default="quanta_cnn")
+    g.add_argument("--quanta-lr", type=float, default=None, help="separate learning rate for the QUANTA weights")
+    g.add_argument("--learning-rate", type=float, default=2e-4)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--device", default="auto")
+    g.add_argument("--num-workers", type=int, default=None)
+    g.add_argument("--mlflow-path")
+    g.add_argument("--job")
+    g.add_argument("--data-dir")
+    g.add_argument("--download", action="store_true")
+    g.add_argument("--no-energy", action="store_true")
+    g.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_quanta)
+
+    p = sub.add_parser("train-source", parents=[common], help="train a source network (QUANTA's source)")
+    p.add_argument("--architecture", "--backbone", dest="architecture", default="quanta_cnn")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the weights to this file")
+    p.add_argument("--augment_data", "--augment-data", dest="augment_data", action="store_true")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=2e-4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--mlflow-path")
+    p.add_argument("--job")
+    p.add_argument("--data-dir")
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--no-energy", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train_source)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+    from tlcore.errors import Cancelled, TLError
+
+    try:
+        return int(args.func(args) or 0)
+    except TLError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (Cancelled, KeyboardInterrupt):
+        print("cancelled: the run was stopped and is marked KILLED in MLflow.", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:  # a bug: say so in one line, the traceback behind --debug
+        if args.debug:
+            traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: unexpected {type(exc).__name__}: {first} (run with --debug for the traceback; this is "
+              "a bug, please report it)", file=sys.stderr)
+        return EXIT_BUG

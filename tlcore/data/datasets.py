@@ -1,0 +1,416 @@
+"""Image datasets: a registry of named sources, folder datasets in the seed layout, class filters.
+
+An :class:`ImageDataset` is a pool of images with integer labels and, when the data came
+with one, a predefined partition (train/val/test). Which images train, validate and test a
+given run is decided by a :class:`~tlcore.data.splits.SplitSet`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from tlcore.data.images import IMAGE_EXTENSIONS, array_to_image, read_image
+from tlcore.errors import DatasetError
+from tlcore.registry import Registry
+
+PARTITIONS = ("train", "val", "test")
+
+
+class ImageSource(Protocol):
+    """Where the pixels of a dataset come from: memory, files, or a torchvision dataset."""
+
+    def __len__(self) -> int: ...
+
+    def load(self, i: int) -> Image.Image:
+        """The i-th image as RGB."""
+
+    def key(self, i: int) -> str:
+        """A stable identity: a path for files, ``name/index`` otherwise."""
+
+    def fingerprint(self, i: int) -> str:
+        """Changes whenever the image's content may have changed (used by feature caches)."""
+
+
+class ArraySource:
+    """Images held in memory as one numpy array (N, H, W[, C])."""
+
+    def __init__(self, images: np.ndarray, prefix: str) -> None:
+        self.images = images
+        self.prefix = prefix
+        self._hashes: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, i: int) -> Image.Image:
+        return array_to_image(self.images[i])
+
+    def key(self, i: int) -> str:
+        return f"{self.prefix}/{i}"
+
+    def fingerprint(self, i: int) -> str:
+        if self._hashes is None:
+            self._hashes = [hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=8).hexdigest()
+                            for a in self.images]
+        return self._hashes[i]
+
+
+class FileSource:
+    """Images stored as files; keys are paths relative to ``root`` when possible."""
+
+    def __init__(self, paths: list[Path], root: Path | None = None) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.root = root
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i: int) -> Image.Image:
+        return read_image(self.paths[i])
+
+    def key(self, i: int) -> str:
+        p = self.paths[i]
+        if self.root is not None:
+            try:
+                return p.relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return p.as_posix()
+
+    def fingerprint(self, i: int) -> str:
+        try:
+            st = os.stat(self.paths[i])
+        except OSError:
+            return "missing"
+        return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+class TorchvisionSource:
+    """A torchvision dataset object; only the image half of its items is used."""
+
+    def __init__(self, dataset, prefix: str) -> None:
+        self.dataset = dataset
+        self.prefix = prefix
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def load(self, i: int) -> Image.Image:
+        from tlcore.data.images import to_rgb
+
+        img = self.dataset[i][0]
+        return to_rgb(img) if isinstance(img, Image.Image) else array_to_image(np.asarray(img))
+
+    def key(self, i: int) -> str:
+        return f"{self.prefix}/{i}"
+
+    def fingerprint(self, i: int) -> str:
+        return self.key(i)
+
+
+class ConcatSource:
+    """Several sources end to end (torchvision's official splits joined into one pool)."""
+
+    def __init__(self, sources: list) -> None:
+        self.sources = sources
+        self.offsets = np.cumsum([0] + [len(s) for s in sources])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _locate(self, i: int):
+        j = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.sources[j], i - int(self.offsets[j])
+
+    def load(self, i: int) -> Image.Image:
+        s, k = self._locate(i)
+        return s.load(k)
+
+    def key(self, i: int) -> str:
+        s, k = self._locate(i)
+        return s.key(k)
+
+    def fingerprint(self, i: int) -> str:
+        s, k = self._locate(i)
+        return s.fingerprint(k)
+
+
+class SubsetSource:
+    """A view of another source through an index array (class filters)."""
+
+    def __init__(self, base, indices: np.ndarray) -> None:
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(self, i: int) -> Image.Image:
+        return self.base.load(int(self.indices[i]))
+
+    def key(self, i: int) -> str:
+        return self.base.key(int(self.indices[i]))
+
+    def fingerprint(self, i: int) -> str:
+        return self.base.fingerprint(int(self.indices[i]))
+
+
+@dataclass
+class ImageDataset:
+    """A labelled pool of images.
+
+    ``partition`` holds "train"/"val"/"test" per image when the data came split (a folder in
+    the seed layout, a torchvision dataset's official splits); it is ``None`` otherwise.
+    """
+
+    name: str
+    classes: list[str]
+    source: ImageSource
+    labels: np.ndarray
+    partition: np.ndarray | None = None
+    root: Path | None = None
+    description: str = ""
+    kind: str = "embedded"  # embedded | folder | torchvision
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.labels) != len(self.source):
+            raise ValueError("labels and images differ in length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_counts(self, indices: np.ndarray | None = None) -> np.ndarray:
+        labels = self.labels if indices is None else self.labels[indices]
+        return np.bincount(labels, minlength=self.num_classes)
+
+    def index_of_keys(self) -> dict[str, int]:
+        return {self.source.key(i): i for i in range(len(self))}
+
+    def subset(self, indices: np.ndarray, classes: list[str], relabel: dict[int, int], name: str) -> ImageDataset:
+        indices = np.asarray(indices, dtype=np.int64)
+        return ImageDataset(
+            name=name,
+            classes=classes,
+            source=SubsetSource(self.source, indices),
+            labels=np.array([relabel[int(y)] for y in self.labels[indices]], dtype=np.int64),
+            partition=None if self.partition is None else self.partition[indices],
+            root=self.root,
+            description=self.description,
+            kind=self.kind,
+            notes=list(self.notes),
+        )
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the home and Run pages show for a registered dataset, without loading it."""
+
+    name: str
+    kind: str
+    description: str
+    num_classes: int | None
+    num_images: int | None
+    needs_download: bool
+
+
+datasets: Registry = Registry("dataset", DatasetError)
+_INFO: dict[str, DatasetInfo] = {}
+_CACHE: dict[tuple, ImageDataset] = {}
+
+
+def register_dataset(*, kind: str, description: str, num_classes: int | None = None,
+                     num_images: int | None = None):
+    """Register a loader ``fn(data_dir: Path, download: bool) -> ImageDataset`` under its name."""
+
+    def deco(fn):
+        datasets.register(fn)
+        _INFO[fn.__name__] = DatasetInfo(fn.__name__, kind, description, num_classes, num_images,
+                                         kind == "torchvision")
+        return fn
+
+    return deco
+
+
+def dataset_info() -> list[DatasetInfo]:
+    return [_INFO[n] for n in datasets.names()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedded datasets (ship with scikit-learn / scikit-image; no download, ever)
+
+
+@register_dataset(kind="embedded", description="scikit-learn handwritten digits: 1,797 8x8 grey images",
+                  num_classes=10, num_images=1797)
+def digits(data_dir: Path | None = None, download: bool = False) -> ImageDataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (d.images * (255.0 / 16.0)).round().astype(np.uint8)
+    return ImageDataset("digits", [str(c) for c in d.target_names], ArraySource(images, "digits"), d.target,
+                        description="Handwritten digits 0-9 (UCI, via scikit-learn), 8x8 greyscale.")
+
+
+@register_dataset(kind="embedded", description="scikit-image LFW subset: 200 25x25 faces and non-faces",
+                  num_classes=2, num_images=200)
+def lfw_faces(data_dir: Path | None = None, download: bool = False) -> ImageDataset:
+    from skimage import data as skdata
+
+    images = (skdata.lfw_subset() * 255.0).round().astype(np.uint8)
+    labels = np.array([0] * 100 + [1] * 100)  # skimage documents: first 100 faces, then 100 non-faces
+    return ImageDataset("lfw_faces", ["face", "non_face"], ArraySource(images, "lfw_faces"), labels,
+                        description="Labeled Faces in the Wild subset (via scikit-image), 25x25 greyscale.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Folder datasets: root/<split>/<label>/image.ext (the seed layout) or root/<label>/image.ext
+
+
+def scan_folder(root: Path) -> ImageDataset:
+    """Index a folder dataset without reading any pixels."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"Dataset folder {root} does not exist or is not a folder.")
+    sub = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    split_dirs = [p for p in sub if p.name in PARTITIONS]
+    entries: list[tuple[Path, str, str | None]] = []
+    if split_dirs:
+        for sd in split_dirs:
+            for label_dir in sorted(p for p in sd.iterdir() if p.is_dir()):
+                for f in sorted(label_dir.iterdir()):
+                    if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
+                        entries.append((f, label_dir.name, sd.name))
+    else:
+        for label_dir in sub:
+            if label_dir.name == "splits":
+                continue
+            for f in sorted(label_dir.iterdir()):
+                if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
+                    entries.append((f, label_dir.name, None))
+    if not entries:
+        raise DatasetError(
+            f"No images found in {root}; expected root/<split>/<label>/image.ext (split = train, val, test) "
+            "or root/<label>/image.ext."
+        )
+    classes = sorted({label for _, label, _ in entries})
+    index = {c: i for i, c in enumerate(classes)}
+    partition = np.array([s for _, _, s in entries], dtype=object) if split_dirs else None
+    return ImageDataset(
+        name=str(root),
+        classes=classes,
+        source=FileSource([e[0] for e in entries], root),
+        labels=np.array([index[label] for _, label, _ in entries], dtype=np.int64),
+        partition=partition,
+        root=root,
+        description=f"Folder dataset at {root}",
+        kind="folder",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Class filters: "digits:0-4", "digits:1,3,5", "cifar10:cat,dog"
+
+_FILTER_RE = re.compile(r"^[\w\-\s]+(?:,[\w\-\s]+)*$")
+
+
+def split_class_filter(name: str) -> tuple[str, str | None]:
+    """Split ``base:filter``; a colon inside a path (``C:\\data``) is not a filter."""
+    if ":" not in name:
+        return name, None
+    base, _, flt = name.rpartition(":")
+    if len(base) <= 1 or not flt or "/" in flt or "\\" in flt or not _FILTER_RE.match(flt):
+        return name, None
+    return base, flt
+
+
+def parse_class_filter(flt: str, classes: list[str], dataset: str) -> list[int]:
+    """Class indices selected by a filter, in the order given; ranges are inclusive."""
+    chosen: list[int] = []
+    for part in (p.strip() for p in flt.split(",")):
+        if not part:
+            continue
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if lo > hi:
+                raise DatasetError(f"Class range {part!r} in {dataset!r} runs backwards; write it low-high, e.g. 0-4.")
+            idx = list(range(lo, hi + 1))
+        elif part in classes:
+            idx = [classes.index(part)]
+        elif part.isdigit():
+            idx = [int(part)]
+        else:
+            raise DatasetError(
+                f"Class {part!r} is not in dataset {dataset!r}; use class indices 0-{len(classes) - 1} or names "
+                f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})."
+            )
+        for i in idx:
+            if i >= len(classes):
+                raise DatasetError(
+                    f"Class index {i} is out of range for dataset {dataset!r}, which has {len(classes)} classes "
+                    f"(0-{len(classes) - 1})."
+                )
+            if i not in chosen:
+                chosen.append(i)
+    if len(chosen) < 2:
+        raise DatasetError(f"The class filter {flt!r} keeps {len(chosen)} class; a task needs at least two classes.")
+    return chosen
+
+
+def apply_class_filter(ds: ImageDataset, flt: str) -> ImageDataset:
+    keep = parse_class_filter(flt, ds.classes, ds.name)
+    relabel = {old: new for new, old in enumerate(keep)}
+    mask = np.isin(ds.labels, keep)
+    return ds.subset(np.flatnonzero(mask), [ds.classes[i] for i in keep], relabel, f"{ds.name}:{flt}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def default_data_dir() -> Path:
+    """Where torchvision datasets are looked for: $TLCORE_DATA_DIR, else ~/.cache/tlcore/datasets."""
+    return Path(os.environ.get("TLCORE_DATA_DIR", Path.home() / ".cache" / "tlcore" / "datasets")).expanduser()
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> ImageDataset:
+    """Resolve a dataset name: a registered name, a folder path, each with an optional class filter.
+
+    Example:
+        >>> ds = load_dataset("digits:0-4")
+        >>> ds.classes
+        ['0', '1', '2', '3', '4']
+    """
+    if not name or not str(name).strip():
+        raise DatasetError("No dataset given; pass a registered name (e.g. digits) or a folder path.")
+    name = str(name).strip()
+    base, flt = split_class_filter(name)
+    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    if base in datasets:
+        key = (base, str(data_dir))
+        ds = _CACHE.get(key)
+        if ds is None:
+            ds = datasets.get(base)(data_dir=data_dir, download=download)
+            if _INFO[base].kind == "embedded":
+                _CACHE[key] = ds
+    elif Path(base).expanduser().exists():
+        ds = scan_folder(Path(base).expanduser().resolve())
+    else:
+        raise DatasetError(
+            f"Unknown dataset {base!r}: it is neither a registered name ({', '.join(datasets.names())}) "
+            "nor an existing folder."
+        )
+    return apply_class_filter(ds, flt) if flt else ds

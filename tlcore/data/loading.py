@@ -1,0 +1,174 @@
+"""Batches for training and extraction: uint8 tensors from the DataLoader, normalised on the device.
+
+Workers decode and resize; the main process only moves uint8 batches (4x smaller than float)
+to the device, where :func:`normalize_batch` converts, normalises and sets the memory format.
+Ten crops are 4 corners + centre, each mirrored (torchvision's ``TenCrop``), made on the fly
+or read from a precomputed crops folder with the seed's ``image_crop_i.ext`` naming.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from tlcore.data.datasets import FileSource, ImageDataset
+from tlcore.data.images import BadImageError, read_image
+from tlcore.errors import DatasetError
+
+N_CROPS = 10
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a backbone expects: square input size, normalisation, resize policy."""
+
+    input_size: int
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    crop_pct: float = 0.875
+
+    def resize_transform(self) -> v2.Transform:
+        # The seed resized whole images to the model's input size (Keras target_size): keep that.
+        return v2.Compose([v2.PILToTensor(), v2.Resize((self.input_size, self.input_size), antialias=True)])
+
+    def center_crop_transform(self) -> v2.Transform:
+        # ImageNet-style evaluation (used by `predict`): resize the short side, crop the centre.
+        return v2.Compose([v2.PILToTensor(), v2.Resize(round(self.input_size / self.crop_pct), antialias=True),
+                           v2.CenterCrop(self.input_size)])
+
+    def ten_crop_transform(self) -> v2.Transform:
+        big = round(self.input_size / self.crop_pct)
+        return v2.Compose([v2.PILToTensor(), v2.Resize((big, big), antialias=True), v2.TenCrop(self.input_size)])
+
+
+def normalize_batch(x: torch.Tensor, prep: Preprocessing, device: torch.device, channels_last: bool = False,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (N,3,H,W) on any device -> normalised float on ``device``."""
+    x = x.to(device, non_blocking=True)
+    mean = torch.tensor(prep.mean, device=device, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(prep.std, device=device, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    x = (x.float() - mean) / std
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.to(dtype)
+
+
+def _crop_paths(image_path: Path, root: Path, crops_dir: Path) -> list[Path]:
+    rel = image_path.relative_to(root)
+    folder = crops_dir / rel.parent
+    stem, ext = image_path.stem, image_path.suffix
+    pattern = re.compile(rf"^{re.escape(stem)}_crop_(\d+){re.escape(ext)}$")
+    found = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = pattern.match(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+class ImageBatches(Dataset):
+    """A torch view of some images of an :class:`ImageDataset`.
+
+    Items are ``(image uint8 [3,S,S] or crops [10,3,S,S], label, dataset index)``; with
+    ``skip_bad`` an unreadable image yields ``None`` and :func:`collate_skip_bad` drops and counts it.
+    """
+
+    def __init__(self, ds: ImageDataset, indices: np.ndarray, prep: Preprocessing, crops: bool = False,
+                 precomputed_crops: str | Path | None = None, skip_bad: bool = False,
+                 augment: v2.Transform | None = None) -> None:
+        self.ds = ds
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.prep = prep
+        self.crops = crops or precomputed_crops is not None
+        self.precomputed = Path(precomputed_crops) if precomputed_crops else None
+        self.skip_bad = skip_bad
+        self.augment = augment
+        self.single = prep.resize_transform()
+        self.ten = prep.ten_crop_transform()
+        if self.precomputed is not None:
+            if ds.kind != "folder":
+                raise DatasetError("--precomputed-crops needs a folder dataset (the crops mirror its layout).")
+            if not self.precomputed.is_dir():
+                raise DatasetError(f"Crops folder {self.precomputed} does not exist; make the crops or drop "
+                                   "--precomputed-crops to crop on the fly.")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _load_crops(self, i: int) -> torch.Tensor:
+        if self.precomputed is None:
+            return torch.stack(list(self.ten(self.ds.source.load(i))))
+        src: FileSource = self.ds.source  # type: ignore[assignment]
+        path = src.paths[i]
+        paths = _crop_paths(path, self.ds.root, self.precomputed)
+        if len(paths) != N_CROPS:
+            raise DatasetError(f"Expected {N_CROPS} precomputed crops for {path} in {self.precomputed} "
+                               f"(named {path.stem}_crop_i{path.suffix}), found {len(paths)}.")
+        return torch.stack([self.single(read_image(p)) for p in paths])
+
+    def __getitem__(self, item: int):
+        i = int(self.indices[item])
+        try:
+            x = self._load_crops(i) if self.crops else self.single(self.ds.source.load(i))
+        except BadImageError:
+            if self.skip_bad:
+                return None, -1, i
+            raise
+        if self.augment is not None:
+            x = self.augment(x)
+        return x, int(self.ds.labels[i]), i
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # uint8 (N,3,S,S) or (N,10,3,S,S)
+    labels: torch.Tensor
+    indices: torch.Tensor
+    skipped: list[int]
+
+    def pin_memory(self) -> Batch:
+        return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.indices, self.skipped)
+
+
+def collate_skip_bad(items) -> Batch:
+    good = [it for it in items if it[0] is not None]
+    skipped = [it[2] for it in items if it[0] is None]
+    if not good:
+        return Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long),
+                     torch.empty(0, dtype=torch.long), skipped)
+    return Batch(torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good], dtype=torch.long),
+                 torch.tensor([g[2] for g in good], dtype=torch.long), skipped)
+
+
+def default_num_workers() -> int:
+    """Half the cores, at most 8: workers decode while the model uses the other half."""
+    return max(0, min(8, (os.cpu_count() or 2) // 2))
+
+
+def make_loader(images: ImageBatches, batch_size: int, shuffle: bool = False, device: torch.device | None = None,
+                num_workers: int | None = None, seed: int = 0, drop_last: bool = False) -> DataLoader:
+    """A DataLoader with workers, pinned memory on CUDA, and a seeded shuffle order."""
+    workers = default_num_workers() if num_workers is None else num_workers
+    workers = min(workers, max(0, len(images) // max(batch_size, 1)))
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        images,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        pin_memory=device is not None and device.type == "cuda",
+        collate_fn=collate_skip_bad,
+        generator=generator,
+        persistent_workers=False,
+        drop_last=drop_last,
+        prefetch_factor=4 if workers else None,
+    )

@@ -1,0 +1,60 @@
+"""The single entry point the CLI and the app share: ``run(spec, reporter)``.
+
+Methods register themselves by name (``fe``, ``ft``, ``quanta``, ``source``); ``run``
+validates the spec, opens the tracking store and hands over. Whatever works from one front
+end works from the other, because both build the same :class:`ExperimentSpec` and call this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tlcore.errors import SpecError
+from tlcore.registry import Registry
+from tlcore.reporting import Reporter
+from tlcore.specs import ExperimentSpec
+from tlcore.tracking import Tracker
+
+
+@dataclass
+class RunResult:
+    """What a finished experiment produced: its MLflow runs and headline metrics."""
+
+    method: str
+    run_ids: list[str] = field(default_factory=list)
+    parent_run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    summary: str = ""
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+
+MethodFn = Callable[[ExperimentSpec, Reporter, Tracker], RunResult]
+methods: Registry[MethodFn] = Registry("method", SpecError)
+
+
+def register_method(name: str):
+    """Register ``fn(spec, reporter, tracker) -> RunResult`` as the implementation of a method."""
+
+    def deco(fn: MethodFn) -> MethodFn:
+        methods.register(fn, name=name)
+        return fn
+
+    return deco
+
+
+def _load_methods() -> None:
+    import tlcore.methods  # noqa: F401  (each method module registers itself)
+
+
+def available_methods() -> list[str]:
+    _load_methods()
+    return methods.names()
+
+
+def run(spec: ExperimentSpec, reporter: Reporter | None = None, tracker: Tracker | None = None) -> RunResult:
+    """Validate ``spec`` and run it; MLflow runs end FINISHED, FAILED or KILLED whatever happens."""
+    spec.validate()
+    _load_methods()
+    fn = methods.get(spec.method)
+    return fn(spec, reporter or Reporter(), tracker or Tracker(spec.mlflow_path))

@@ -1,0 +1,1 @@
+"""Transfer methods. Each module registers itself with :mod:`tlcore.experiments`."""

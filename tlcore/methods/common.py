@@ -1,0 +1,178 @@
+"""What feature extraction and fine-tuning share: the run plan over splits, the sweep's parent and
+child MLflow runs, the schema's common params, scores, and crop voting.
+
+The protocol is the seed's: ``--model-selection`` trains once on the largest split and scores on
+val; otherwise every draw of every samples-per-class value is one child run scored on test,
+under a parent run tagged with the sweep id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+from tlcore.data import ImageDataset, SplitSet, load_dataset, resolve_splits
+from tlcore.errors import DatasetError
+from tlcore.reporting import Reporter
+from tlcore.specs import ExperimentSpec
+from tlcore.tracking import EXPERIMENTS, RunHandle, Tracker
+
+
+@dataclass(frozen=True)
+class SplitPoint:
+    """One training of a sweep: which images train it and which score it."""
+
+    spc: int
+    split: int
+    train: np.ndarray
+    eval_set: str  # "val" (model selection) or "test"
+    eval: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    @property
+    def label(self) -> str:
+        return f"spc={self.spc} split={self.split}" + (" (model selection)" if self.eval_set == "val" else "")
+
+
+def load_data(spec: ExperimentSpec, reporter: Reporter | None = None) -> tuple[ImageDataset, SplitSet]:
+    """The dataset and its split set for a spec; warnings (split overlaps) go to the reporter."""
+    ds = load_dataset(spec.dataset, spec.data_dir, spec.download)
+    wanted = list(spec.samples_per_class) if spec.samples_per_class else None
+    if spec.model_selection and wanted:
+        wanted = [max(wanted)]
+    splits = resolve_splits(ds, spec.split_path, seed=spec.seed, n_splits=spec.splits, spc_values=wanted)
+    for w in splits.warnings:
+        if reporter is not None:
+            reporter.message(w, "warning")
+    return ds, splits
+
+
+def plan_points(spec: ExperimentSpec, ds: ImageDataset, splits: SplitSet) -> list[SplitPoint]:
+    """Every (samples per class, draw) to train, checked before any run is opened."""
+    if spec.model_selection:
+        spc = splits.largest_spc
+        points = [SplitPoint(spc, 0, splits.train_split(spc, 0), "val", splits.val, splits.val, splits.test)]
+    else:
+        points = [SplitPoint(spc, k, idx, "test", splits.test, splits.val, splits.test)
+                  for spc in splits.spc_values for k, idx in enumerate(splits.train[spc])]
+    if not points:
+        raise DatasetError(f"The split set of {ds.name} has no training split to run.")
+    for p in points:
+        present = np.unique(ds.labels[p.train])
+        if len(p.train) == 0:
+            raise DatasetError(f"The training split {p.label} of {ds.name} is empty; check the split CSVs.")
+        if len(present) < 2:
+            raise DatasetError(f"The training split {p.label} of {ds.name} holds a single class "
+                               f"({ds.classes[int(present[0])]!r}); a classifier needs at least two.")
+        if len(p.eval) == 0:
+            raise DatasetError(f"The {p.eval_set} set of {ds.name} is empty; nothing would score the run.")
+    return points
+
+
+def common_params(spec: ExperimentSpec, ds: ImageDataset, splits: SplitSet) -> dict[str, Any]:
+    """Params every run logs (design.md's schema), before the point-specific ones."""
+    return {
+        "method": spec.method,
+        "dataset": spec.dataset,
+        "backbone": spec.backbone,
+        "weights": spec.weights,
+        "seed": spec.seed,
+        "model_selection": spec.model_selection,
+        "use_crops": spec.use_crops,
+        "batch_size": spec.batch_size,
+        "resolution": spec.input_size,
+        "num_classes": ds.num_classes,
+        "split_origin": splits.origin,
+        "job": spec.job or "",
+    }
+
+
+def point_params(point: SplitPoint) -> dict[str, Any]:
+    return {"samples_per_class": point.spc, "split": point.split, "n_train_images": len(point.train),
+            "eval_set": point.eval_set}
+
+
+class Sweep:
+    """The MLflow runs of one experiment: a parent (when there is more than one point) and children.
+
+    Children carry ``sweep_id`` and ``mlflow.parentRunId``; a child that raises ends FAILED or
+    KILLED and the error propagates, so the parent ends the same way.
+    """
+
+    def __init__(self, spec: ExperimentSpec, tracker: Tracker, reporter: Reporter, n_points: int,
+                 params: dict[str, Any], sweep_id: str | None = None) -> None:
+        self.spec, self.tracker, self.reporter = spec, tracker, reporter
+        self.n_points = n_points
+        self.params = params
+        self.sweep_id = sweep_id or spec.tags.get("sweep_id") or uuid.uuid4().hex[:12]
+        self.parent: RunHandle | None = None
+        self.child_ids: list[str] = []
+        self.done = 0
+
+    @property
+    def tags(self) -> dict[str, str]:
+        t = {"sweep_id": self.sweep_id, **self.spec.tags}
+        if self.spec.job:
+            t["job"] = self.spec.job
+        return t
+
+    def __enter__(self) -> Sweep:
+        if self.n_points > 1:
+            self.parent = self.tracker.start_run(
+                self.spec.method, {**self.params, "samples_per_class": "sweep", "split": "sweep",
+                                   "n_points": self.n_points},
+                tags={**self.tags, "sweep_parent": "true"}, run_name=f"{self.spec.dataset} sweep")
+            self.reporter.run_started(self.parent.run_id, EXPERIMENTS[self.spec.method], "sweep parent")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.parent is not None:
+            self.parent.__exit__(exc_type, exc, tb)
+        return False
+
+    @contextmanager
+    def child(self, point: SplitPoint, params: dict[str, Any]) -> Iterator[tuple[RunHandle, Reporter]]:
+        """One run for ``point``; yields it and a reporter scaled to its share of the sweep."""
+        self.reporter.check_cancelled()
+        run = self.tracker.start_run(
+            self.spec.method, {**self.params, **point_params(point), **params}, tags=self.tags,
+            parent_run_id=self.parent.run_id if self.parent else None, run_name=point.label)
+        self.child_ids.append(run.run_id)
+        self.reporter.run_started(run.run_id, EXPERIMENTS[self.spec.method], point.label)
+        sub = self.reporter.scaled(self.done / self.n_points, (self.done + 1) / self.n_points)
+        with run:
+            yield run, sub
+        self.done += 1
+
+
+def score_metrics(prefix: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Balanced accuracy (mean per-class, the seed's measure) as ``<prefix>_accuracy``, plain beside it."""
+    return {
+        f"{prefix}_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        f"{prefix}_plain_accuracy": float(accuracy_score(y_true, y_pred)),
+    }
+
+
+def vote(crop_predictions: np.ndarray, crop_scores: np.ndarray | None = None) -> np.ndarray:
+    """Majority vote over each image's crops: (n_images, n_crops) labels -> (n_images,).
+
+    Ties go to the tied class with the highest summed score when scores (n_images, n_crops,
+    n_classes) are given, else to the smallest label.
+    """
+    crop_predictions = np.asarray(crop_predictions)
+    n_classes = int(crop_predictions.max()) + 1 if crop_scores is None else crop_scores.shape[-1]
+    counts = np.zeros((len(crop_predictions), n_classes))
+    rows = np.repeat(np.arange(len(crop_predictions)), crop_predictions.shape[1])
+    np.add.at(counts, (rows, crop_predictions.ravel()), 1)
+    if crop_scores is not None:
+        tie_break = crop_scores.sum(axis=1)
+        tie_break = (tie_break - tie_break.min()) / (np.ptp(tie_break) + 1e-12) * 0.5  # < one vote
+        counts = counts + tie_break
+    return counts.argmax(axis=1)

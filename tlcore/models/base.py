@@ -1,0 +1,393 @@
+"""The uniform backbone interface and its registry.
+
+Every registered backbone is one small function returning a :class:`Backbone`: the network,
+its preprocessing, its named taps (for feature extraction and QUANTA), its freeze units (for
+fine-tuning configurations 0-3), its head, and where its weights come from. Weights are data
+(:class:`WeightsSource`), as in torchvision: a local file, the torch hub cache, a package that
+ships them, or a download when the user asks and the network exists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tlcore.data.loading import Preprocessing
+from tlcore.errors import BackboneError, WeightsError
+from tlcore.registry import Registry
+
+RANDOM_WEIGHTS = ("random", "none", "scratch")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a named set of pretrained weights lives.
+
+    ``local_file`` returns the path of an offline copy or None; ``url`` is used only for an
+    explicit download. ``categories`` are the class names of the original head (ImageNet).
+    """
+
+    name: str
+    description: str
+    local_file: Callable[[], Path | None]
+    url: str | None = None
+    categories: tuple[str, ...] | None = None
+    reference_top1: float | None = None
+
+    def available_offline(self) -> bool:
+        try:
+            p = self.local_file()
+        except Exception:
+            return False
+        return p is not None and Path(p).is_file()
+
+
+def hub_cache_file(url: str) -> Path:
+    """Where ``torch.hub.load_state_dict_from_url`` keeps (or would keep) a download."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str
+    family: str
+    preprocessing: Preprocessing
+    taps: tuple[str, ...]
+    head_path: str
+    weights: dict[str, WeightsSource] = field(default_factory=dict)
+    default_weights: str | None = "imagenet"
+    freeze_units: Callable[[nn.Module], list[str]] | None = None
+    freeze_counts: dict[int, int] | None = None  # configuration -> units frozen (the seed's counts)
+    head_kind: str = "linear"  # "linear" or "vgg" (two Dense 256 + ReLU, as the seed)
+    quanta_points: tuple[tuple[str, str], ...] = ()  # (pre-activation module, activation module)
+    fixed_input_size: bool = False  # True when the network cannot take another resolution (ViT)
+    description: str = ""
+
+
+class _StopForward(Exception):
+    pass
+
+
+def pool_activation(t: torch.Tensor) -> torch.Tensor:
+    """Spatial average of a conv map (N,C,H,W), token average of a transformer output (N,L,D)."""
+    if t.dim() == 4:
+        return t.mean(dim=(2, 3))
+    if t.dim() == 3:
+        return t.mean(dim=1)
+    return t.flatten(1)
+
+
+class Backbone(nn.Module):
+    """A pretrained network with uniform access to taps, freezing and head.
+
+    Example:
+        >>> bb = create_backbone("efficientnet_lite0")          # ImageNet weights, offline
+        >>> feats = bb.extract_taps(x, bb.cfg.taps)              # list of pooled (N, C_i) tensors
+        >>> bb.reset_classifier(10); bb.apply_freezing(2)        # fine-tuning, configuration 2
+    """
+
+    def __init__(self, net: nn.Module, cfg: BackboneConfig, weights: str | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.cfg = cfg
+        self.weights_name = weights or "random"
+        self.frozen_bn: list[nn.Module] = []
+        self.frozen_params: list[str] = []
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.cfg.preprocessing
+
+    def module(self, path: str) -> nn.Module:
+        try:
+            return self.net.get_submodule(path)
+        except AttributeError:
+            raise BackboneError(
+                f"{self.cfg.name} has no layer {path!r}; valid taps are: {', '.join(self.cfg.taps)} "
+                f"(or any module path listed by `python -m tlcore backbones --taps {self.cfg.name}`)."
+            ) from None
+
+    def validate_taps(self, taps: Sequence[str]) -> None:
+        for t in taps:
+            self.module(t)
+
+    def extract_taps(self, x: torch.Tensor, taps: Sequence[str], pool: bool = True) -> list[torch.Tensor]:
+        """Activations at ``taps`` (in the order given), pooled; the forward stops after the last tap."""
+        self.validate_taps(taps)
+        order = {t: i for i, t in enumerate(taps)}
+        out: list[torch.Tensor | None] = [None] * len(taps)
+        remaining = set(taps)
+        handles = []
+
+        def hook_for(name: str):
+            def hook(_m, _inp, output):
+                if isinstance(output, tuple):
+                    output = output[0]
+                out[order[name]] = pool_activation(output) if pool else output
+                remaining.discard(name)
+                if not remaining:
+                    raise _StopForward
+
+            return hook
+
+        for t in taps:
+            handles.append(self.module(t).register_forward_hook(hook_for(t)))
+        try:
+            self.net(x)
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        if remaining:  # pragma: no cover - a tap the forward never reached
+            raise BackboneError(f"Taps {sorted(remaining)} of {self.cfg.name} were not reached by its forward pass.")
+        return out  # type: ignore[return-value]
+
+    # -- head -----------------------------------------------------------------------------------
+    def get_classifier(self) -> nn.Module:
+        return self.net.get_submodule(self.cfg.head_path)
+
+    def _set_module(self, path: str, module: nn.Module) -> None:
+        parent_path, _, attr = path.rpartition(".")
+        parent = self.net.get_submodule(parent_path) if parent_path else self.net
+        setattr(parent, attr, module)
+
+    @property
+    def num_features(self) -> int:
+        head = self.get_classifier()
+        if isinstance(head, nn.Linear):
+            return head.in_features
+        linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+        return linears[0].in_features
+
+    def reset_classifier(self, num_classes: int, head_kind: str | None = None) -> nn.Module:
+        """Replace the head with a new, randomly initialised one for ``num_classes``."""
+        kind = head_kind or self.cfg.head_kind
+        n_in = self.num_features
+        if kind == "vgg":
+            head: nn.Module = nn.Sequential(nn.Linear(n_in, 256), nn.ReLU(inplace=True), nn.Linear(256, 256),
+                                            nn.ReLU(inplace=True), nn.Linear(256, num_classes))
+        else:
+            head = nn.Linear(n_in, num_classes)
+        ref = next(self.net.parameters())
+        head = head.to(device=ref.device, dtype=ref.dtype)
+        self._set_module(self.cfg.head_path, head)
+        return head
+
+    def head_parameter_names(self) -> set[str]:
+        prefix = f"net.{self.cfg.head_path}."
+        return {n for n, _ in self.named_parameters() if n.startswith(prefix)}
+
+    # -- freezing -------------------------------------------------------------------------------
+    def freeze_unit_names(self) -> list[str]:
+        """Ordered units a freezing configuration counts (convs by default)."""
+        if self.cfg.freeze_units is not None:
+            return self.cfg.freeze_units(self.net)
+        head = self.cfg.head_path
+        return [n for n, m in self.net.named_modules()
+                if isinstance(m, nn.Conv2d) and not (n == head or n.startswith(head + "."))]
+
+    def frozen_unit_count(self, configuration: int) -> int:
+        units = self.freeze_unit_names()
+        if configuration == 0:
+            return 0
+        if self.cfg.freeze_counts and configuration in self.cfg.freeze_counts:
+            return min(self.cfg.freeze_counts[configuration], len(units))
+        return round(len(units) * configuration / 4)
+
+    def configurations(self) -> list[int]:
+        return [0, 1, 2, 3]
+
+    def apply_freezing(self, configuration: int, bn_trainable: bool = False) -> list[str]:
+        """Freeze the first units for a configuration (0 = train everything); returns frozen parameter names.
+
+        Frozen parameters are those registered before the first parameter of the first unit
+        left trainable, so the frozen part is always a prefix of the network. BatchNorm layers
+        in it use their running statistics unless ``bn_trainable`` (the seed's behaviour).
+        """
+        if configuration not in self.configurations():
+            raise BackboneError(
+                f"Configuration {configuration!r} is not defined for {self.cfg.name}; valid configurations are "
+                f"{', '.join(map(str, self.configurations()))} (0 = train everything, 3 = freeze about three quarters)."
+            )
+        for p in self.parameters():
+            p.requires_grad_(True)
+        self.frozen_bn = []
+        self.frozen_params = []
+        n = self.frozen_unit_count(configuration)
+        if n == 0:
+            return []
+        units = self.freeze_unit_names()
+        params = list(self.net.named_parameters())
+        if n >= len(units):
+            stop_at = next(i for i, (name, _) in enumerate(params)
+                           if name.startswith(self.cfg.head_path + ".") or name == self.cfg.head_path)
+        else:
+            first = units[n]
+            stop_at = next(i for i, (name, _) in enumerate(params) if name.startswith(first + "."))
+        frozen = {name for name, _ in params[:stop_at]}
+        for _name, p in params[:stop_at]:
+            p.requires_grad_(False)
+        if not bn_trainable:
+            self.frozen_bn = [m for mname, m in self.net.named_modules()
+                              if isinstance(m, nn.modules.batchnorm._BatchNorm) and f"{mname}.weight" in frozen]
+        self.frozen_params = [f"net.{n_}" for n_ in frozen]
+        self.train(self.training)
+        return self.frozen_params
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        for m in self.frozen_bn:
+            m.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def count_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry and factory
+
+backbones: Registry = Registry("backbone", BackboneError)
+_CONFIGS: dict[str, BackboneConfig] = {}
+_BUILDERS: dict[str, Callable[[], nn.Module]] = {}
+
+
+def register_backbone(cfg: BackboneConfig):
+    """Register ``build() -> nn.Module`` (random init, original head) under ``cfg.name``."""
+
+    def deco(build: Callable[[], nn.Module]):
+        build.__name__ = cfg.name
+        backbones.register(build)
+        _CONFIGS[cfg.name] = cfg
+        _BUILDERS[cfg.name] = build
+        return build
+
+    return deco
+
+
+def backbone_config(name: str) -> BackboneConfig:
+    backbones.get(name)
+    return _CONFIGS[name]
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"Weights file {path} does not exist.") from None
+    except Exception as exc:
+        raise WeightsError(
+            f"Weights file {path} could not be read as PyTorch weights ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160]}); give a state_dict saved with torch.save."
+        ) from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"Weights file {path} does not hold a state_dict (a dict of tensors).")
+    return obj
+
+
+def _strip_prefix(sd: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
+    """Accept state dicts saved from a Backbone (``net.``) or DataParallel (``module.``)."""
+    for prefix in ("net.", "module.", "module.net."):
+        if not (set(sd) & model_keys) and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_weights_into(net: nn.Module, sd: dict[str, torch.Tensor], source: str, name: str,
+                      head_path: str) -> list[str]:
+    """Load a state dict strictly, except a head of another size (skipped); returns notes."""
+    own = net.state_dict()
+    sd = _strip_prefix(sd, set(own))
+    head_prefix = head_path + "."
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shape = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+    head_skipped = [k for k in shape + missing if k.startswith(head_prefix)]
+    missing = [k for k in missing if not k.startswith(head_prefix)]
+    shape_body = [k for k in shape if not k.startswith(head_prefix)]
+    if missing or unexpected or shape_body:
+        parts = []
+        if shape_body:
+            k = shape_body[0]
+            parts.append(f"{k} has shape {list(sd[k].shape)} in the file but {list(own[k].shape)} in the model")
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
+        raise WeightsError(f"Weights from {source} do not fit {name}: " + "; ".join(parts) + ".")
+    load = {k: v for k, v in sd.items() if k not in head_skipped}
+    net.load_state_dict(load, strict=False)
+    return [f"head weights of another size in {source} were not loaded ({head_skipped[0]})"] if head_skipped else []
+
+
+def weights_status(name: str) -> dict[str, bool]:
+    """``{weights name: available offline}`` for a backbone."""
+    cfg = backbone_config(name)
+    return {w: src.available_offline() for w, src in cfg.weights.items()}
+
+
+def create_backbone(name: str, weights: str | None = "default", download: bool = False,
+                    num_classes: int | None = None) -> Backbone:
+    """Build a registered backbone with its weights.
+
+    Args:
+        name: a registered backbone (``python -m tlcore backbones`` lists them).
+        weights: ``"default"`` (the backbone's pretrained weights), a weights name such as
+            ``"imagenet"``, ``"random"`` for random initialisation, or a path to a state_dict file.
+        download: allow fetching weights that are not on disk (needs network).
+        num_classes: replace the head with a new one of this size.
+    """
+    cfg = backbone_config(name)
+    net = _BUILDERS[name]()
+    w = cfg.default_weights if weights in ("default", None, "") else weights
+    if w is None or str(w).lower() in RANDOM_WEIGHTS:
+        used = "random"
+    elif w in cfg.weights:
+        src = cfg.weights[w]
+        path = src.local_file()
+        if path is None or not Path(path).is_file():
+            if not download or not src.url:
+                where = f" (looked for {path})" if path else ""
+                raise WeightsError(
+                    f"{w} weights for {name} are not on this machine{where}; pass --weights FILE with a local "
+                    f"copy, put the file in the torch hub cache, or allow a download (--download-weights, needs "
+                    f"network). efficientnet_lite0/1/2 ship their weights and always work offline."
+                )
+            try:
+                sd = torch.hub.load_state_dict_from_url(src.url, map_location="cpu", progress=True)
+            except Exception as exc:
+                raise WeightsError(f"Downloading {w} weights for {name} from {src.url} failed ({exc}); this machine "
+                                   "may be offline: copy the file to the torch hub cache instead.") from None
+        else:
+            sd = _read_state_dict(Path(path))
+        load_weights_into(net, sd, f"{w} weights", name, cfg.head_path)
+        used = w
+    else:
+        p = Path(str(w)).expanduser()
+        if not p.exists():
+            raise WeightsError(
+                f"Unknown weights {w!r} for {name}: not a file and not one of "
+                f"{', '.join([*list(cfg.weights), 'random'])}."
+            )
+        load_weights_into(net, _read_state_dict(p), str(p), name, cfg.head_path)
+        used = str(p.resolve())
+    bb = Backbone(net, cfg, used)
+    if num_classes is not None:
+        bb.reset_classifier(num_classes)
+    return bb

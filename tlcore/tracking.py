@@ -1,0 +1,356 @@
+"""MLflow tracking through ``MlflowClient`` with explicit run ids.
+
+Never the fluent active-run API: it keeps the active run per thread but the experiment per
+process, and from a worker thread it silently opened a second run that stayed RUNNING. The
+tracking URI is resolved to an absolute one once (the default depends on the working
+directory otherwise). A run ends FINISHED, FAILED (error text kept as a tag and an artifact)
+or KILLED (cancelled); metrics logged before the end stay. Each run carries its owner's pid,
+host and a heartbeat, so a server restarted after a crash can mark its orphans FAILED.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tlcore import __version__
+from tlcore.errors import Cancelled, TLError
+
+EXPERIMENTS = {
+    "fe": "Feature extraction",
+    "ft": "Fine-tuning",
+    "quanta": "QUANTA",
+    "source": "Source training",
+}
+DB_NAME = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+HEARTBEAT_EVERY_S = 20.0
+STALE_AFTER_S = 600.0
+
+TAG_PID, TAG_HOST, TAG_START, TAG_HEARTBEAT = "tlcore.pid", "tlcore.host", "tlcore.process_start", "tlcore.heartbeat"
+TAG_ERROR, TAG_ERROR_TYPE = "error", "error_type"
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _abs_sqlite(uri: str) -> str:
+    path = uri[len("sqlite:///"):]
+    if path and not path.startswith("/") and ":memory:" not in path:
+        path = str(Path(path).resolve())
+    return f"sqlite:///{path}"
+
+
+def resolve_tracking_uri(mlflow_path: str | os.PathLike | None = None) -> str:
+    """``--mlflow-path`` (a folder: results live inside it, or a URI), else ``MLFLOW_TRACKING_URI``,
+    else ``sqlite:///<cwd>/mlflow.db``; always absolute."""
+    if mlflow_path:
+        s = str(mlflow_path)
+        if "://" in s:
+            return _abs_sqlite(s) if s.startswith("sqlite:///") else s
+        folder = Path(s).expanduser().resolve()
+        if folder.suffix == ".db":
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            return f"sqlite:///{folder}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{folder / DB_NAME}"
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        if env.startswith("sqlite:///"):
+            return _abs_sqlite(env)
+        if "://" not in env:
+            return resolve_tracking_uri(env)
+        return env
+    return f"sqlite:///{Path.cwd().resolve() / DB_NAME}"
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts sit beside a sqlite store (``<folder>/mlartifacts``); servers keep their own."""
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri[len("sqlite:///"):]).parent / ARTIFACTS_DIR)
+    return None
+
+
+def store_description(uri: str) -> str:
+    """One line for the UI: where results are stored and how to open them in the MLflow UI."""
+    root = artifact_root(uri)
+    extra = f" (artifacts in {root})" if root else ""
+    return f"{uri}{extra}"
+
+
+def mlflow_ui_command(uri: str) -> str:
+    root = artifact_root(uri)
+    cmd = f"mlflow ui --backend-store-uri {uri}"
+    if root:
+        cmd += f" --default-artifact-root {root}"
+    return cmd
+
+
+def _process_start_time(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:
+        return None
+
+
+def owner_alive(pid: int, start: float | None) -> bool:
+    try:
+        import psutil
+
+        if not psutil.pid_exists(pid):
+            return False
+        if start is None:
+            return True
+        return abs(psutil.Process(pid).create_time() - start) < 1.0
+    except Exception:
+        return False
+
+
+def _stringify(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    if isinstance(v, bool):
+        return str(v).lower()
+    if v is None:
+        return "none"
+    return str(v)
+
+
+class Tracker:
+    """One tracking store. Thread-safe: a worker thread and the UI can share it."""
+
+    def __init__(self, uri: str | None = None) -> None:
+        self.uri = resolve_tracking_uri(uri)
+        self._client = None
+        self._experiment_ids: dict[str, str] = {}
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            if self.uri.startswith("sqlite:///"):
+                Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def experiment_id(self, name: str, create: bool = True) -> str | None:
+        if name in self._experiment_ids:
+            return self._experiment_ids[name]
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            if not create:
+                return None
+            root = artifact_root(self.uri)
+            location = None
+            if root:
+                location = (Path(root) / name.lower().replace(" ", "_")).as_uri()
+            try:
+                eid = self.client.create_experiment(name, artifact_location=location)
+            except Exception:
+                exp = self.client.get_experiment_by_name(name)  # created meanwhile by another thread
+                if exp is None:
+                    raise
+                eid = exp.experiment_id
+        else:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            eid = exp.experiment_id
+        self._experiment_ids[name] = eid
+        return eid
+
+    def start_run(self, method: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
+                  parent_run_id: str | None = None, run_name: str | None = None) -> RunHandle:
+        """Create a RUNNING run in the method's experiment (design.md names), owned by this process."""
+        experiment = EXPERIMENTS.get(method, method)
+        eid = self.experiment_id(experiment)
+        pid = os.getpid()
+        all_tags = {
+            "tlcore_version": __version__,
+            TAG_PID: str(pid),
+            TAG_HOST: socket.gethostname(),
+            TAG_START: str(_process_start_time(pid) or ""),
+            TAG_HEARTBEAT: f"{time.time():.0f}",
+            "method": method,
+        }
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        all_tags.update({k: str(v) for k, v in (tags or {}).items()})
+        run = self.client.create_run(eid, tags=all_tags, run_name=run_name)
+        handle = RunHandle(self, run.info.run_id, eid)
+        if params:
+            handle.log_params(params)
+        return handle
+
+    def resume_run(self, run_id: str) -> RunHandle:
+        """Reopen a run (FAILED or KILLED) to continue it; ownership moves to this process."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:
+            raise TLError(f"No run with id {run_id!r} in {self.uri}; check the id and --mlflow-path.") from None
+        handle = RunHandle(self, run_id, run.info.experiment_id)
+        self.client.update_run(run_id, status="RUNNING")
+        pid = os.getpid()
+        handle.set_tags({TAG_PID: str(pid), TAG_HOST: socket.gethostname(),
+                         TAG_START: str(_process_start_time(pid) or ""), TAG_HEARTBEAT: f"{time.time():.0f}",
+                         TAG_ERROR: "", "resumed": "true"})
+        return handle
+
+    def get_run(self, run_id: str):
+        return self.client.get_run(run_id)
+
+    def fail_orphaned_runs(self, stale_after_s: float = STALE_AFTER_S) -> list[str]:
+        """Mark FAILED the runs left RUNNING by a process that is gone; returns their ids.
+
+        A run of this host is orphaned when its owner pid is dead (or reused by another
+        process); a run of another host when its heartbeat is older than ``stale_after_s``.
+        """
+        from mlflow.entities import ViewType
+
+        exps = self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
+        if not exps:
+            return []
+        host = socket.gethostname()
+        failed = []
+        runs = self.client.search_runs([e.experiment_id for e in exps], "attributes.status = 'RUNNING'",
+                                       max_results=5000)
+        for run in runs:
+            tags = run.data.tags
+            pid = int(tags.get(TAG_PID, "0") or 0)
+            start = float(tags[TAG_START]) if tags.get(TAG_START) else None
+            heartbeat = float(tags.get(TAG_HEARTBEAT, "0") or 0)
+            if tags.get(TAG_HOST) == host:
+                if owner_alive(pid, start):
+                    continue
+                reason = (f"The process that ran this run (pid {pid} on {host}) ended without finishing it, e.g. the "
+                          "server was killed or crashed; metrics logged before that are kept.")
+            else:
+                age = time.time() - heartbeat
+                if age < stale_after_s:
+                    continue
+                reason = (f"No heartbeat from the process that ran this run ({tags.get(TAG_HOST, 'unknown host')}) "
+                          f"for {age / 60:.0f} minutes; it is assumed dead. Metrics logged before that are kept.")
+            handle = RunHandle(self, run.info.run_id, run.info.experiment_id)
+            handle.set_tags({TAG_ERROR: reason, TAG_ERROR_TYPE: "orphaned"})
+            self.client.set_terminated(run.info.run_id, "FAILED")
+            failed.append(run.info.run_id)
+        return failed
+
+
+@dataclass
+class RunHandle:
+    """One MLflow run, addressed by id. As a context manager it ends the run by how the block ends."""
+
+    tracker: Tracker
+    run_id: str
+    experiment_id: str
+    _last_heartbeat: float = 0.0
+    ended: str | None = None
+
+    @property
+    def client(self):
+        return self.tracker.client
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), _stringify(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float | None], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+        self.heartbeat()
+
+    def log_metric(self, key: str, value: float, step: int = 0) -> None:
+        self.log_metrics({key: value}, step)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(str(k), str(v)[:5000]) for k, v in tags.items()])
+
+    def heartbeat(self, force: bool = False) -> None:
+        now = time.time()
+        if force or now - self._last_heartbeat > HEARTBEAT_EVERY_S:
+            self._last_heartbeat = now
+            self.client.set_tag(self.run_id, TAG_HEARTBEAT, f"{now:.0f}")
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, folder: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_dict(self, data: dict, name: str) -> None:
+        self.client.log_text(self.run_id, json.dumps(data, indent=2, default=str), name)
+
+    def artifact_dir(self) -> Path | None:
+        """Local folder of this run's artifacts (sqlite stores), for checkpoints written in place."""
+        uri = self.client.get_run(self.run_id).info.artifact_uri
+        if uri.startswith("file://"):
+            from urllib.parse import unquote, urlparse
+
+            return Path(unquote(urlparse(uri).path))
+        if uri.startswith("/"):
+            return Path(uri)
+        return None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def finish(self) -> None:
+        if self.ended is None:
+            self.client.set_terminated(self.run_id, "FINISHED")
+            self.ended = "FINISHED"
+
+    def kill(self, reason: str = "Cancelled by the user; metrics logged before that are kept.") -> None:
+        if self.ended is None:
+            self.set_tags({TAG_ERROR: reason, TAG_ERROR_TYPE: "cancelled"})
+            self.client.set_terminated(self.run_id, "KILLED")
+            self.ended = "KILLED"
+
+    def fail(self, exc: BaseException) -> None:
+        """End FAILED, keeping the one-sentence message as a tag and the traceback as ``error.txt``."""
+        if self.ended is not None:
+            return
+        message = str(exc) if isinstance(exc, TLError) else f"{type(exc).__name__}: {exc}"
+        try:
+            self.set_tags({TAG_ERROR: message or type(exc).__name__, TAG_ERROR_TYPE: type(exc).__name__})
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.log_text(tb, "error.txt")
+        finally:
+            self.client.set_terminated(self.run_id, "FAILED")
+            self.ended = "FAILED"
+
+    def __enter__(self) -> RunHandle:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            self.finish()
+        elif isinstance(exc, (Cancelled, KeyboardInterrupt)):
+            self.kill()
+        else:
+            self.fail(exc)
+        return False
+
+
+def params_from(items: Iterable[tuple[str, Any]]) -> dict[str, str]:
+    return {k: _stringify(v) for k, v in items}
