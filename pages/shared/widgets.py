@@ -66,3 +66,21 @@ def show_error(exc: BaseException) -> None:
         st.error(f"Unexpected {type(exc).__name__}: {exc}")
         with st.expander("Details (traceback)"):
             st.exception(exc)
+
+
+def results_version() -> int:
+    """A number that changes whenever a job ends; cached result loaders take it as an argument.
+
+    The job runner (issue 6) bumps it; until then results refresh on their TTL alone.
+    """
+    return 0
+
+
+PAGES = {
+    "home": "app.py",
+    "run": "pages/1_🧪_Run.py",
+    "tradeoffs": "pages/2_📈_Trade-offs.py",
+    "quanta": "pages/3_🔬_Quanta.py",
+    "guidelines": "pages/4_🧭_Guidelines.py",
+    "runs": "pages/5_🗂️_Runs.py",
+}
