@@ -1,0 +1,186 @@
+"""Guideline rules: the file is well formed, every rule is reachable and cited, evaluation on hand-made
+situations, projection arithmetic, and the user's runs overriding a generic rule."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import yaml
+
+from tlcore.errors import SpecError
+from tlcore.guidelines import (
+    DOMAINS,
+    GPU_UTILISATION,
+    GPUS,
+    RULES_PATH,
+    Evidence,
+    GuidelineError,
+    Situation,
+    Speed,
+    _parse,
+    gpu_speed,
+    load_rules,
+    project_costs,
+    recommend,
+)
+
+SPEED = Speed(flops_per_s_fe=1e11, flops_per_s_ft=5e10, watts=50.0, how="test speed")
+FE_FLOPS = 1e9
+FT_FLOPS = {0: 3e9, 1: 2.5e9, 2: 2e9, 3: 1.5e9, "lp-ft": 3e9}
+
+
+def _projection(s: Situation):
+    return project_costs(s, SPEED, FE_FLOPS, FT_FLOPS)
+
+
+def _grid():
+    for spc, domain, shift, tuning, budget in itertools.product(
+            (1, 10, 20, 21, 100), DOMAINS, (False, True), ("none", "hours", "days"), (None, 0.01, 1.0, 1e-9)):
+        s = Situation(samples_per_class=spc, num_classes=10, domain=domain, deployment_shift=shift,
+                      tuning_time=tuning, budget_hours=budget)
+        yield s, recommend(s, projection=_projection(s))
+
+
+def test_rules_file_is_well_formed_and_every_rule_cites_a_source():
+    book = load_rules()
+    assert len(book.rules) >= 10
+    for rule in book.rules:
+        assert rule.source in book.sources, rule.id
+        src = book.sources[rule.source]
+        assert src.citation and src.finding
+        assert rule.because.endswith(".")
+    raw = yaml.safe_load(RULES_PATH.read_text())
+    published = {k for k, v in raw["sources"].items() if k not in ("cost_projection", "your_runs")}
+    assert published == {"kornblith2019", "kumar2022", "evci2022", "lee2023", "you2021", "agostinelli2022"}
+
+
+def test_every_rule_is_reachable():
+    fired = set()
+    for _, rec in _grid():
+        fired.update(rec.fired)
+    every = {r.id for r in load_rules().rules}
+    assert every <= fired, f"never fired: {sorted(every - fired)}"
+
+
+def test_every_recommendation_rests_on_a_cited_reason():
+    for s, rec in _grid():
+        assert rec.reasons, s
+        assert all(r.source.citation for r in rec.reasons)
+        assert rec.method in ("fe", "ft")
+        if rec.method == "ft":
+            assert rec.configuration in (0, 1, 2, 3, "lp-ft")
+
+
+def test_few_labels_far_domain_gets_feature_extraction_from_head2toe():
+    s = Situation(samples_per_class=20, num_classes=5, domain="medical")
+    rec = recommend(s, projection=_projection(s))
+    assert rec.method == "fe" and rec.layers == "all"
+    assert rec.fired[0] == "far-domain-few-labels" and "Head2Toe" in rec.reasons[0].source.citation
+
+
+def test_plenty_of_labels_and_shifted_deployment_gets_lp_ft():
+    s = Situation(samples_per_class=200, num_classes=5, domain="imagenet_like", deployment_shift=True)
+    rec = recommend(s, projection=_projection(s))
+    assert rec.method == "ft" and rec.configuration == "lp-ft"
+    assert any("ICLR 2022" in r.source.citation for r in rec.reasons)
+    assert "output-shift-freeze-early" not in rec.fired  # a lower-priority depth that disagrees is not shown
+
+
+def test_freezing_depth_follows_the_kind_of_shift():
+    close = Situation(samples_per_class=100, num_classes=5, domain="scenes")
+    far = Situation(samples_per_class=100, num_classes=5, domain="satellite")
+    assert recommend(close, projection=_projection(close)).configuration == 2
+    assert recommend(far, projection=_projection(far)).configuration == 0
+
+
+def test_budget_too_small_for_fine_tuning_forces_feature_extraction():
+    # FE: 1000 images x 1 GFLOP / 1e11 = 10 s; FT: 1000 x 40 epochs x >= 1.5 GFLOP / 5e10 >= 1200 s
+    s = Situation(samples_per_class=100, num_classes=10, budget_hours=0.1)
+    rec = recommend(s, projection=_projection(s))
+    assert rec.method == "fe" and rec.fired[0] == "ft-over-budget"
+    assert rec.reasons[0].source.citation == "Projected on this machine"
+
+
+def test_projection_arithmetic():
+    s = Situation(samples_per_class=10, num_classes=3, epochs=4)
+    p = project_costs(s, SPEED, FE_FLOPS, FT_FLOPS, lp_epochs=2)
+    fe = p.option("fe")
+    assert fe.flops == 30 * 1e9 and fe.seconds == pytest.approx(0.3)
+    assert fe.energy_kwh == pytest.approx(50 * 0.3 / 3.6e6)
+    ft2 = p.option("ft", 2)
+    assert ft2.flops == 30 * 4 * 2e9 and ft2.seconds == pytest.approx(30 * 4 * 2e9 / 5e10)
+    lpft = p.option("ft", "lp-ft")
+    assert lpft.flops == 30 * 2 * 1e9 + 30 * 4 * 3e9
+    crops = project_costs(Situation(samples_per_class=10, num_classes=3, use_crops=True), SPEED, FE_FLOPS, FT_FLOPS)
+    assert crops.option("fe").flops == 10 * fe.flops
+    assert any("4 epochs" in a for a in p.assumptions) and any("test speed" in a for a in p.assumptions)
+
+
+def test_named_gpu_speed_states_its_assumptions():
+    sp = gpu_speed("h100")
+    assert sp.flops_per_s_ft == pytest.approx(GPUS["h100"].peak_tflops * 1e12 * GPU_UTILISATION)
+    assert sp.watts == GPUS["h100"].board_power_w and "assumed" in sp.how
+
+
+def test_alternatives_say_how_much_more_or_less_they_cost():
+    s = Situation(samples_per_class=10, num_classes=10, domain="medical")
+    rec = recommend(s, projection=_projection(s))
+    assert rec.chosen_cost is not None and rec.chosen_cost.method == "fe"
+    notes = {o.configuration: note for o, note in rec.alternatives}
+    assert set(notes) == {0, 1, 2, 3, "lp-ft"} and all("x the time" in n for n in notes.values())
+
+
+def test_your_runs_override_the_generic_rule():
+    s = Situation(samples_per_class=20, num_classes=10, domain="imagenet_like", dataset="digits")
+    generic = recommend(s, projection=_projection(s))
+    assert generic.method == "fe"
+    ev = Evidence("digits", "efficientnet_lite0", fe_accuracy=(0.88, 0.02), ft_accuracy=(0.93, 0.01),
+                  ft_configuration=2, closest_spc=20, crossover_spc=15.0, crossover_configuration=2,
+                  measured_up_to=50)
+    rec = recommend(s, projection=_projection(s), evidence=ev)
+    assert rec.method == "ft" and rec.configuration == 2
+    assert rec.fired[0] == "measured-in-your-runs"
+    assert "overtook feature extraction at about 15 samples per class" in rec.reasons[0].text
+    assert rec.reasons[0].source.citation == "Measured in your runs"
+    assert "generic rule would have said FE" in rec.reasons[1].text
+    assert rec.accuracy_note.startswith("92%-94%")
+    below = recommend(Situation(samples_per_class=5, num_classes=10, dataset="digits"), evidence=ev)
+    assert below.method == "fe" and "only at about 15" in below.reasons[0].text
+
+
+def test_quanta_evidence_informs_the_freezing_depth():
+    s = Situation(samples_per_class=100, num_classes=10, domain="imagenet_like")
+    ev = Evidence("digits", "quanta_cnn", quanta_depth=4, quanta_layers=7)
+    rec = recommend(s, projection=_projection(s), evidence=ev)
+    assert rec.method == "ft" and rec.configuration == 2 and "measured-quanta-depth" in rec.fired
+
+
+def test_without_runs_the_accuracy_is_honestly_unknown():
+    rec = recommend(Situation(samples_per_class=5, num_classes=10))
+    assert rec.accuracy_note.startswith("Not known yet")
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"samples_per_class": 0}, "'samples per class' answer must be an integer >= 1"),
+    ({"num_classes": 1}, "'number of classes'"),
+    ({"domain": "space"}, "'domain' answer must be one of"),
+    ({"budget_hours": -1}, "'budget hours'"),
+    ({"device": "tpu"}, "'device'"),
+])
+def test_bad_answers_are_one_sentence(changes, fragment):
+    base = {"samples_per_class": 10, "num_classes": 10}
+    with pytest.raises(SpecError, match=fragment):
+        Situation(**{**base, **changes}).validate()
+
+
+def test_a_malformed_rules_file_is_refused_with_the_rule_named(tmp_path):
+    good = yaml.safe_load(RULES_PATH.read_text())
+    bad = dict(good, rules=[*good["rules"], {"id": "x", "kind": "method", "when": {}, "recommend": {"method": "fe"},
+                                              "because": "Because.", "source": "nature2030"}])
+    with pytest.raises(GuidelineError, match="rule 'x'.*nature2030"):
+        _parse(bad, tmp_path / "g.yaml")
+    bad = dict(good, rules=[*good["rules"], {"id": "y", "kind": "advice", "when": {"moon": 1},
+                                              "recommend": {}, "because": "B.", "source": "you2021"}])
+    with pytest.raises(GuidelineError, match="unknown condition"):
+        _parse(bad, tmp_path / "g.yaml")
