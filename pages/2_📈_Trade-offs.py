@@ -90,7 +90,7 @@ with tab_scatter:
     st.dataframe(front_table, hide_index=True, width="stretch")
     d1, d2 = st.columns(2)
     with d1:
-        results_cache.download_csv(results.display_table(points, [accuracy], list(results.COST_AXES)),
+        results_cache.download_csv(lambda: results.display_table(points, [accuracy], list(results.COST_AXES)),
                                    f"tl-lab-points-{cost}", "Download the drawn points (CSV)")
     with d2:
         results_cache.download_csv(front_table, f"tl-lab-pareto-{cost}", "Download the Pareto front (CSV)")
@@ -139,6 +139,10 @@ with tab_ratio:
     ratio_cost = st.selectbox("Cost", list(results.COST_AXES), format_func=results.COST_AXES.get,
                               key="tradeoffs.ratio_cost")
     ratio = results.cost_ratio(shown, ratio_cost)
+    ratio_pairs = [f"{d} · {b}" for d, b in ratio[["dataset", "backbone"]].drop_duplicates().itertuples(index=False)]
+    if len(ratio_pairs) > 1:
+        pick = st.selectbox("Dataset and backbone", ratio_pairs, key="tradeoffs.ratio_pair")
+        ratio = ratio[(ratio["dataset"] + " · " + ratio["backbone"]) == pick]
     if ratio.empty:
         st.info("The ratio needs finished FE and FT runs of the same dataset, backbone and samples per class"
                 + (f" that logged {results.COST_AXES[ratio_cost].lower()}." if methods >= {"fe", "ft"} else "."))

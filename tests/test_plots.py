@@ -30,14 +30,17 @@ def test_tradeoff_scatter_energy_axis_hollow_for_estimates_and_run_ids(store):
     fig = plots.tradeoff_scatter(pts, "energy_kwh", front=results.pareto_front(pts, "energy_kwh"))
     traces = _by_name(fig)
     assert {"FE linearsvc", "FT config 0", "FT config 3", "Pareto front", "hollow: estimated energy"} <= set(traces)
-    fe = traces["FE linearsvc"]
-    ids = [row[0] for row in fe.customdata]
-    symbols = dict(zip(ids, fe.marker.symbol, strict=True))
+    fe_traces = [t for t in fig.data if t.name == "FE linearsvc"]
+    symbols = {run_id: t.marker.symbol for t in fe_traces for run_id in t.customdata}
     counters_id = pts.loc[pts["run_name"] == "counters run", "run_id"].iloc[0]
-    assert symbols.pop(counters_id) == "circle"  # read from counters: solid
-    assert set(symbols.values()) == {"circle-open"}  # estimates: hollow
-    assert "energy: %{customdata[6]}" in fe.hovertemplate
-    assert any(row[6] == data.ESTIMATE for row in fe.customdata)
+    assert symbols.pop(counters_id) == plots.SYMBOL_SOLID  # read from counters: solid
+    assert set(symbols.values()) == {plots.SYMBOL_OPEN}  # estimates: hollow
+    assert sum(t.showlegend is not False for t in fe_traces) == 1  # one legend entry per variant
+    ids = [*symbols, counters_id]
+    fe = next(t for t in fe_traces if t.marker.symbol == plots.SYMBOL_OPEN)
+    assert "%{hovertext}" in fe.hovertemplate
+    assert all(f"energy: {data.ESTIMATE}" in h for h in fe.hovertext)
+    assert any("energy: counters: nvml" in h for t in fe_traces for h in t.hovertext)
     assert set(ids) <= set(pts["run_id"])
     assert fig.layout.xaxis.type == "log" and fig.layout.dragmode is None
     front = traces["Pareto front"]
@@ -48,7 +51,8 @@ def test_tradeoff_scatter_time_axis_is_solid_and_switches_to_webgl_when_large(st
     _, _, df, _ = store
     pts = results.tradeoff_points(df, "time_total_s")
     fig = plots.tradeoff_scatter(pts, "time_total_s", log_x=False)
-    assert all(set(t.marker.symbol) == {"circle"} for t in fig.data)  # estimates matter on energy axes only
+    assert all(t.marker.symbol == plots.SYMBOL_SOLID for t in fig.data)  # estimates matter on energy axes only
+    assert not any("energy:" in h for t in fig.data for h in t.hovertext)
     assert fig.layout.xaxis.type == "linear"
     big = pd.concat([pts] * (plots.WEBGL_ABOVE // len(pts) + 1), ignore_index=True)
     assert isinstance(plots.tradeoff_scatter(big, "time_total_s").data[0], go.Scattergl)

@@ -22,6 +22,7 @@ from tlcore.results import ACCURACY_METRICS, COST_AXES, ENERGY_AXES, RANDOM_SOUR
 PALETTE = qualitative.Plotly + qualitative.D3
 SOURCE_COLORS = {TRAINED_SOURCE: "#1f77b4", RANDOM_SOURCE: "#9e9e9e"}
 WEBGL_ABOVE = 1500  # points; SVG scatter gets sluggish past a few thousand
+SYMBOL_SOLID, SYMBOL_OPEN = 0, 100  # plotly's codes for "circle" and "circle-open"
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), hovermode="closest",
                legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title=None))
 
@@ -53,6 +54,10 @@ def _text(series: pd.Series) -> np.ndarray:
     return series.astype(object).where(series.notna(), "—").astype(str).to_numpy()
 
 
+def _str(series: pd.Series) -> pd.Series:
+    return series.astype(object).where(series.notna(), "—").astype(str)
+
+
 def _spc_text(series: pd.Series) -> np.ndarray:
     return np.array(["—" if not np.isfinite(v) else f"{v:g}" for v in series.astype(float)], dtype=object)
 
@@ -65,8 +70,10 @@ def tradeoff_scatter(points: pd.DataFrame, cost: str, accuracy: str = "test_accu
                      front: pd.DataFrame | None = None, log_x: bool = True, color: str = "variant") -> go.Figure:
     """Accuracy against a cost axis, one trace per ``color`` value, the Pareto front per dataset.
 
-    ``customdata`` per point: run id, run name, dataset, backbone, samples per class, split and
-    the energy method. On an energy or CO2 axis, estimated energy is a hollow marker.
+    ``customdata`` of each point is its run id; the hover names the run, dataset, backbone, samples
+    per class, split and, on an energy or CO2 axis, the energy method. There, estimated energy is
+    a hollow marker. Built for thousands of points: hover text is formatted column-wise and
+    symbols are numeric (plotly validates string arrays point by point).
     """
     if points.empty:
         return empty_figure("No finished run has both this cost and this accuracy.")
@@ -74,28 +81,34 @@ def tradeoff_scatter(points: pd.DataFrame, cost: str, accuracy: str = "test_accu
     scatter = go.Scattergl if len(points) > WEBGL_ABOVE else go.Scatter
     colors = colors_for(points[color].dropna())
     cost_label = COST_AXES.get(cost, cost)
+    hover = ("<b>" + _str(points["run_name"]) + "</b> (" + _str(points["variant"]) + ")<br>"
+             + _str(points["dataset"]) + " · " + _str(points["backbone"]) + "<br>spc "
+             + pd.Series(_spc_text(points["spc"]), index=points.index) + ", split " + _str(points["split"]))
+    if energy_axis and "energy_method" in points:
+        hover = hover + "<br>energy: " + _str(points["energy_method"])
+    estimated = (points["energy_estimated"].fillna(False).astype(bool) if energy_axis and "energy_estimated" in points
+                 else pd.Series(False, index=points.index))
     fig = go.Figure()
-    for name, group in points.groupby(color, sort=False):
-        estimated = group["energy_estimated"].fillna(False).to_numpy(bool) if energy_axis and \
-            "energy_estimated" in group else np.zeros(len(group), bool)
-        custom = np.column_stack([
-            group["run_id"].to_numpy(object), _text(group["run_name"]), _text(group["dataset"]),
-            _text(group["backbone"]), _spc_text(group["spc"]), _text(group["split"]),
-            _text(group["energy_method"]) if "energy_method" in group else np.full(len(group), "—", object),
-        ])
-        energy_line = "<br>energy: %{customdata[6]}" if energy_axis else ""
-        fig.add_trace(scatter(
-            x=group[cost].to_numpy(float), y=_pct(group[accuracy]), mode="markers", name=str(name),
-            legendgroup=str(name), customdata=custom,
-            marker=dict(color=colors.get(str(name)), size=9, line=dict(width=1.5, color=colors.get(str(name))),
-                        symbol=np.where(estimated, "circle-open", "circle").tolist(), opacity=0.85),
-            hovertemplate=(f"<b>%{{customdata[1]}}</b> ({name})<br>%{{customdata[2]}} · %{{customdata[3]}}"
-                           f"<br>spc %{{customdata[4]}}, split %{{customdata[5]}}<br>accuracy %{{y:.1f}}%"
-                           f"<br>{cost_label}: %{{x:.4g}}{energy_line}<extra>%{{customdata[0]}}</extra>"),
-        ))
-    if energy_axis and "energy_estimated" in points and points["energy_estimated"].fillna(False).any():
+    for name, group in points.groupby(color, sort=False, dropna=False):
+        name = "—" if pd.isna(name) else str(name)
+        hollow = estimated.loc[group.index].to_numpy()
+        # Solid and hollow points of one group are two traces with one legend entry: a per-point
+        # symbol array would be validated point by point (slow with thousands of points).
+        for part, symbol in ((group[~hollow], SYMBOL_SOLID), (group[hollow], SYMBOL_OPEN)):
+            if part.empty:
+                continue
+            fig.add_trace(scatter(
+                x=part[cost].to_numpy(float), y=_pct(part[accuracy]), mode="markers", name=name, legendgroup=name,
+                showlegend=symbol == SYMBOL_SOLID or not (~hollow).any(),
+                customdata=part["run_id"].to_numpy(object), hovertext=hover.loc[part.index].to_numpy(object),
+                marker=dict(color=colors.get(name, "#555"), size=9, symbol=symbol, opacity=0.85,
+                            line=dict(width=1.5, color=colors.get(name, "#555"))),
+                hovertemplate=(f"%{{hovertext}}<br>accuracy %{{y:.1f}}%<br>{cost_label}: %{{x:.4g}}"
+                               "<extra>%{customdata}</extra>"),
+            ))
+    if estimated.any():
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="hollow: estimated energy",
-                                 marker=dict(symbol="circle-open", color="#555", size=9), hoverinfo="skip"))
+                                 marker=dict(symbol=SYMBOL_OPEN, color="#555", size=9), hoverinfo="skip"))
     if front is not None and not front.empty:
         multi = front["dataset"].nunique() > 1
         for dataset, part in front.groupby("dataset", sort=True):

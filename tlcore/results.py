@@ -639,14 +639,6 @@ def find_crossings(x: Sequence[float], reference: Sequence[float], other: Sequen
     return out
 
 
-def _on_grid(curve: pd.DataFrame, grid: np.ndarray, log_x: bool) -> np.ndarray:
-    xs = curve["spc"].to_numpy(float)
-    ys = curve["mean"].to_numpy(float)
-    fx = np.log(xs) if log_x else xs
-    gx = np.log(grid) if log_x else grid
-    return np.interp(gx, fx, ys)
-
-
 def crossovers(curves: pd.DataFrame, log_x: bool = True) -> pd.DataFrame:
     """Where each fine-tuning curve crosses each feature-extraction curve of the same dataset and
     backbone, interpolated between the samples-per-class values either has (within the range both
@@ -655,21 +647,27 @@ def crossovers(curves: pd.DataFrame, log_x: bool = True) -> pd.DataFrame:
     rows = []
     if curves.empty:
         return pd.DataFrame(columns=cols)
-    for (dataset, backbone), pair in curves.groupby(["dataset", "backbone"], sort=True):
-        fe = [v for v in pair["variant"].unique() if str(v).startswith("FE")]
-        ft = [v for v in pair["variant"].unique() if str(v).startswith("FT")]
-        for ref in sorted(fe):
-            rc = pair[pair["variant"] == ref].sort_values("spc")
-            for var in sorted(ft, key=natural_key):
-                oc = pair[pair["variant"] == var].sort_values("spc")
-                lo = max(rc["spc"].min(), oc["spc"].min())
-                hi = min(rc["spc"].max(), oc["spc"].max())
-                grid = np.unique(np.concatenate([rc["spc"], oc["spc"]]).astype(float))
-                grid = grid[(grid >= lo) & (grid <= hi)]
+    ordered = curves.sort_values("spc")
+    arrays = {key: (g["spc"].to_numpy(float), g["mean"].to_numpy(float))
+              for key, g in ordered.groupby(["dataset", "backbone", "variant"], sort=True)}
+    pairs: dict[tuple, dict[str, list]] = {}
+    for dataset, backbone, variant in arrays:
+        side = "fe" if str(variant).startswith("FE") else "ft" if str(variant).startswith("FT") else None
+        if side:
+            pairs.setdefault((dataset, backbone), {"fe": [], "ft": []})[side].append(variant)
+    to_axis = np.log if log_x else (lambda v: v)
+    for (dataset, backbone), sides in sorted(pairs.items()):
+        for ref in sorted(sides["fe"], key=natural_key):
+            rx, ry = arrays[(dataset, backbone, ref)]
+            for var in sorted(sides["ft"], key=natural_key):
+                ox, oy = arrays[(dataset, backbone, var)]
+                grid = np.union1d(rx, ox)
+                grid = grid[(grid >= max(rx[0], ox[0])) & (grid <= min(rx[-1], ox[-1]))]
                 if len(grid) < 2:
                     continue
-                for x, y, direction in find_crossings(grid, _on_grid(rc, grid, log_x), _on_grid(oc, grid, log_x),
-                                                      log_x):
+                on_ref = np.interp(to_axis(grid), to_axis(rx), ry)
+                on_var = np.interp(to_axis(grid), to_axis(ox), oy)
+                for x, y, direction in find_crossings(grid, on_ref, on_var, log_x):
                     rows.append({"dataset": dataset, "backbone": backbone, "reference": ref, "variant": var,
                                  "spc": x, "accuracy": y,
                                  "direction": f"{var} overtakes {ref}" if direction > 0 else

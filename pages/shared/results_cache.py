@@ -139,6 +139,12 @@ def filter_sidebar(df: pd.DataFrame, key: str,
                              start=start, end=end)
 
 
-def download_csv(frame: pd.DataFrame, name: str, label: str = "Download as CSV", key: str | None = None) -> None:
-    st.download_button(label, frame.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
-                       key=key or f"csv.{name}", icon=":material/download:")
+def download_csv(frame, name: str, label: str = "Download as CSV", key: str | None = None) -> None:
+    """A CSV download of ``frame`` (a DataFrame, or a function returning one), written only when
+    clicked: a rerun does not serialise it."""
+    def payload() -> bytes:
+        table = frame() if callable(frame) else frame
+        return table.to_csv(index=False).encode()
+
+    st.download_button(label, payload, file_name=f"{name}.csv", mime="text/csv", key=key or f"csv.{name}",
+                       icon=":material/download:", on_click="ignore")
