@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 ESTIMATE = "estimate: cpu_load_tdp+ram_estimate"
 COUNTERS = "counters: nvml"
 
@@ -99,3 +101,18 @@ def populate(folder: str | Path) -> dict:
         with tracker.start_run("ft", params, run_name=f"depth config {conf}") as run:
             run.log_metrics({"test_accuracy": acc, **_costs(10.0, 1e11, 1e-4)})
     return ids
+
+
+@pytest.fixture(scope="session")
+def analysis_store(tmp_path_factory) -> tuple[Path, dict]:
+    """The folder of a store holding these runs (read-only: copy it to modify), and the ids
+    :func:`populate` returned. Written once per session: a fixture imported into several test
+    modules is one fixture per module, so the store itself is kept under the session's base folder."""
+    import json
+
+    folder = tmp_path_factory.getbasetemp() / "analysis-store"
+    done = folder / "ids.json"
+    if not done.exists():
+        ids = populate(folder)
+        done.write_text(json.dumps(ids))
+    return folder, json.loads(done.read_text())

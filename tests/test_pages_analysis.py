@@ -9,7 +9,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from tests import analysis_store as data
+from tests.analysis_store import analysis_store  # noqa: F401  (a fixture)
 from tlcore import results
 from tlcore.tracking import resolve_tracking_uri
 
@@ -30,10 +30,8 @@ def _fresh_caches():
 
 
 @pytest.fixture(scope="module")
-def populated_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pages-store")
-    data.populate(folder)
-    return folder
+def populated_dir(analysis_store):  # noqa: F811
+    return analysis_store[0]
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ import plotly.graph_objects as go
 import pytest
 
 from tests import analysis_store as data
+from tests.analysis_store import analysis_store  # noqa: F401  (a fixture)
 from tlcore import plots, results
 from tlcore.tracking import resolve_tracking_uri
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("plots-store")
-    ids = data.populate(folder)
+def store(analysis_store):  # noqa: F811
+    folder, ids = analysis_store
     uri = resolve_tracking_uri(str(folder))
     return uri, ids, results.load_view(uri, "tradeoffs"), results.load_view(uri, "quanta")
 

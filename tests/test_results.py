@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 
 from tests import analysis_store as data
+from tests.analysis_store import analysis_store  # noqa: F401  (a fixture)
 from tlcore import results
 from tlcore.tracking import resolve_tracking_uri
 
 
 @pytest.fixture(scope="module")
-def populated(tmp_path_factory):
-    """A store holding the test runs of tests/analysis_store.py (read-only: copy it to modify)."""
-    folder = tmp_path_factory.mktemp("analysis-store")
-    ids = data.populate(folder)
+def populated(analysis_store):  # noqa: F811
+    """The URI of the store of tests/analysis_store.py (read-only: copy it to modify), and its ids."""
+    folder, ids = analysis_store
     return resolve_tracking_uri(str(folder)), ids
 
 
@@ -303,6 +303,39 @@ def test_metric_histories_in_step_order(populated, tradeoffs):
     loss = hist[hist["key"] == "train_loss"]
     assert loss["step"].tolist() == [0, 1, 2] and loss["value"].tolist() == pytest.approx([1.0, 0.5, 1 / 3])
     assert results.metric_histories(uri, [], keys=["x"]).empty
+
+
+def test_long_histories_are_thinned_to_aligned_steps_with_the_last_kept(tracker):
+    from mlflow.entities import Metric
+
+    ids = []
+    for n_steps in (5000, 3001):
+        run = tracker.start_run("quanta", {"dataset": "digits", "backbone": "quanta_cnn"})
+        metrics = [Metric("quanta_source/0", 0.9 - i * 1e-5, 0, i) for i in range(n_steps)]
+        for i in range(0, len(metrics), 1000):
+            tracker.client.log_batch(run.run_id, metrics=metrics[i:i + 1000])
+        run.finish()
+        ids.append(run.run_id)
+    full = results.metric_histories(tracker.uri, ids, prefixes=(results.QUANTA_PREFIX,), max_points=None)
+    assert len(full) == 8001
+    thin = results.metric_histories(tracker.uri, ids, prefixes=(results.QUANTA_PREFIX,), max_points=100)
+    stride = 50  # ceil(5000 / 100), the same for both runs so their steps line up
+    for rid, n_steps in zip(ids, (5000, 3001), strict=True):
+        steps = thin.loc[thin["run_id"] == rid, "step"].tolist()
+        assert steps == [*range(0, n_steps, stride), n_steps - 1] or steps == list(range(0, n_steps, stride))
+        assert steps[-1] == n_steps - 1  # the final value is always there
+    # The MlflowClient path (tracking servers) thins the same way.
+    assert results._thin(full, 100).sort_values(["run_id", "step"])["step"].tolist() == \
+        thin.sort_values(["run_id", "step"])["step"].tolist()
+
+
+def test_an_unreachable_tracking_server_is_one_clear_error(monkeypatch):
+    from tlcore.errors import TLError
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow retries for minutes by default
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(TLError, match="Could not read runs from http://127.0.0.1:9"):
+        results.load_view("http://127.0.0.1:9", "tradeoffs")
 
 
 def test_display_table_shows_percent_and_the_energy_method(tradeoffs):

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tlcore.errors import TLError
 from tlcore.tracking import EXPERIMENTS, TAG_ERROR, TAG_ERROR_TYPE
 
 METHOD_OF_EXPERIMENT = {name: method for method, name in EXPERIMENTS.items()}
@@ -135,6 +136,11 @@ def load_runs(uri: str, columns: RunColumns, methods: Iterable[str] | None = Non
     return _tidy(raw, columns)
 
 
+def _store_error(uri: str, exc: Exception) -> TLError:
+    return TLError(f"Could not read runs from {uri} ({type(exc).__name__}: {exc}). Check that the tracking server "
+                   "answers, or point TLCORE_MLFLOW_PATH (--mlflow-path) at a results folder.")
+
+
 def load_view(uri: str, view: str, archived: bool = False) -> pd.DataFrame:
     """``load_runs`` for one of the pages' named column sets (:data:`VIEWS`)."""
     methods = {"tradeoffs": ("fe", "ft"), "quanta": ("quanta", "ft", "source")}.get(view)
@@ -169,6 +175,7 @@ def _read_sqlite(path: Path, columns: RunColumns, experiment_names: Sequence[str
             if not tables:  # a fresh file nobody migrated yet: no runs
                 return _empty_raw()
             raise _NotAnMlflowStore(f"{path} lacks MLflow's tables")
+        con.execute("BEGIN")  # one read snapshot for the four queries: a job logging meanwhile cannot skew them
         stage = "deleted" if archived else "active"
         run_filter = (f"SELECT r.run_uuid FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id "
                       f"WHERE e.name IN ({_placeholders(len(experiment_names))}) AND e.lifecycle_stage = 'active' "
@@ -180,18 +187,12 @@ def _read_sqlite(path: Path, columns: RunColumns, experiment_names: Sequence[str
             f"WHERE r.run_uuid IN ({run_filter})", con, params=run_args)
 
         def long(table: str, keys: Sequence[str], prefixes: Sequence[str] = (), extra: str = "") -> pd.DataFrame:
-            clauses, args = [], []
-            if keys:
-                clauses.append(f"key IN ({_placeholders(len(keys))})")
-                args += list(keys)
-            for p in prefixes:
-                clauses.append("key LIKE ? ESCAPE '\\'")
-                args.append(p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-            if not clauses:
+            match, args = _key_clause(keys, prefixes)
+            if not match:
                 return pd.DataFrame(columns=["run_id", "key", "value"])
             return pd.read_sql_query(
                 f"SELECT run_uuid AS run_id, key, value{extra} FROM {table} "
-                f"WHERE ({' OR '.join(clauses)}) AND run_uuid IN ({run_filter})", con, params=[*args, *run_args])
+                f"WHERE ({match}) AND run_uuid IN ({run_filter})", con, params=[*args, *run_args])
 
         params = long("params", columns.params)
         metrics = long("latest_metrics", columns.metrics, columns.metric_prefixes, extra=", is_nan")
@@ -213,10 +214,13 @@ def _read_client(uri: str, columns: RunColumns, experiment_names: Sequence[str],
 
     client = MlflowClient(tracking_uri=uri)
     experiments = {}
-    for name in experiment_names:
-        exp = client.get_experiment_by_name(name)
-        if exp is not None and exp.lifecycle_stage == "active":
-            experiments[exp.experiment_id] = name
+    try:
+        for name in experiment_names:
+            exp = client.get_experiment_by_name(name)
+            if exp is not None and exp.lifecycle_stage == "active":
+                experiments[exp.experiment_id] = name
+    except Exception as exc:  # an unreachable server or unreadable store: one sentence, not a traceback
+        raise _store_error(uri, exc) from exc
     rows, params, metrics, tags = [], [], [], []
     if experiments:
         view = ViewType.DELETED_ONLY if archived else ViewType.ACTIVE_ONLY
@@ -313,12 +317,37 @@ def variant_labels(df: pd.DataFrame) -> pd.Series:
     return out
 
 
+def _key_clause(keys: Sequence[str], prefixes: Sequence[str]) -> tuple[str, list[str]]:
+    """SQL matching exact metric/param keys or key prefixes (LIKE with escaped wildcards)."""
+    clauses, args = [], []
+    if keys:
+        clauses.append(f"key IN ({_placeholders(len(keys))})")
+        args += list(keys)
+    for p in prefixes:
+        clauses.append("key LIKE ? ESCAPE '\\'")
+        args.append(p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+    return " OR ".join(clauses), args
+
+
+def _thin(hist: pd.DataFrame, max_points: int | None) -> pd.DataFrame:
+    """Every k-th step (one stride for all runs, so their steps line up) plus each series' last one."""
+    if not max_points or hist.empty:
+        return hist
+    stride = int(np.ceil((hist["step"].max() + 1) / max_points))
+    if stride <= 1:
+        return hist
+    last = hist.groupby(["run_id", "key"])["step"].transform("max")
+    return hist[(hist["step"] % stride == 0) | (hist["step"] == last)]
+
+
 def metric_histories(uri: str, run_ids: Sequence[str], keys: Sequence[str] = (),
-                     prefixes: Sequence[str] = ()) -> pd.DataFrame:
-    """Every logged value (run_id, key, step, value) of a few runs' metrics, in step order.
+                     prefixes: Sequence[str] = (), max_points: int | None = 2000) -> pd.DataFrame:
+    """The logged values (run_id, key, step, value) of a few runs' metrics, in step order.
 
     Meant for the handful of runs a chart draws: one SQL query on sqlite, one call per
-    (run, key) otherwise.
+    (run, key) otherwise. QUANTA logs lambda_S at every optimizer step (~100k steps for 60
+    CIFAR epochs), so series longer than ``max_points`` steps are thinned to every k-th step
+    (the same k for every run) plus their last value; ``None`` keeps everything.
     """
     run_ids = list(dict.fromkeys(run_ids))
     out_cols = ["run_id", "key", "step", "value"]
@@ -331,20 +360,24 @@ def metric_histories(uri: str, run_ids: Sequence[str], keys: Sequence[str] = (),
         try:
             con = _connect(path)
             try:
-                clauses, args = [], []
-                if keys:
-                    clauses.append(f"key IN ({_placeholders(len(keys))})")
-                    args += list(keys)
-                for p in prefixes:
-                    clauses.append("key LIKE ? ESCAPE '\\'")
-                    args.append(p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+                match, args = _key_clause(keys, prefixes)
+                where = f"run_uuid IN ({_placeholders(len(run_ids))}) AND ({match})"
+                params = [*run_ids, *args]
+                stride_sql, stride_args = "", []
+                if max_points:
+                    (top,) = con.execute(f"SELECT MAX(step) FROM metrics WHERE {where}", params).fetchone()
+                    stride = int(np.ceil(((top or 0) + 1) / max_points))
+                    if stride > 1:  # thin in SQL: the rows never leave sqlite
+                        stride_sql = (" AND (step % ? = 0 OR step = (SELECT MAX(m2.step) FROM metrics m2 "
+                                      "WHERE m2.run_uuid = metrics.run_uuid AND m2.key = metrics.key))")
+                        stride_args = [stride]
                 hist = pd.read_sql_query(
                     f"SELECT run_uuid AS run_id, key, step, value, is_nan, timestamp FROM metrics "
-                    f"WHERE run_uuid IN ({_placeholders(len(run_ids))}) AND ({' OR '.join(clauses)})",
-                    con, params=[*run_ids, *args])
+                    f"WHERE {where}{stride_sql}", con, params=[*params, *stride_args])
             finally:
                 con.close()
             hist.loc[hist["is_nan"].astype(bool), "value"] = np.nan
+            # A step logged twice (a resumed run) keeps its latest value, as MLflow's UI does.
             hist = hist.sort_values(["run_id", "key", "step", "timestamp"], kind="stable")
             return hist[out_cols].reset_index(drop=True)
         except sqlite3.DatabaseError:
@@ -359,7 +392,8 @@ def metric_histories(uri: str, run_ids: Sequence[str], keys: Sequence[str] = (),
             run_keys |= {k for k in client.get_run(rid).data.metrics if k.startswith(tuple(prefixes))}
         for key in sorted(run_keys):
             rows += [(rid, key, m.step, m.value) for m in client.get_metric_history(rid, key)]
-    return pd.DataFrame(rows, columns=out_cols).sort_values(["run_id", "key", "step"], kind="stable")
+    hist = pd.DataFrame(rows, columns=out_cols).sort_values(["run_id", "key", "step"], kind="stable")
+    return _thin(hist, max_points).reset_index(drop=True)
 
 
 @dataclass
