@@ -79,7 +79,8 @@ with tab_scatter:
         sel = points[points["run_id"].isin(picked)]
         st.markdown(f"**{len(sel)} selected run(s)**")
         st.dataframe(results.display_table(sel, [accuracy], [cost]), hide_index=True, width="stretch")
-        results_cache.link_to_page("runs", "Compare them on the Runs page", "🗂️")
+        results_cache.link_to_page("runs", "Compare them on the Runs page", "🗂️",
+                                   query_params={"runs": ",".join(sel["run_id"].head(10))})
     else:
         st.caption("Click a point, or pick the box-select tool in the chart's toolbar and drag, to list runs.")
 

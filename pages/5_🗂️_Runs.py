@@ -51,15 +51,17 @@ st.caption(f"{len(shown)} of {len(runs)} {'archived ' if archived else ''}runs s
 
 # -- the table -------------------------------------------------------------------------------------
 key_params = ["classifier", "configuration", "optimizer", "learning_rate", "layer_to_transfer", "source_weights"]
-table = results.display_table(shown, ["test_accuracy", "val_accuracy"], list(results.COST_AXES),
-                              extra=["method", *key_params])
-table.insert(len(table.columns) - 1, "error", shown["error"].to_numpy())
-table["method"] = table["method"].map(results.METHOD_LABELS).fillna(table["method"])
+table = results.display_table(shown, ["test_accuracy", "val_accuracy"], list(results.COST_AXES), extra=key_params)
+table["error"] = shown["error"].to_numpy()
+first = ["run", "variant", "dataset", "backbone", "spc", "split", "Test accuracy (%)", "Validation accuracy (%)",
+         "status", "started"]
+table = table[[c for c in first if c in table] + [c for c in table if c not in first and c != "run_id"] + ["run_id"]]
 # A table of other rows gets a fresh key: row selections are positions, stale once the rows change.
 rows_hash = hashlib.md5("".join(table["run_id"]).encode()).hexdigest()[:10]
 table_key = f"runs.table.{rows_hash}"
 event = st.dataframe(
-    table, hide_index=True, width="stretch", key=table_key, on_select="rerun", selection_mode="multi-row",
+    table, hide_index=True, width="stretch", height=min(36 * (len(table) + 1) + 3, 560), key=table_key,
+    on_select="rerun", selection_mode="multi-row",
     column_config={
         "Test accuracy (%)": st.column_config.NumberColumn(format="%.1f"),
         "Validation accuracy (%)": st.column_config.NumberColumn(format="%.1f"),
@@ -74,6 +76,8 @@ results_cache.download_csv(table, "tl-lab-runs", "Download this table (CSV)")
 
 # The table's ticked rows feed the comparison; the multiselect below can still add or drop runs.
 ticked = [table["run_id"].iloc[i] for i in (event.selection.rows if event else []) if i < len(table)]
+if len(ticked) > MAX_COMPARE:
+    st.caption(f"{len(ticked)} rows ticked: the first {MAX_COMPARE} are compared.")
 last_key, last_ticked = st.session_state.get("runs.last_ticked", (None, []))
 if (table_key, ticked) != (last_key, last_ticked):
     st.session_state["runs.last_ticked"] = (table_key, ticked)
@@ -81,6 +85,10 @@ if (table_key, ticked) != (last_key, last_ticked):
         st.session_state["runs.compare"] = ticked[:MAX_COMPARE]
 labels = dict(zip(shown["run_id"], shown["run_name"].astype(str) + " · " + shown["variant"].astype(str) + " · "
                   + shown["dataset"].astype(str) + " (" + shown["run_id"].str[:8] + ")", strict=True))
+asked = st.query_params.get("runs", "")  # runs another page sent here (e.g. a selection on Trade-offs)
+if asked and st.session_state.get("runs.asked") != asked:
+    st.session_state["runs.asked"] = asked
+    st.session_state["runs.compare"] = [r for r in asked.split(",") if r in labels][:MAX_COMPARE]
 if "runs.compare" in st.session_state:  # drop ids the filters no longer show
     st.session_state["runs.compare"] = [r for r in st.session_state["runs.compare"] if r in labels]
 compare = st.multiselect("Runs to compare", list(labels), format_func=labels.get, key="runs.compare",

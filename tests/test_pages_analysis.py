@@ -153,6 +153,20 @@ def test_runs_page_compares_shows_errors_and_archives_softly(populated_dir, tmp_
     assert len(at.dataframe[0].value) == 23
 
 
+def test_runs_page_compares_the_runs_another_page_sent(populated_dir, use_store):
+    uri = use_store(populated_dir)
+    df = results.load_view(uri, "runs")
+    sent = df.loc[df["sweep_id"] == "sweep-ft0", "run_id"].head(2).tolist()
+    at = AppTest.from_file(RUNS, default_timeout=TIMEOUT)
+    at.query_params["runs"] = ",".join([*sent, "not-a-run"])
+    at.run()
+    assert not at.exception
+    assert at.multiselect(key="runs.compare").value == [r for r in sent if r in set(df["run_id"])]
+    assert "2 selected run(s)" in _texts(at, "subheader")
+    curves = _charts(at)
+    assert curves and len(curves[0]["data"]) == 2  # val_accuracy per epoch, one line per run
+
+
 def test_runs_page_cancel_archives_nothing(populated_dir, use_store):
     uri = use_store(populated_dir)
     at = _run(RUNS)

@@ -89,7 +89,8 @@ def tradeoff_scatter(points: pd.DataFrame, cost: str, accuracy: str = "test_accu
     estimated = (points["energy_estimated"].fillna(False).astype(bool) if energy_axis and "energy_estimated" in points
                  else pd.Series(False, index=points.index))
     fig = go.Figure()
-    for name, group in points.groupby(color, sort=False, dropna=False):
+    groups = sorted(points.groupby(color, sort=False, dropna=False), key=lambda kv: natural_key(str(kv[0])))
+    for name, group in groups:
         name = "—" if pd.isna(name) else str(name)
         hollow = estimated.loc[group.index].to_numpy()
         # Solid and hollow points of one group are two traces with one legend entry: a per-point
@@ -111,12 +112,13 @@ def tradeoff_scatter(points: pd.DataFrame, cost: str, accuracy: str = "test_accu
                                  marker=dict(symbol=SYMBOL_OPEN, color="#555", size=9), hoverinfo="skip"))
     if front is not None and not front.empty:
         multi = front["dataset"].nunique() > 1
-        for dataset, part in front.groupby("dataset", sort=True):
+        dashes = ("dash", "dot", "dashdot", "longdash", "longdashdot")
+        for i, (dataset, part) in enumerate(front.groupby("dataset", sort=True)):
             part = part.sort_values(cost)
             fig.add_trace(go.Scatter(
                 x=part[cost].to_numpy(float), y=_pct(part[accuracy]), mode="lines", line_shape="hv",
                 name=f"Pareto front · {dataset}" if multi else "Pareto front",
-                line=dict(color="#222", dash="dash", width=1.5), hoverinfo="skip"))
+                line=dict(color="#222", dash=dashes[i % len(dashes)], width=1.5), hoverinfo="skip"))
     fig.update_layout(**_LAYOUT, height=520, clickmode="event+select",
                       xaxis_title=cost_label + (" (log)" if log_x else ""),
                       yaxis_title=ACCURACY_METRICS.get(accuracy, accuracy) + " (%)")

@@ -68,12 +68,12 @@ def clear() -> None:
     _details.clear()
 
 
-def link_to_page(name: str, label: str, icon: str | None = None) -> None:
+def link_to_page(name: str, label: str, icon: str | None = None, query_params: dict | None = None) -> None:
     """``st.page_link`` to one of ``widgets.PAGES`` when that page exists, plain text otherwise."""
     path = widgets.PAGES.get(name)
     if path and (ROOT / path).exists():
         try:
-            st.page_link(path, label=label, icon=icon)
+            st.page_link(path, label=label, icon=icon, query_params=query_params)
             return
         except Exception:  # a page set Streamlit does not know (e.g. a page run on its own in a test)
             pass
