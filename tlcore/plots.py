@@ -292,14 +292,14 @@ def freezing_depth_figure(summary: pd.DataFrame, depth: pd.DataFrame) -> go.Figu
         return empty_figure("Needs QUANTA runs and fine-tuning runs of the same backbone and dataset.")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     n_layers = max(int(summary["layer_pos"].max()) + 1, 1) if not summary.empty else 1
-    for kind in (TRAINED_SOURCE, RANDOM_SOURCE):
+    width = 0.4 / n_layers  # trained source left of the layer's depth, control right of it
+    for kind, offset in ((TRAINED_SOURCE, -width), (RANDOM_SOURCE, 0.0)):
         part = summary[summary["source_kind"] == kind].sort_values("layer_pos")
         if part.empty:
             continue
         fig.add_trace(go.Bar(
-            x=part["depth"].to_numpy(float), y=part["mean"].to_numpy(float), width=0.6 / n_layers,
+            x=part["depth"].to_numpy(float), y=part["mean"].to_numpy(float), width=width, offset=offset,
             name=f"λ_S ({kind})", marker_color=SOURCE_COLORS[kind], opacity=0.8,
-            offset=(-0.3 if kind == TRAINED_SOURCE else 0.0) / n_layers,
             customdata=part["layer"].astype(str).to_numpy(),
             hovertemplate=f"layer %{{customdata}} ({kind})<br>depth %{{x:.2f}}: λ_S %{{y:.3f}}<extra></extra>"),
             secondary_y=False)
@@ -314,9 +314,9 @@ def freezing_depth_figure(summary: pd.DataFrame, depth: pd.DataFrame) -> go.Figu
                            " (%{customdata[1]} run(s))<extra></extra>")), secondary_y=True)
     fig.update_layout(**_LAYOUT, height=420, barmode="overlay",
                       xaxis_title="Depth in the network (0 = input, 1 = last layer) · frozen fraction")
-    fig.update_xaxes(range=[-0.05, 1.05])
+    fig.update_xaxes(range=[-0.05, 1.0 + width + 0.03], tickvals=[0, 0.25, 0.5, 0.75, 1.0])
     fig.update_yaxes(title_text="Final λ_S", range=[0, 1.05], secondary_y=False)
-    fig.update_yaxes(title_text="Fine-tuning test accuracy (%)", secondary_y=True, showgrid=False)
+    fig.update_yaxes(title_text="Fine-tuning test accuracy (%)", secondary_y=True, showgrid=False, tickformat=".0f")
     return fig
 
 
