@@ -60,13 +60,13 @@ with tab_scatter:
     if log_x and not points.empty:
         nonpositive = points[cost] <= 0
         if nonpositive.any():
-            st.caption(f"{int(nonpositive.sum())} run(s) with a zero {results.COST_AXES[cost].lower()} cannot sit "
-                       "on a log axis and are not drawn.")
+            st.caption(f"{int(nonpositive.sum())} run(s) with a zero value of {results.COST_AXES[cost]} cannot "
+                       "sit on a log axis and are not drawn.")
             points = points[~nonpositive]
     if missing:
-        st.caption(f"{missing} finished run(s) lack {results.COST_AXES[cost].lower()} or "
-                   f"{results.ACCURACY_METRICS[accuracy].lower()} and are not drawn "
-                   "(e.g. energy unavailable on that machine).")
+        st.caption(f"{missing} finished run(s) have no value for {results.COST_AXES[cost]} or "
+                   f"{results.ACCURACY_METRICS[accuracy]} and are not drawn (e.g. energy unavailable on that "
+                   "machine, or a model-selection run scored on validation only).")
     front = results.pareto_front(points, cost, accuracy)
     fig = plots.tradeoff_scatter(points, cost, accuracy, front, log_x=log_x, color=color_by)
     event = st.plotly_chart(fig, key="tradeoffs.scatter", on_select="rerun", selection_mode=("points", "box"),
@@ -146,7 +146,7 @@ with tab_ratio:
         ratio = ratio[(ratio["dataset"] + " · " + ratio["backbone"]) == pick]
     if ratio.empty:
         st.info("The ratio needs finished FE and FT runs of the same dataset, backbone and samples per class"
-                + (f" that logged {results.COST_AXES[ratio_cost].lower()}." if methods >= {"fe", "ft"} else "."))
+                + (f" that logged {results.COST_AXES[ratio_cost]}." if methods >= {"fe", "ft"} else "."))
     else:
         st.plotly_chart(plots.cost_ratio_figure(ratio, ratio_cost), key="tradeoffs.ratio",
                         config=plots.figure_config(f"tl-lab-cost-ratio-{ratio_cost}", image_format))

@@ -176,3 +176,39 @@ def test_runs_page_cancel_archives_nothing(populated_dir, use_store):
     at.button(key="runs.no").click().run()
     assert not at.exception and not at.get("warning")
     assert results.load_view(uri, "runs", archived=True).empty
+
+
+def test_odd_states_missing_energy_running_and_failed_runs(store_dir, use_store):
+    """TEST DATA: FE runs only, one without energy (CodeCarbon unavailable), one still RUNNING, and a
+    QUANTA run that failed before logging any lambda_S."""
+    from tlcore.tracking import Tracker
+
+    tracker = Tracker(str(store_dir))
+    base = {"method": "fe", "dataset": "digits", "backbone": "efficientnet_lite0", "classifier": "linearsvc",
+            "split": 0}
+    with tracker.start_run("fe", {**base, "samples_per_class": 5, "energy_method": "counters: rapl"}) as run:
+        run.log_metrics({"test_accuracy": 0.7, "time_total_s": 3.0, "energy_kwh": 1e-5, "co2_kg": 1e-6})
+    with tracker.start_run("fe", {**base, "samples_per_class": 10,
+                                  "energy_method": "unavailable: codecarbon did not start"}) as run:
+        run.log_metrics({"test_accuracy": 0.8, "time_total_s": 4.0})
+    tracker.start_run("fe", {**base, "samples_per_class": 20})  # left RUNNING: a job in progress
+    quanta = tracker.start_run("quanta", {"method": "quanta", "dataset": "digits:5-9", "backbone": "quanta_cnn",
+                                          "source_weights": "random", "layer_to_transfer": -1})
+    quanta.fail(RuntimeError("source weights file not found (test data)"))
+    use_store(store_dir)
+
+    at = _run(TRADEOFFS)
+    at.selectbox(key="tradeoffs.cost").set_value("energy_kwh").run()
+    assert not at.exception
+    captions = _texts(at, "caption")
+    assert "1 finished run(s) have no value for Energy (kWh)" in captions and "1 running" in captions
+    assert "Only feature extraction runs here" in _texts(at, "info")
+
+    at = _run(QUANTA)
+    assert "No finished QUANTA run on digits:5-9" in _texts(at, "info")
+    assert not at.get("plotly_chart")
+    at.toggle(key="quanta.unfinished").set_value(True).run()
+    assert not at.exception  # a failed run without lambda_S: still a message, never a traceback
+
+    at = _run(RUNS)
+    assert set(at.dataframe[0].value["status"]) == {"FINISHED", "RUNNING", "FAILED"}
