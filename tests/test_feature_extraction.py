@@ -465,7 +465,7 @@ def test_summary_table_shows_mean_and_spread_per_samples_per_class():
     assert lines[3].split()[:3] == ["10", "1", "0.950"]
 
 
-def test_extracted_features_are_the_eval_mode_forward_of_each_image(store_dir):
+def test_extracted_features_are_the_eval_mode_forward_of_each_image(store_dir, digits_folder):
     """Cached features equal a plain eval-mode forward of one image: no batch statistics, no drop-connect."""
     import json
     from dataclasses import replace as dc_replace
@@ -476,10 +476,11 @@ def test_extracted_features_are_the_eval_mode_forward_of_each_image(store_dir):
     from tlcore.methods.feature_cache import FeatureCache
     from tlcore.models import create_backbone
 
-    result = experiments.run(_spec(samples_per_class=(2,), splits=1), Recorder(), Tracker(str(store_dir)))
+    result = experiments.run(_spec(str(digits_folder), samples_per_class=(2,), splits=1), Recorder(),
+                             Tracker(str(store_dir)))
     folder = Path(result.artifacts["feature_cache"])
     cache = FeatureCache(folder, json.loads((folder / "meta.json").read_text())["identity"])
-    ds = load_dataset("digits:0-2")
+    ds = load_dataset(str(digits_folder))
     position = ds.index_of_keys()
     key = sorted(cache._load_index())[5]
     bb = create_backbone("efficientnet_lite0").eval()
