@@ -28,6 +28,7 @@ resume needs: weights, QUANTA weights, optimizer and RNG state, epoch, step and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -394,6 +395,10 @@ def prepare(spec: ExperimentSpec, tracker: Tracker, reporter: Reporter, tmp_dir:
 
     reporter.update(stage="loading the source", fraction=0.0)
     source = resolve_source(spec, tracker, ds.num_classes, tmp_dir)
+    trained_on = source.meta.get("dataset")
+    if params.source_task and trained_on and params.source_task != trained_on:
+        reporter.message(f"-s {params.source_task} is not the task the source was trained on ({trained_on}); the "
+                         f"source is scored on {params.source_task}.", "warning")
     source_eval, note = None, ""
     if source.task is None:
         note = ("not scored: the source task is unknown (pass -s with the dataset its head was trained on)"
@@ -581,59 +586,64 @@ def _run_one(plan: QuantaPlan, run: RunHandle, reporter: Reporter, cost: CostMet
     lambdas.add(global_step, net.lambda_source())
     steps_per_epoch = max(1, len(train_idx) // spec.batch_size)
     last_live = 0.0
-    # train
-    for epoch in range(start_epoch + 1, start_epoch + epochs + 1):
-        t0 = time.perf_counter()
-        net.train()
-        meter = ClassificationMeter(plan.ds.num_classes, device)
-        loader = epoch_loader(plan.ds, train_idx, prep, spec.batch_size, device, spec.num_workers,
-                              loader_seed(run_seed, epoch), augment=params.augment_data)
-        done_epochs = epoch - start_epoch - 1
-        for step, (x, y) in enumerate(batches_on_device(loader, prep, device, channels_last)):
-            reporter.check_cancelled()
-            # forward (source: no grad, eval; target: the same batch, mixed at the QUANTA points)
-            with autocast(device):
-                logits = net(x)
-            loss = F.cross_entropy(logits.float(), y)
-            # backward, step
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            global_step += 1
-            # log: lambda_S per step (batched), metrics on the device, live values now and then
-            lam = net.lambda_source()
-            lambdas.add(global_step, lam)
-            meter.update(logits, y, loss.detach() * len(y))
-            cost.add_images(len(y))
-            cost.add_flops(flops_train * len(y))
-            if len(lambdas.steps) >= FLUSH_EVERY_STEPS:
-                lambdas.flush()
-            now = time.perf_counter()
-            if now - last_live > LIVE_EVERY_S:
-                last_live = now
-                reporter.log_metrics({f"quanta_source/{k}": v for k, v in zip(keys, lam.tolist(), strict=True)},
-                                     step=global_step, series="quanta")
-            reporter.update(stage=f"run {r + 1}/{params.nb_of_runs}, epoch {epoch - start_epoch}/{epochs}",
-                            fraction=(done_epochs + min(step + 1, steps_per_epoch) / steps_per_epoch) / epochs * 0.9)
-        lambdas.flush()
-        # evaluate on val, log the epoch
-        val_loader = eval_loader(plan.ds, plan.splits.val, prep, spec.batch_size, device, spec.num_workers)
-        val = evaluate(net, net, val_loader, prep, device, plan.ds.num_classes)
-        cost.add_images(len(plan.splits.val))
-        cost.add_flops(flops_forward * len(plan.splits.val))
-        lam_epoch = net.lambda_source().tolist()
-        train = meter.compute()
-        epoch_time = time.perf_counter() - t0
-        history["epochs"].append(epoch)
-        history["lambda_s"].append(lam_epoch)
-        history["training"].append({"epoch": epoch, **train, "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                                    "epoch_time_s": epoch_time})
-        run.log_metrics({**prefixed("train", train), "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                         "epoch_time_s": epoch_time,
-                         **{f"quanta_source_epoch/{k}": v for k, v in zip(keys, lam_epoch, strict=True)}}, step=epoch)
-        reporter.log_metrics({"train_loss": train["loss"], "train_accuracy": train["accuracy"],
-                              **{f"quanta_source/{k}": v for k, v in zip(keys, lam_epoch, strict=True)}},
-                             step=global_step, series="quanta")
+    # train (a run that fails or is cancelled keeps the lambdas of the steps it took)
+    try:
+        for epoch in range(start_epoch + 1, start_epoch + epochs + 1):
+            t0 = time.perf_counter()
+            net.train()
+            meter = ClassificationMeter(plan.ds.num_classes, device)
+            loader = epoch_loader(plan.ds, train_idx, prep, spec.batch_size, device, spec.num_workers,
+                                  loader_seed(run_seed, epoch), augment=params.augment_data)
+            done_epochs = epoch - start_epoch - 1
+            for step, (x, y) in enumerate(batches_on_device(loader, prep, device, channels_last)):
+                reporter.check_cancelled()
+                # forward (source: no grad, eval; target: the same batch, mixed at the QUANTA points)
+                with autocast(device):
+                    logits = net(x)
+                loss = F.cross_entropy(logits.float(), y)
+                # backward, step
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                global_step += 1
+                # log: lambda_S per step (batched), metrics on the device, live values now and then
+                lam = net.lambda_source()
+                lambdas.add(global_step, lam)
+                meter.update(logits, y, loss.detach() * len(y))
+                cost.add_images(len(y))
+                cost.add_flops(flops_train * len(y))
+                if len(lambdas.steps) >= FLUSH_EVERY_STEPS:
+                    lambdas.flush()
+                now = time.perf_counter()
+                if now - last_live > LIVE_EVERY_S:
+                    last_live = now
+                    reporter.log_metrics({f"quanta_source/{k}": v for k, v in zip(keys, lam.tolist(), strict=True)},
+                                         step=global_step, series="quanta")
+                done = done_epochs + min(step + 1, steps_per_epoch) / steps_per_epoch
+                reporter.update(stage=f"run {r + 1}/{params.nb_of_runs}, epoch {epoch - start_epoch}/{epochs}",
+                                fraction=done / epochs * 0.9)
+            lambdas.flush()
+            # evaluate on val, log the epoch
+            val_loader = eval_loader(plan.ds, plan.splits.val, prep, spec.batch_size, device, spec.num_workers)
+            val = evaluate(net, net, val_loader, prep, device, plan.ds.num_classes)
+            cost.add_images(len(plan.splits.val))
+            cost.add_flops(flops_forward * len(plan.splits.val))
+            lam_epoch = net.lambda_source().tolist()
+            train = meter.compute()
+            extra = {"val_loss": val["loss"], "val_accuracy": val["accuracy"], "epoch_time_s": time.perf_counter() - t0}
+            history["epochs"].append(epoch)
+            history["lambda_s"].append(lam_epoch)
+            history["training"].append({"epoch": epoch, **train, **extra})
+            by_key = dict(zip(keys, lam_epoch, strict=True))
+            run.log_metrics({**prefixed("train", train), **extra,
+                             **{f"quanta_source_epoch/{k}": v for k, v in by_key.items()}}, step=epoch)
+            reporter.log_metrics({"train_loss": train["loss"], "train_accuracy": train["accuracy"],
+                                  **{f"quanta_source/{k}": v for k, v in by_key.items()}},
+                                 step=global_step, series="quanta")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            lambdas.flush()
+        raise
     rng_after_training = rng_state()
 
     # test: the target (through the source, as it was trained) and the source on its own task
