@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from tlcore import experiments
 from tlcore.cli import main
 from tlcore.data import load_dataset
-from tlcore.errors import BackboneError
+from tlcore.errors import BackboneError, Cancelled
 from tlcore.methods.quanta import _random_source, export_dir, export_names, read_checkpoint, safe_name
 from tlcore.methods.source_training import save_checkpoint
 from tlcore.methods.supervised import (
@@ -30,6 +30,7 @@ from tlcore.methods.supervised import (
 )
 from tlcore.models import backbone_config, create_backbone
 from tlcore.models.quanta_layer import QuantaLayer, QuantaNetwork, select_points
+from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec, QuantaParams
 from tlcore.tracking import Tracker
 
@@ -281,6 +282,7 @@ def test_export_files_hold_the_seed_contents(control_run):
     assert meta["num_classes"] == 2 and "layer0.weight" in state
     ckpt = torch.load(out / names["target_model"], weights_only=True)
     assert (ckpt["epoch"], ckpt["global_step"], ckpt["points"]) == (2, 4, [str(i) for i in range(7)])
+    assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == [2e-4, 0.01]  # target, QUANTA weights
     artifacts = {f.path for f in Tracker(spec.mlflow_path).client.list_artifacts(result.run_ids[0], "exports")}
     assert f"exports/{names['quantas']}" in artifacts
 
@@ -320,6 +322,31 @@ def test_resume_continues_weights_lambdas_optimizer_and_rng_exactly(digits4, tmp
     tracker = Tracker(str(store_dir))
     assert [s for s, _ in lambda_history(tracker, resumed.run_ids[0], 6)] == [3, 4, 5, 6]
     assert lambda_history(tracker, resumed.run_ids[0], 6) == lambda_history(tracker, straight.run_ids[0], 6)[3:]
+
+
+class _CancelAfterFirstStep(Reporter):
+    """Asks to stop once the first training step has reported progress."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def update(self, *, stage=None, fraction=None) -> None:
+        if stage and "epoch" in stage:
+            self.steps += 1
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.steps >= 1
+
+
+def test_a_cancelled_run_ends_killed_and_keeps_the_lambdas_it_logged(digits4, tmp_path, store_dir):
+    spec = quanta_spec(f"{digits4}:2-3", store_dir, tmp_path / "expe", layer_to_transfer=0)
+    with pytest.raises(Cancelled):
+        experiments.run(spec, _CancelAfterFirstStep())
+    tracker = Tracker(str(store_dir))
+    [run] = tracker.client.search_runs([tracker.experiment_id("QUANTA")])
+    assert run.info.status == "KILLED"
+    assert [s for s, _ in lambda_history(tracker, run.info.run_id, 0)] == [0, 1]
 
 
 def test_pretrained_backbone_run_keys_lambda_by_tap_name(digits4, tmp_path, store_dir):
