@@ -29,7 +29,7 @@ from tlcore.methods.supervised import (
     seed_everything,
 )
 from tlcore.models import backbone_config, create_backbone
-from tlcore.models.quanta_layer import QuantaLayer, QuantaNetwork, select_points
+from tlcore.models.quanta_layer import QuantaLayer, QuantaNetwork, _Mix, select_points
 from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec, QuantaParams
 from tlcore.tracking import Tracker
@@ -73,7 +73,7 @@ def lambda_history(tracker, run_id, key):
 def test_quanta_layer_starts_at_0_9002_sums_to_one_and_has_opposite_gradients():
     q = QuantaLayer(nn.ELU())
     lam = q.lambdas()
-    assert round(float(lam[0]), 4) == 0.9002 and round(q.lambda_source, 4) == 0.9002
+    assert round(float(lam[0].detach()), 4) == 0.9002 and round(q.lambda_source, 4) == 0.9002
     assert torch.isclose(lam.sum(), torch.tensor(1.0))
     z_s, z_t = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
     out = q(z_s, z_t)
@@ -81,6 +81,11 @@ def test_quanta_layer_starts_at_0_9002_sums_to_one_and_has_opposite_gradients():
     out.pow(2).sum().backward()
     g = q.weight.grad
     assert g[0].abs() > 0 and torch.isclose(g[0], -g[1])
+    # the fused mix's backward is the true gradient, for lambda and for both inputs
+    zs64 = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    zt64 = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    w64 = torch.tensor([1.1, -1.1], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w, a, b: _Mix.apply(torch.softmax(w, 0)[0], a, b), (w64, zs64, zt64))
     # w stays (a, -a), so lambda_S = sigmoid(2a)
     with torch.no_grad():
         q.weight.copy_(torch.tensor([0.3, -0.3]))

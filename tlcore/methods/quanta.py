@@ -400,24 +400,30 @@ def prepare(spec: ExperimentSpec, tracker: Tracker, reporter: Reporter, tmp_dir:
         reporter.message(f"-s {params.source_task} is not the task the source was trained on ({trained_on}); the "
                          f"source is scored on {params.source_task}.", "warning")
     source_eval, note = None, ""
+    source_seed = source.meta.get("seed")
+    source_seed = spec.seed if source_seed in (None, "", "none") else int(source_seed)
     if source.task is None:
-        note = ("not scored: the source task is unknown (pass -s with the dataset its head was trained on)"
-                if source.kind != "pretrained" else
-                f"not scored: its head predicts ImageNet classes and no ImageNet test set is here "
-                f"(reference top-1 {source.reference_top1}%)" if source.reference_top1 else
-                "not scored: its head predicts classes of a dataset that is not here")
         if source.kind == "random":
             source.head_classes = ds.num_classes
+            note = "not scored: no source task given (-s)"
+        elif source.kind == "pretrained":
+            note = ("not scored: its head predicts ImageNet classes and no ImageNet test set is here (reference "
+                    f"top-1 {source.reference_top1}%)")
+        else:
+            note = "not scored: the source task is unknown (pass -s with the dataset its head was trained on)"
     else:
-        if source.task == spec.dataset and str(source.meta.get("seed", spec.seed)) == str(spec.seed):
+        if source.task == spec.dataset and source_seed == spec.seed:
             sds, stest = ds, splits.test
         else:
+            if source.task == spec.dataset and ds.partition is None:
+                reporter.message(f"The source was trained with split seed {source_seed} but this run splits "
+                                 f"{spec.dataset} with --seed {spec.seed}: the target's test set may hold images the "
+                                 f"source trained on. Pass --seed {source_seed} to keep them apart.", "warning")
             try:
                 sds = load_dataset(source.task, spec.data_dir, spec.download)
             except DatasetError as exc:
                 raise DatasetError(f"Source task -s {source.task}: {exc}") from None
-            seed = int(source.meta.get("seed") or spec.seed)
-            stest = resolve_splits(sds, None, seed=seed, spc_values=None).test
+            stest = resolve_splits(sds, None, seed=source_seed, spc_values=None).test
         if source.kind == "random":
             source.head_classes = sds.num_classes
         elif source.head_classes != sds.num_classes:
