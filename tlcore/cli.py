@@ -343,9 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quanta", parents=[common], help="QUANTA: per-layer transferability (lambda_S)")
     g = p.add_argument_group("QUANTA (the seed's flags)")
     g.add_argument("-o", "--outdir", default="./expe", help="where the seed's export files go (default ./expe)")
-    g.add_argument("-s", "--source_task", default=None, help="the source task (a dataset name), for the record")
+    g.add_argument("-s", "--source_task", default=None,
+                   help="the source task (a dataset name): names the export folder and scores the source on its "
+                        "test set (default: the task saved with the weights)")
     g.add_argument("-sw", "--source_weights", default="default",
-                   help="source weights: a file, a Source training run id, 'random' (control) or 'imagenet'")
+                   help="source weights: a file, a Source training run id, 'random' (the control) or "
+                        "'imagenet'/'default' (the backbone's pretrained weights)")
     g.add_argument("-t", "--target_task", required=True, help="target dataset (e.g. digits:5-9, cifar100)")
     g.add_argument("-l", "--layer_to_transfer", default="-1", help="layer index (0..6 for quanta_cnn), a tap "
                                                                    "name, or -1 for every layer")
