@@ -246,9 +246,13 @@ def cmd_quanta(args: argparse.Namespace) -> int:
         nb_of_target_samples=args.nb_of_target_samples, augment_data=args.augment_data,
         learning_rate=args.learning_rate, quanta_lr=args.quanta_lr, outdir=args.outdir,
         train_from_previous_training=args.train_from_previous_training, show_only_build=args.show_only_build)
-    kw = dict(seed=max(args.seed, 0), device=args.device, mlflow_path=args.mlflow_path, job=args.job,
+    seed = args.seed
+    if seed < 0:  # the seed: a negative value sets no seed; we draw one and say which, so the run can be replayed
+        seed = int.from_bytes(os.urandom(4), "little") % 2**31
+        print(f"--seed {args.seed}: no seed given, using seed {seed} (recorded in MLflow).", file=sys.stderr)
+    kw = dict(seed=seed, device=args.device, mlflow_path=args.mlflow_path, job=args.job,
               measure_energy=not args.no_energy, data_dir=args.data_dir, download=args.download,
-              num_workers=args.num_workers)
+              num_workers=args.num_workers, resolution=args.resolution, download_weights=args.download_weights)
     if args.batch_size is not None:
         kw["batch_size"] = args.batch_size
     spec = ExperimentSpec("quanta", args.target_task, backbone=args.architecture, params=params, **kw)
@@ -351,9 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quanta", parents=[common], help="QUANTA: per-layer transferability (lambda_S)")
     g = p.add_argument_group("QUANTA (the seed's flags)")
     g.add_argument("-o", "--outdir", default="./expe", help="where the seed's export files go (default ./expe)")
-    g.add_argument("-s", "--source_task", default=None, help="the source task (a dataset name), for the record")
+    g.add_argument("-s", "--source_task", default=None,
+                   help="the source task (a dataset name): names the export folder and scores the source on its "
+                        "test set (default: the task saved with the weights)")
     g.add_argument("-sw", "--source_weights", default="default",
-                   help="source weights: a file, a Source training run id, 'random' (control) or 'imagenet'")
+                   help="source weights: a file, a Source training run id, 'random' (the control) or "
+                        "'imagenet'/'default' (the backbone's pretrained weights)")
     g.add_argument("-t", "--target_task", required=True, help="target dataset (e.g. digits:5-9, cifar100)")
     g.add_argument("-l", "--layer_to_transfer", default="-1", help="layer index (0..6 for quanta_cnn), a tap "
                                                                    "name, or -1 for every layer")
@@ -364,7 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--augment_data", action="store_true")
     g.add_argument("--train_from_previous_training", metavar="PATH", help="resume a saved target checkpoint")
     g.add_argument("--show_only_build", action="store_true", help="print both models and train nothing")
-    g.add_argument("--architecture", default="quanta_cnn")
+    g.add_argument("--architecture", default="quanta_cnn",
+                   help="source and target architecture (quanta_cnn, or a backbone: python -m tlcore backbones)")
+    g.add_argument("--resolution", type=int, default=None, help="input size in pixels (default: the architecture's)")
+    g.add_argument("--download-weights", action="store_true", help="download pretrained source weights if missing")
     g.add_argument("--quanta-lr", type=float, default=None, help="separate learning rate for the QUANTA weights")
     g.add_argument("--learning-rate", type=float, default=2e-4)
     g.add_argument("--batch-size", type=int, default=32)

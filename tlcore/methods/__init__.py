@@ -1,2 +1,6 @@
 """Transfer methods. Each module registers itself with :mod:`tlcore.experiments`."""
-from tlcore.methods import feature_extraction  # noqa: F401  (registers "fe")
+from tlcore.methods import (  # noqa: F401  (register "quanta" and "source")
+    feature_extraction,
+    quanta,
+    source_training,
+)
