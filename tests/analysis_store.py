@@ -66,7 +66,7 @@ def _sweep(tracker, method: str, acc: dict, extra: dict, costs, sweep_id: str, f
 def _quanta(tracker, dataset: str, source_weights: str, lambdas: dict, target_acc: float, source_acc: float,
             steps: int = 5) -> str:
     params = {**_common("quanta", dataset, "quanta_cnn", 20, 0), "source_task": "digits:0-4",
-              "source_weights": source_weights, "layer_to_transfer": -1, "layers": "0,1,2"}
+              "source_weights": source_weights, "layer_to_transfer": -1, "quanta_layers": "0,1,2"}
     with tracker.start_run("quanta", params, run_name=f"{dataset} from {source_weights}") as run:
         for step in range(steps):
             t = step / (steps - 1)

@@ -89,7 +89,7 @@ TRADEOFF_COLUMNS = RunColumns(
     metrics=(*ACCURACY_METRICS, *_COSTS),
 )
 QUANTA_COLUMNS = RunColumns(
-    params=(*_POINT_PARAMS, "source_task", "source_weights", "source_run_id", "layer_to_transfer", "layers",
+    params=(*_POINT_PARAMS, "source_task", "source_weights", "source_run_id", "layer_to_transfer", "quanta_layers",
             "configuration", "nb_of_target_epochs", "learning_rate", "quanta_lr"),
     metrics=(*ACCURACY_METRICS, *SOURCE_ACCURACY_METRICS, "time_total_s", "energy_kwh"),
     metric_prefixes=(QUANTA_PREFIX,),
@@ -737,7 +737,7 @@ def quanta_layers(df: pd.DataFrame) -> list[str]:
 
 
 def layer_order(layers: Iterable[str], hint: Sequence[str] | None = None) -> list[str]:
-    """Layers in network order: as ``hint`` lists them (a run's ``layers`` param), the rest
+    """Layers in network order: as ``hint`` lists them (a run's ``quanta_layers`` param), the rest
     naturally sorted (transfer indices 0..6, or tap names such as ``blocks.2`` before ``blocks.10``)."""
     layers = list(dict.fromkeys(str(x) for x in layers))
     hint = [h for h in (hint or []) if h in layers]
@@ -745,10 +745,10 @@ def layer_order(layers: Iterable[str], hint: Sequence[str] | None = None) -> lis
 
 
 def layer_hint(df: pd.DataFrame) -> list[str]:
-    """The layers in network order as the runs' ``layers`` param lists them (comma-separated), if logged."""
-    if "layers" not in df:
+    """The layers in network order as the runs' ``quanta_layers`` param lists them (comma-separated), if logged."""
+    if "quanta_layers" not in df:
         return []
-    for value in df["layers"].dropna():
+    for value in df["quanta_layers"].dropna():
         return [s.strip() for s in str(value).split(",") if s.strip()]
     return []
 
