@@ -6,8 +6,7 @@ Runs use digits:0-2 at 32 px with 2 images per class, energy off: a few seconds 
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +167,14 @@ def test_ten_crops_are_voted_per_image():
     assert ev.metrics("test")["test_plain_accuracy"] == 0.5
 
 
+def test_a_crops_run_trains_on_every_crop_and_votes_at_test(store_dir):
+    spec = replace(tiny_spec(store_dir, epochs=1), use_crops=True)
+    result = experiments.run(spec)
+    m = Tracker(str(store_dir)).get_run(result.run_ids[0]).data.metrics
+    test_inputs = m["images_processed"] - 6 * 10 - 30 * 10  # 6 training and 30 val images, 10 crops each
+    assert test_inputs > 0 and test_inputs % 10 == 0 and 0 <= m["test_accuracy"] <= 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Freezing and BatchNorm, checked on the weights a real run ends with
 
@@ -192,7 +199,7 @@ def test_configurations_train_exactly_the_unfrozen_layers(store_dir, tmp_path, b
         torch.save(create_backbone("resnet18", "random").net.state_dict(), tmp_path / "r18.pt")
         weights = str(tmp_path / "r18.pt")
     spec = tiny_spec(store_dir, backbone, weights, configuration=configuration, bn_statistics=bn_mode,
-                     keep_weights=True)
+                     keep_weights=True, epochs=1)
     result = experiments.run(spec)
     tracker = Tracker(str(store_dir))
     start = create_backbone(backbone, weights)
@@ -234,7 +241,7 @@ def test_the_test_pass_uses_the_best_val_epochs_weights(store_dir, monkeypatch):
     seen: list[tuple[str, int]] = []  # (which set, a fingerprint of the weights evaluated)
     val_correct = iter([5, 9, 6])  # val accuracy per epoch: 0.5, 0.9, 0.6
 
-    def scripted(model, batches, to_input, device, autocast=None):
+    def scripted(model, batches, to_input, device, autocast=None, between_batches=None):
         ev = real(model, batches, to_input, device)
         fingerprint = hash(tuple(float(p.double().sum()) for p in model.parameters()))
         if len(seen) < 3:
@@ -254,7 +261,7 @@ def test_the_test_pass_uses_the_best_val_epochs_weights(store_dir, monkeypatch):
 
 
 def test_a_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupted_one(store_dir):
-    spec = tiny_spec(store_dir, epochs=4)
+    spec = tiny_spec(store_dir, epochs=3)
     with pytest.raises(Cancelled):
         experiments.run(spec, RecordingReporter(cancel_after=2))
     tracker = Tracker(str(store_dir))
@@ -269,11 +276,11 @@ def test_a_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupte
     assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
     assert run.data.tags["sessions"] == "2" and run.data.tags["resumed"] == "true"
     resumed_losses = history(tracker, killed.info.run_id, "val_loss")
-    assert [s for s, _ in resumed_losses] == [1, 2, 3, 4]
-    assert [step for _, step, _ in reporter.epochs] == [1, 2, 3, 4]  # the live chart gets the whole curve back
+    assert [s for s, _ in resumed_losses] == [1, 2, 3]
+    assert [step for _, step, _ in reporter.epochs] == [1, 2, 3]  # the live chart gets the whole curve back
     assert not (Path(run.info.artifact_uri.removeprefix("file://")) / "checkpoint").exists()  # cleaned up
 
-    reference = experiments.run(tiny_spec(store_dir, epochs=4))  # the same training, never interrupted
+    reference = experiments.run(tiny_spec(store_dir, epochs=3))  # the same training, never interrupted
     straight = history(tracker, reference.run_ids[0], "val_loss")
     assert np.allclose([v for _, v in resumed_losses], [v for _, v in straight], rtol=1e-5, atol=1e-6)
 
@@ -349,20 +356,26 @@ def test_out_of_memory_fails_the_run_with_one_sentence_and_keeps_its_epochs(stor
     assert [s for s, _ in history(tracker, run.info.run_id, "val_loss")] == [1]
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "tlcore", "ft", *args], capture_output=True, text=True, timeout=300)
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    """``python -m tlcore ft ARGS`` in this process: (exit code, stdout, stderr)."""
+    from tlcore.cli import main
+
+    capsys.readouterr()
+    code = main(["ft", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-def test_cli_refuses_bad_values_in_one_line_without_opening_a_run(store_dir):
+def test_cli_refuses_bad_values_in_one_line_without_opening_a_run(store_dir, capsys):
     for flags, message in [(["--learning-rate", "0"], "'learning_rate' parameter of FineTuningParams must be a "
                                                       "float in the range (0, inf). Got 0.0 instead."),
                            (["--epochs", "0"], "'epochs' parameter of FineTuningParams must be an int in the range "
                                                "[1, inf). Got 0 instead."),
                            (["--configuration", "5"], "must be one of 0, 1, 2, 3, 'lp-ft'. Got 5 instead.")]:
-        r = _cli("--dataset", "digits:0-2", "--mlflow-path", str(store_dir), *flags)
-        assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
-    r = _cli("--mlflow-path", str(store_dir))
-    assert r.returncode == 2 and "--dataset is required" in r.stderr
+        code, _, err = _cli(capsys, "--dataset", "digits:0-2", "--mlflow-path", str(store_dir), *flags)
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    code, _, err = _cli(capsys, "--mlflow-path", str(store_dir))
+    assert code == 2 and "--dataset is required" in err
     assert runs_in(Tracker(str(store_dir))) == []
 
 
@@ -394,11 +407,12 @@ def test_cli_maps_the_seeds_flags_onto_the_spec(monkeypatch, tmp_path):
     assert specs[1].params.configuration == "lp-ft" and specs[1].use_crops and specs[1].params.resume == "abc"
 
 
-def test_cli_run_is_read_back_from_mlflow(store_dir):
-    r = _cli("--dataset", "digits:0-2", "--samples-per-class", "2", "--splits", "1", "--resolution", "32",
-             "--epochs", "2", "--configuration", "2", "--mlflow-path", str(store_dir), "--quiet", "--num-workers", "0")
-    assert r.returncode == 0, r.stderr
-    assert "spc split epochs" in r.stdout and "test acc" in r.stdout
+def test_cli_run_is_read_back_from_mlflow(store_dir, capsys):
+    code, out, err = _cli(capsys, "--dataset", "digits:0-2", "--samples-per-class", "2", "--splits", "1",
+                          "--resolution", "32", "--epochs", "2", "--configuration", "2", "--mlflow-path",
+                          str(store_dir), "--quiet", "--num-workers", "0")
+    assert code == 0, err
+    assert "spc split epochs" in out and "test acc" in out
     tracker = Tracker(str(store_dir))
     (run,) = runs_in(tracker)
     p, m = run.data.params, run.data.metrics

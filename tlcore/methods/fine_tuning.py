@@ -334,8 +334,12 @@ class Evaluation:
 
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
              to_input: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
-             autocast: Callable[[], Any] = contextlib.nullcontext) -> Evaluation:
-    """Loss and predictions over ``batches`` in eval mode under inference mode; the mode is restored after."""
+             autocast: Callable[[], Any] = contextlib.nullcontext,
+             between_batches: Callable[[], None] | None = None) -> Evaluation:
+    """Loss and predictions over ``batches`` in eval mode under inference mode; the mode is restored after.
+
+    ``between_batches`` runs before each batch (a cancel check).
+    """
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
@@ -344,6 +348,8 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     try:
         with torch.inference_mode():
             for x, y in batches:
+                if between_batches is not None:
+                    between_batches()
                 x, y = to_input(x), y.to(device, non_blocking=True)
                 crops = x.shape[0] // len(y)
                 with autocast():
@@ -616,7 +622,8 @@ def train_point(ctx: Context, point: common.SplitPoint, run: RunHandle, reporter
 
                 # -- evaluate on val
                 reporter.update(stage=f"{point.label}: epoch {epoch}/{p.epochs}, validating")
-                ev = evaluate(model, val_set.batches(images_per_eval, device=device), to_input, device, autocast)
+                ev = evaluate(model, val_set.batches(images_per_eval, device=device), to_input, device, autocast,
+                              reporter.check_cancelled)
                 meter.add_images(ev.n_inputs)
                 meter.add_flops(flops.forward * ev.n_inputs)
                 synchronize(device)
@@ -658,7 +665,8 @@ def train_point(ctx: Context, point: common.SplitPoint, run: RunHandle, reporter
                     test_set = ctx.cache.get("test", point.test, reporter)
                 reporter.update(stage=f"{point.label}: testing the best weights (epoch {best['epoch']})", fraction=0.99)
                 with meter.lap("test"):
-                    ev = evaluate(model, test_set.batches(images_per_eval, device=device), to_input, device, autocast)
+                    ev = evaluate(model, test_set.batches(images_per_eval, device=device), to_input, device,
+                                  autocast, reporter.check_cancelled)
                 meter.add_images(ev.n_inputs)
                 meter.add_flops(flops_per_image(model, ctx.prep.input_size, train=False).forward * ev.n_inputs)
                 final.update(ev.metrics("test"))
@@ -727,8 +735,11 @@ def ft_params(p: FineTuningParams, bn_mode: str) -> dict[str, Any]:
 
 def run_params(ctx: Context, splits) -> dict[str, Any]:
     """Every param design.md's schema asks for, logged on the sweep's parent and each run."""
+    config, units = ctx.spec.params.configuration, len(ctx.base.freeze_unit_names())
+    frozen = f"{units}/{units} (head only), then 0/{units}" if config == "lp-ft" else \
+        f"{ctx.base.frozen_unit_count(int(config))}/{units}"
     return {**common.common_params(ctx.spec, ctx.ds, splits), **ft_params(ctx.spec.params, ctx.bn_mode),
-            "device": str(ctx.device)}
+            "device": str(ctx.device), "frozen_units": frozen}
 
 
 def prepare(spec: ExperimentSpec, ds: ImageDataset, reporter: Reporter) -> Context:
@@ -835,14 +846,18 @@ def _check_resumable(tracker: Tracker, run_id: str):
     return run
 
 
-def _read_stored_spec(tracker: Tracker, run_id: str) -> ExperimentSpec:
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = tracker.client.download_artifacts(run_id, SPEC_FILE, tmp)
-            data = json.loads(Path(path).read_text())
-        except Exception:
-            raise TLError(f"Run {run_id} has no {SPEC_FILE} artifact (it was not started by `tlcore ft`), so it "
-                          "cannot be resumed.") from None
+def _read_stored_spec(tracker: Tracker, run) -> ExperimentSpec:
+    """The spec a run was started with (its ``spec.json`` artifact)."""
+    local = RunHandle(tracker, run.info.run_id, run.info.experiment_id).artifact_dir()
+    try:
+        if local is not None:
+            data = json.loads((local / SPEC_FILE).read_text())
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                data = json.loads(Path(tracker.client.download_artifacts(run.info.run_id, SPEC_FILE, tmp)).read_text())
+    except Exception:
+        raise TLError(f"Run {run.info.run_id} has no {SPEC_FILE} artifact (it was not started by `tlcore ft`), so it "
+                      "cannot be resumed.") from None
     return ExperimentSpec.from_dict(data)
 
 
@@ -854,7 +869,7 @@ def resume(cli_spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> Ru
     """
     run_id = cli_spec.params.resume
     run = _check_resumable(tracker, run_id)
-    stored = _read_stored_spec(tracker, run_id)
+    stored = _read_stored_spec(tracker, run)
     spec = replace(stored, device=cli_spec.device, num_workers=cli_spec.num_workers, mlflow_path=cli_spec.mlflow_path,
                    measure_energy=cli_spec.measure_energy, country_iso_code=cli_spec.country_iso_code,
                    carbon_intensity_g_per_kwh=cli_spec.carbon_intensity_g_per_kwh)
@@ -943,7 +958,7 @@ def summary_table(spec: ExperimentSpec, outcomes: list[Outcome], tracker: Tracke
     lines = [f"Fine-tuning {spec.backbone} on {spec.dataset}: configuration {p.configuration}, {p.optimizer} "
              f"lr {p.learning_rate:g}, {len(outcomes)} run(s)", ""]
     header = f"{'spc':>5} {'split':>5} {'epochs':>6} {'best':>4} {'val acc':>8} {'test acc':>9} {'time s':>8} " \
-             f"{'TFLOPs':>8}  run"
+             f"{'GFLOPs':>9}  run"
     lines += [header, "-" * len(header)]
     by_spc: dict[int, list[float]] = {}
     for o in outcomes:
@@ -952,7 +967,7 @@ def summary_table(spec: ExperimentSpec, outcomes: list[Outcome], tracker: Tracke
         lines.append(f"{o.point.spc:>5} {o.point.split:>5} {m.get('epochs_run', float('nan')):>6.0f} "
                      f"{m.get('best_epoch', float('nan')):>4.0f} {m.get('best_val_accuracy', float('nan')):>8.1%} "
                      f"{'' if test is None else f'{test:.1%}':>9} {m.get('time_total_s', float('nan')):>8.1f} "
-                     f"{m.get('flops_total', float('nan')) / 1e12:>8.2f}  {o.run_id}")
+                     f"{m.get('flops_total', float('nan')) / 1e9:>9.1f}  {o.run_id}")
         score = test if test is not None else m.get("best_val_accuracy")
         if score is not None:
             by_spc.setdefault(o.point.spc, []).append(score)
