@@ -632,6 +632,9 @@ def train_point(ctx: Context, point: common.SplitPoint, run: RunHandle, reporter
                            "val_accuracy": val["val_accuracy"], "epoch_time_s": time.perf_counter() - t0}
                 run.log_metrics(metrics, step=epoch)
                 reporter.log_metrics(metrics, step=epoch, series=point.label)
+                reporter.message(f"{point.label} epoch {epoch}/{p.epochs}: train loss {train_loss:.4f} acc "
+                                 f"{train_accuracy:.1%} | val loss {val['val_loss']:.4f} acc {val['val_accuracy']:.1%} "
+                                 f"| {metrics['epoch_time_s']:.1f} s")
                 history.append({"epoch": epoch, **metrics})
 
                 # -- keep the weights of the best val accuracy (strictly better, as the seed)
