@@ -230,6 +230,11 @@ def test_lp_ft_run_probes_then_fine_tunes_everything(store_dir):
     changed = _changed(create_backbone("efficientnet_lite0"), _trained_weights(tracker, result.run_ids[0]))
     assert changed["net._conv_stem.weight"]  # epoch 2 trained the whole network
     assert tracker.get_run(result.run_ids[0]).data.params["lp_epochs"] == "1"
+    # the kept weights start a further run (--model FILE): the body loads, the 3-class head is replaced
+    folder = tracker.get_run(result.run_ids[0]).info.artifact_uri.removeprefix("file://")
+    again = create_backbone("efficientnet_lite0", f"{folder}/model/best.pt")
+    kept = _trained_weights(tracker, result.run_ids[0])
+    assert torch.equal(again.net._conv_stem.weight, kept["net._conv_stem.weight"])
 
 
 # ---------------------------------------------------------------------------------------------
