@@ -75,9 +75,11 @@ def test_quanta_layer_starts_at_0_9002_sums_to_one_and_has_opposite_gradients():
     lam = q.lambdas()
     assert round(float(lam[0].detach()), 4) == 0.9002 and round(q.lambda_source, 4) == 0.9002
     assert torch.isclose(lam.sum(), torch.tensor(1.0))
-    z_s, z_t = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
+    gen = torch.Generator().manual_seed(0)
+    z_s, z_t = torch.randn(4, 3, 5, 5, generator=gen), torch.randn(4, 3, 5, 5, generator=gen)
     out = q(z_s, z_t)
-    assert torch.allclose(out, F.elu(lam[0] * z_s + lam[1] * z_t))
+    # the fused mix (z_t + lambda_S (z_s - z_t)) rounds differently from the textbook sum in the last bits
+    assert torch.allclose(out, F.elu(lam[0] * z_s + lam[1] * z_t), atol=1e-6)
     out.pow(2).sum().backward()
     g = q.weight.grad
     assert g[0].abs() > 0 and torch.isclose(g[0], -g[1])
