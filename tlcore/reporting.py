@@ -108,6 +108,8 @@ class TerminalReporter(Reporter):
         self.message(f"MLflow run {run_id} ({experiment}{', ' + name if name else ''})")
 
     def message(self, text, level="info"):
+        if self.quiet and level != "warning":
+            return
         with self._lock:
             prefix = "warning: " if level == "warning" else ""
             if self._bar is not None and self.enabled:

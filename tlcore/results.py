@@ -49,6 +49,8 @@ ACCURACY_METRICS: dict[str, str] = {
     "test_accuracy": "Test accuracy (balanced)",
     "val_accuracy": "Validation accuracy (balanced)",
 }
+# Fine-tuning logs val_accuracy per epoch; the score of the model it kept (best epoch) is this one.
+BEST_VAL_METRIC = "best_val_accuracy"
 QUANTA_PREFIX = "quanta_source/"
 # The source network's own test accuracy, as the QUANTA method logs it (first name present wins).
 SOURCE_ACCURACY_METRICS = ("source_test_accuracy", "test_accuracy_source", "source_accuracy")
@@ -86,7 +88,7 @@ _POINT_PARAMS = ("dataset", "backbone", "weights", "samples_per_class", "split",
 _COSTS = tuple(COST_AXES)
 TRADEOFF_COLUMNS = RunColumns(
     params=(*_POINT_PARAMS, "classifier", "configuration", "optimizer", "learning_rate"),
-    metrics=(*ACCURACY_METRICS, *_COSTS),
+    metrics=(*ACCURACY_METRICS, BEST_VAL_METRIC, *_COSTS),
 )
 QUANTA_COLUMNS = RunColumns(
     params=(*_POINT_PARAMS, "source_task", "source_weights", "source_run_id", "layer_to_transfer", "quanta_layers",
@@ -97,7 +99,7 @@ QUANTA_COLUMNS = RunColumns(
 RUNS_COLUMNS = RunColumns(
     params=(*_POINT_PARAMS, "classifier", "configuration", "optimizer", "learning_rate", "epochs", "seed",
             "layer_to_transfer", "source_weights", "source_task", "use_crops"),
-    metrics=(*ACCURACY_METRICS, *_COSTS, "images_processed"),
+    metrics=(*ACCURACY_METRICS, BEST_VAL_METRIC, *_COSTS, "images_processed"),
     tags=("mlflow.parentRunId", "sweep_id", "sweep_parent", TAG_ERROR, TAG_ERROR_TYPE),
 )
 VIEWS: dict[str, RunColumns] = {"tradeoffs": TRADEOFF_COLUMNS, "quanta": QUANTA_COLUMNS, "runs": RUNS_COLUMNS}
@@ -286,6 +288,9 @@ def _tidy(raw: dict, columns: RunColumns) -> pd.DataFrame:
     df["method"] = df["experiment"].map(METHOD_OF_EXPERIMENT).fillna(from_param)
     df["duration_s"] = (df["end_time"] - df["start_time"]).dt.total_seconds()
     # Derived columns every page uses.
+    if BEST_VAL_METRIC in df and "val_accuracy" in df:
+        # a fine-tuning run's last val_accuracy is its last epoch's; the model it kept scored best_val_accuracy
+        df["val_accuracy"] = df[BEST_VAL_METRIC].combine_first(df["val_accuracy"])
     if "samples_per_class" in df:
         df["spc"] = pd.to_numeric(df["samples_per_class"], errors="coerce")
     if "split" in df:
