@@ -22,10 +22,11 @@ from tlcore.experiments import RunResult
 
 GATE = threading.Event()
 STARTED = threading.Event()
+DEFAULT = {"behaviour": "quick"}  # for specs built by a page, which carry no "fake" tag
 
 
 def fake_method(spec, reporter, tracker) -> RunResult:
-    behaviour = spec.tags.get("fake", "quick")
+    behaviour = spec.tags.get("fake", DEFAULT["behaviour"])
     steps = 3
     params = {"method": spec.method, "dataset": spec.dataset, "backbone": spec.backbone, "device": "cpu",
               "samples_per_class": 5, "split": 0}
@@ -56,5 +57,7 @@ def fake_fe(monkeypatch):
     monkeypatch.setitem(experiments.methods._entries, "fe", fake_method)
     GATE.clear()
     STARTED.clear()
+    DEFAULT["behaviour"] = "quick"
     yield fake_method
     GATE.set()  # never leave a worker waiting
+    DEFAULT["behaviour"] = "quick"

@@ -143,6 +143,17 @@ class Job:
             return None
         return max(0.0, (1.0 - self.fraction) / rate)
 
+    def status_line(self, now: float | None = None) -> str:
+        """One line for badges and tables: state, stage, percentage and time left or taken."""
+        if self.state is JobState.QUEUED:
+            return "queued"
+        if self.state is JobState.RUNNING:
+            eta = self.eta_s(now)
+            left = f" · {format_duration(eta)} left" if eta is not None else ""
+            return f"{self.stage} · {self.fraction:.0%}{left}"
+        took = f" in {format_duration(self.elapsed_s)}" if self.elapsed_s is not None else ""
+        return f"{self.state}{took}"
+
     def to_journal(self) -> dict[str, Any]:
         return {
             "id": self.id, "number": self.number, "label": self.label, "device": self.device,
@@ -177,6 +188,18 @@ class Submitted:
 
     job: Job
     new: bool
+
+
+def format_duration(seconds: float | None) -> str:
+    """'42 s', '3 min 05 s', '12 min', '1.5 h'."""
+    if seconds is None:
+        return "?"
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min" if seconds >= 600 else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{seconds / 3600:.1f} h"
 
 
 def describe_spec(spec: ExperimentSpec) -> str:
