@@ -87,7 +87,8 @@ if recent.empty:
 else:
     table = pd.DataFrame({
         "started": recent["start_time"].dt.tz_convert(None).dt.strftime("%Y-%m-%d %H:%M"),
-        "method": recent["method"], "dataset": recent["dataset"], "backbone": recent["backbone"],
+        "method": recent["method"].map({"fe": "FE", "ft": "FT", "quanta": "QUANTA", "source": "source"}),
+        "dataset": recent["dataset"], "backbone": recent["backbone"],
         "samples/class": recent["samples_per_class"], "status": recent["status"],
         "accuracy (%)": recent["accuracy"] * 100, "time (s)": recent["time_total_s"],
         "GFLOPs": recent["flops_total"] / 1e9, "energy (Wh)": recent["energy_kwh"] * 1000,

@@ -235,13 +235,11 @@ with side_col:
     if blocked_inline:
         st.caption("Fix what is marked in red on the left to run.")
     if cost is not None:
-        c1, c2 = st.columns(2)
-        c1.metric("Compute", format_flops(cost.flops))
-        c2.metric("Projected time", cost.describe_time())
-        c1.metric("Images processed", f"{cost.images:,}")
-        c2.metric("MLflow runs", f"{cost.runs}")
-        st.caption(f"{format_flops(cost.flops_per_image)} per image at {spec.input_size} px. "
-                   + " ".join(cost.notes) + f" Time: {cost.basis}.")
+        with st.container(border=True):
+            st.markdown(f"**Compute:** {format_flops(cost.flops)}  \n**Projected time:** {cost.describe_time()}  \n"
+                        f"**Images processed:** {cost.images:,}  \n**MLflow runs:** {cost.runs}")
+            st.caption(f"{format_flops(cost.flops_per_image)} per image at {spec.input_size} px. "
+                       + " ".join(cost.notes) + f" Time: {cost.basis}.")
     if st.button("▶ Run", type="primary", disabled=spec is None or bool(problems) or blocked_inline, key="run_submit",
                  width="stretch", help="Queue the job: it runs in the background, one at a time per device."):
         try:
@@ -250,10 +248,13 @@ with side_col:
             widgets.show_error(exc)
         else:
             st.session_state["run_focus_job"] = submitted.job.id
-            if submitted.new:
-                st.success(f"Queued as job #{submitted.job.number}.")
-            else:
-                st.info(f"This experiment is already queued or running as job #{submitted.job.number}.")
+            st.session_state["run_flash"] = (
+                f"Queued as job #{submitted.job.number}." if submitted.new else
+                f"This experiment is already queued or running as job #{submitted.job.number}.", submitted.new)
+            st.rerun()  # the whole page again: the sidebar badge and the progress panel start polling
+    flash = st.session_state.pop("run_flash", None)
+    if flash:
+        (st.success if flash[1] else st.info)(flash[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,7 +337,7 @@ with side_col:
         if focus not in ids:
             running = [j.id for j in jobs if j.state == JobState.RUNNING]
             st.session_state["run_focus_job"] = running[0] if running else ids[0]
-        numbers = {j.id: f"#{j.number} · {j.state} · {j.label}" for j in jobs}
+        numbers = {j.id: f"#{j.number} · {j.label}" for j in jobs}
         focus_id = st.selectbox("Job", ids, key="run_focus_job", format_func=numbers.get)
         polling = runner.has_active()
 

@@ -156,10 +156,9 @@ def jobs_table(jobs) -> list[dict]:
     rows = []
     for j in jobs:
         rows.append({"job": f"#{j.number}", "state": f"{state_icon(j.state)} {j.state}", "what": j.label,
-                     "progress": j.fraction, "status": j.status_line(),
+                     "progress": j.fraction, "status": j.error or j.note or j.status_line(),
                      "submitted": time.strftime("%H:%M:%S", time.localtime(j.submitted_at)),
-                     "took": format_duration(j.elapsed_s) if j.elapsed_s is not None else "",
-                     "error": j.error or ""})
+                     "took": format_duration(j.elapsed_s) if j.elapsed_s is not None else ""})
     return rows
 
 
