@@ -75,7 +75,7 @@ def test_cancel_a_running_job_ends_its_run_killed_with_the_metrics_it_had(runner
     ended = runner.wait(job.id, timeout=60)
     assert ended.state is JobState.CANCELLED and ended.error is None
     run = runner.tracker.get_run(ended.run_ids[0])
-    assert run.info.status == "KILLED"
+    assert run.info.status == "KILLED" and run.data.tags["error"].startswith("Cancelled by the user")
     assert [m.value for m in runner.tracker.client.get_metric_history(run.info.run_id, "train_loss")] == [1.0]
     # the runner keeps working after a cancel
     assert runner.wait(runner.submit(fake_spec(), token="b").job.id, timeout=60).state is JobState.FINISHED
@@ -149,7 +149,8 @@ def test_close_stops_the_running_job_and_leaves_no_run_running(runner):
     runner.close(timeout=10)
     stopped = runner.get(job.id)
     assert stopped.state is JobState.INTERRUPTED and "server was stopped" in stopped.note
-    assert runner.tracker.get_run(stopped.run_ids[0]).info.status == "KILLED"
+    run = runner.tracker.get_run(stopped.run_ids[0])
+    assert run.info.status == "KILLED" and run.data.tags["error"].startswith("The server was stopped while this run")
     assert runner.get(queued.id).state is JobState.INTERRUPTED
 
 

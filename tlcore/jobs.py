@@ -45,6 +45,8 @@ MAX_METRIC_POINTS = 20_000  # per job; older points are thinned, so charts keep 
 MAX_MESSAGES = 200
 JOURNAL_KEEP = 100  # jobs remembered across restarts
 DEDUP_WINDOW_S = 10.0  # a token seen this recently returns its job even when that job has ended
+USER_CANCEL_REASON = "Cancelled by the user; metrics logged before that are kept."
+SHUTDOWN_REASON = "The server was stopped while this run was running; metrics logged before that are kept."
 
 
 class JobState(StrEnum):
@@ -291,7 +293,18 @@ class JobReporter(Reporter):
         self._runner = runner
         self._job = job
         self._cancel = threading.Event()
+        self._cancel_reason = USER_CANCEL_REASON
         self._last_journal = 0.0
+
+    def request_cancel(self, reason: str = USER_CANCEL_REASON) -> None:
+        self._cancel_reason = reason
+        self._cancel.set()
+
+    def check_cancelled(self) -> None:
+        if self._cancel.is_set():
+            exc = Cancelled(self._cancel_reason)
+            exc.reason = self._cancel_reason  # RunHandle ends its run KILLED with this reason
+            raise exc
 
     def update(self, *, stage: str | None = None, fraction: float | None = None) -> None:
         journal = False
@@ -478,7 +491,7 @@ class JobRunner:
                 job.stage = f"Cancelling: {job.stage}" if not job.stage.startswith("Cancelling") else job.stage
                 reporter = self._reporters.get(job_id)
                 if reporter is not None:
-                    reporter._cancel.set()
+                    reporter.request_cancel()
             else:
                 return False
         self._save_journal()
@@ -574,7 +587,7 @@ class JobRunner:
                 elif job.state is JobState.RUNNING:
                     reporter = self._reporters.get(job.id)
                     if reporter is not None:
-                        reporter._cancel.set()
+                        reporter.request_cancel(SHUTDOWN_REASON)
             for q in self._queues.values():
                 q.clear()
             self._changed.notify_all()
@@ -583,8 +596,7 @@ class JobRunner:
         with self._lock:
             stuck = [j for j in self._jobs.values() if j.state is JobState.RUNNING]
         for job in stuck:
-            reason = "The server was stopped while this run was running; metrics logged before that are kept."
-            self._end_open_runs(job, "KILLED", reason)
+            self._end_open_runs(job, "KILLED", SHUTDOWN_REASON)
             with self._lock:
                 job.state, job.ended_at = JobState.INTERRUPTED, time.time()
                 job.note = "The server was stopped while it ran; its MLflow runs were marked KILLED. Run it again."
@@ -655,10 +667,9 @@ class JobRunner:
             error = f"Unexpected {type(exc).__name__}: {first} (a bug; the traceback is below)."
             tb = traceback.format_exc()
         if state is JobState.CANCELLED:
-            self._end_open_runs(job, "KILLED", "Cancelled by the user; metrics logged before that are kept.")
+            self._end_open_runs(job, "KILLED", USER_CANCEL_REASON)
         elif state is JobState.INTERRUPTED:
-            self._end_open_runs(job, "KILLED", "The server was stopped while this run was running; metrics logged "
-                                               "before that are kept.")
+            self._end_open_runs(job, "KILLED", SHUTDOWN_REASON)
         elif state is JobState.FAILED:
             self._end_open_runs(job, "FAILED", error or "The job failed.")
         else:
