@@ -44,6 +44,7 @@ JOURNAL_VERSION = 1
 MAX_METRIC_POINTS = 20_000  # per job; older points are thinned, so charts keep their shape
 MAX_MESSAGES = 200
 JOURNAL_KEEP = 100  # jobs remembered across restarts
+MEMORY_KEEP = 50  # ended jobs kept in memory (with their metric history) by a long-lived server
 DEDUP_WINDOW_S = 10.0  # a token seen this recently returns its job even when that job has ended
 USER_CANCEL_REASON = "Cancelled by the user; metrics logged before that are kept."
 SHUTDOWN_REASON = "The server was stopped while this run was running; metrics logged before that are kept."
@@ -439,6 +440,7 @@ class JobRunner:
         that job instead of starting a second one.
         """
         spec.validate()
+        device = self.device_key(spec)  # may import torch: outside the lock
         with self._lock:
             if self._closed:
                 raise TLError("The job runner is shutting down; start the app again to run experiments.")
@@ -450,7 +452,6 @@ class JobRunner:
             run_spec = copy.deepcopy(spec)
             run_spec.mlflow_path = self.tracker.uri  # the runner's store, whatever the form said
             run_spec.job = run_spec.job or job_id
-            device = self.device_key(run_spec)
             job = Job(id=job_id, number=next(self._numbers), spec=run_spec, label=label or describe_spec(run_spec),
                       device=device, token=token, owner=dict(self.owner))
             self._jobs[job_id] = job
@@ -626,6 +627,13 @@ class JobRunner:
         return replace(job, metrics=list(job.metrics), messages=list(job.messages), runs=list(job.runs),
                        result_metrics=dict(job.result_metrics))
 
+    def _forget_old_jobs(self) -> None:
+        ended = sorted((j for j in self._jobs.values() if not j.active), key=lambda j: j.ended_at or 0)
+        for job in ended[:max(0, len(ended) - MEMORY_KEEP)]:
+            del self._jobs[job.id]
+            if job.token and self._tokens.get(job.token) == job.id:
+                del self._tokens[job.token]
+
     def _ensure_worker(self, device: str) -> None:
         t = self._workers.get(device)
         if t is None or not t.is_alive():
@@ -690,6 +698,7 @@ class JobRunner:
             else:
                 job.stage = "Failed"
             self._reporters.pop(job.id, None)
+            self._forget_old_jobs()
             self._results_version += 1
             self._changed.notify_all()
         self._save_journal()
