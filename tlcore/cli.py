@@ -178,21 +178,30 @@ def _run_spec(spec, args: argparse.Namespace) -> int:
 
 
 def cmd_fe(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlcore.models.descriptions import DESCRIPTIONS_DIR
     from tlcore.specs import ExperimentSpec, FeatureExtractionParams
 
     weights, description = args.weights, args.model_description
-    if args.model:
-        for item in args.model:
-            if item.lower().endswith(".json"):
-                description = description or item
-            else:
-                weights = item
+    for item in args.model or []:  # the seed's --model WEIGHTS DESCRIPTION, in any order
+        is_description = item.lower().endswith(".json") or (
+            not Path(item).expanduser().exists() and (DESCRIPTIONS_DIR / f"{item}.json").is_file())
+        if is_description:
+            description = description or item
+        else:
+            weights = weights or item
+    backbone = args.backbone
+    if backbone is None and description:  # a description names its backbone
+        from tlcore.models import load_description
+
+        backbone = load_description(description).backbone
     params = FeatureExtractionParams(
         classifier=args.classifier, model_description=description,
-        taps=tuple(args.taps.split(",")) if args.taps else None, standardize=args.standardize,
-        discretize=not args.no_discretize, threshold_high=args.threshold_high, threshold_low=args.threshold_low,
-        cache_dir=args.cache_dir)
-    spec = ExperimentSpec("fe", args.dataset, backbone=args.backbone, weights=weights or "default",
+        taps=tuple(t.strip() for t in args.taps.split(",") if t.strip()) if args.taps else None,
+        standardize=args.standardize, discretize=not args.no_discretize, threshold_high=args.threshold_high,
+        threshold_low=args.threshold_low, cache=not args.no_cache, cache_dir=args.cache_dir)
+    spec = ExperimentSpec("fe", args.dataset, backbone=backbone or "efficientnet_lite0", weights=weights or "default",
                           params=params, **_spec_kwargs(args))
     return _run_spec(spec, args)
 
@@ -300,21 +309,24 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     _run_args(p)
     g = p.add_argument_group("feature extraction")
-    g.add_argument("--backbone", default="efficientnet_lite0", help="registered backbone (python -m tlcore backbones)")
+    g.add_argument("--backbone", default=None, help="registered backbone (python -m tlcore backbones); default: the "
+                                                    "model description's, else efficientnet_lite0")
     g.add_argument("--model", nargs="+", metavar="PATH",
-                   help="the seed's --model: a weights file and/or a model description JSON")
+                   help="the seed's --model WEIGHTS DESCRIPTION: a weights file and/or a model description "
+                        "(JSON path or shipped name)")
     g.add_argument("--weights", default=None, help="imagenet (default), random, or a state_dict file")
     g.add_argument("--model-description", help="JSON listing the taps (a path or a shipped name such as "
                                                "efficientnet_lite0_50)")
     g.add_argument("--taps", help="comma-separated layer names (overrides the description)")
     g.add_argument("--classifier", default="linearsvc",
-                   help="linearsvc (default), svc, sgd, knn, logreg")
+                   help="linearsvc (default, sklearn defaults), svc, sgd (tol 5e-4), knn, logreg")
     g.add_argument("--standardize", choices=["train", "per_set"], default="train",
                    help="statistics for standardisation: training set (FNE) or each set its own (the seed)")
     g.add_argument("--no-discretize", action="store_true", help="keep standardised values (no {-1,0,1})")
     g.add_argument("--threshold-high", type=float, default=0.15)
     g.add_argument("--threshold-low", type=float, default=-0.25)
-    g.add_argument("--cache-dir", help="feature cache folder (default: beside the results)")
+    g.add_argument("--cache-dir", help="feature cache folder (default: feature_cache/ beside the results store)")
+    g.add_argument("--no-cache", action="store_true", help="extract features afresh and keep nothing on disk")
     p.set_defaults(func=cmd_fe)
 
     p = sub.add_parser("ft", parents=[common], help="fine-tuning with freezing configurations 0-3 or lp-ft")

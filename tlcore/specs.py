@@ -47,17 +47,29 @@ class FeatureExtractionParams(_Validated):
     discretize: bool = True
     threshold_high: float = 0.15
     threshold_low: float = -0.25
-    cache_dir: str | None = None
+    cache: bool = True  # extract each image once per (dataset, backbone, weights, taps, crops, resolution)
+    cache_dir: str | None = None  # None: beside the results store
 
     _constraints: ClassVar = {
         "classifier": [_STR],
         "model_description": [_STR, _NONE],
+        "taps": [Check(lambda v: isinstance(v, tuple) and len(v) > 0 and all(isinstance(t, str) and t for t in v),
+                       "a non-empty tuple of layer names"), _NONE],
         "standardize": [Options(["train", "per_set"])],
         "discretize": [_BOOL],
         "threshold_high": [Interval(float, 0, None)],
         "threshold_low": [Interval(float, None, 0)],
+        "cache": [_BOOL],
         "cache_dir": [_STR, _NONE],
     }
+
+    def validate(self) -> None:
+        super().validate()
+        from tlcore.methods.classifiers import classifiers
+
+        if self.classifier not in classifiers:
+            raise SpecError(f"The 'classifier' parameter of FeatureExtractionParams must be a registered classifier. "
+                            f"{classifiers.unknown_message(self.classifier)}")
 
 
 FT_CONFIGURATIONS = (0, 1, 2, 3, "lp-ft")
