@@ -28,7 +28,8 @@ st.title("🧪 Run an experiment")
 
 runner = widgets.runner()
 tracker = widgets.tracker()
-POLL_S = 1.0
+POLL_S = 1.0  # progress: stage, bar, time left (cheap to draw)
+CHARTS_POLL_S = 5.0  # charts and the runs table: an MLflow query and plotly figures
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,8 +67,9 @@ def estimate(spec_json: str, uri: str, version: int) -> tuple[object | None, str
         return None, f"Could not estimate the cost ({type(exc).__name__}: {exc}).", False
 
 
-@st.cache_data(show_spinner=False, ttl=2)
+@st.cache_data(show_spinner=False, ttl=600, max_entries=64)
 def job_runs(uri: str, run_ids: tuple[str, ...], stamp: str) -> pd.DataFrame:
+    """The job's runs; ``stamp`` changes when they can have changed (a run opened, a point reported, an end)."""
     from tlcore.history import job_runs as runs_of
 
     return runs_of(widgets.tracker(), list(run_ids))
@@ -261,7 +263,12 @@ with side_col:
 # Live progress
 
 
-def draw_job(job) -> None:
+def draw_status(job) -> None:
+    """What the job is doing now; redrawn every second while it runs, so nothing slow belongs here.
+
+    The job's worker thread shares the GIL with this script thread: every millisecond of Python
+    spent drawing slows the job's torch calls down.
+    """
     icon = widgets.state_icon(job.state)
     st.markdown(f"**{icon} Job #{job.number}** · {job.label}")
     if job.state == JobState.QUEUED:
@@ -280,7 +287,11 @@ def draw_job(job) -> None:
             runner.cancel(job.id)
             st.rerun(scope="fragment")
     elif job.state == JobState.FINISHED:
-        st.success(job.summary or f"Finished: {job.status_line()}.")
+        lines = job.summary.splitlines()
+        st.success(f"{lines[0] if lines else 'Finished'} · {job.status_line()}.")
+        if len(lines) > 1:
+            with st.expander("Summary"):
+                st.code(job.summary, language=None)
     elif job.state == JobState.FAILED:
         st.error(job.error or "The job failed.")
         if job.traceback:
@@ -296,11 +307,14 @@ def draw_job(job) -> None:
     for m in [m for m in job.messages if m.level != "debug"][-4:]:
         (st.warning if m.level == "warning" else st.caption)(m.text)
 
+
+def draw_results(job) -> None:
+    """Live charts and the job's MLflow runs; redrawn every few seconds while it runs."""
     from tlcore.job_charts import curve_figure, live_figures
 
-    runs = job_runs(tracker.uri, tuple(job.run_ids), f"{job.state}:{len(job.metrics)}:{job.stage}") \
-        if job.runs else pd.DataFrame()
-    figures = live_figures(job.metrics)
+    stamp = f"{job.state}:{len(job.runs)}:{len(job.metrics)}"
+    runs = job_runs(tracker.uri, tuple(job.run_ids), stamp) if job.runs else pd.DataFrame()
+    figures = live_figures(job.metrics, job.spec.method)
     curve = curve_figure(runs) if job.spec.method in ("fe", "ft") and not runs.empty else None
     if curve is not None:
         figures.insert(0, curve)
@@ -342,15 +356,22 @@ with side_col:
         polling = runner.has_active()
 
         @st.fragment(run_every=POLL_S if polling else None)
-        def live_progress() -> None:
+        def live_status() -> None:
             job = runner.get(focus_id)
             if job is None:
                 return
             if runner.has_active() != polling:
                 st.rerun()  # a job ended (or one started elsewhere): full rerun, polling switches off or on
-            draw_job(job)
+            draw_status(job)
 
-        live_progress()
+        @st.fragment(run_every=CHARTS_POLL_S if polling else None)
+        def live_results() -> None:
+            job = runner.get(focus_id)
+            if job is not None:
+                draw_results(job)
+
+        live_status()
         queued = [j for j in jobs if j.state == JobState.QUEUED and j.id != focus_id]
         if queued:
             st.caption("Also queued: " + ", ".join(f"#{j.number} {j.label}" for j in queued))
+        live_results()

@@ -61,7 +61,9 @@ def test_pages_load_and_a_bad_input_gets_its_sentence(browser, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server.url)
         page.get_by_text("Where results are stored").wait_for(timeout=LOAD_S)
-        assert page.get_by_text(str(tmp_path / "results" / "mlflow.db")).count() >= 1
+        page.get_by_text("Open them in the MLflow UI with").wait_for(timeout=60_000)
+        codes = " ".join(page.locator("code").all_inner_texts())
+        assert f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}" in codes, codes
         page.get_by_role("link", name=re.compile("Run an experiment")).first.click()
         page.get_by_text("Projected time").wait_for(timeout=LOAD_S)
         fill(page, "Classes (optional)", "cat")
@@ -91,7 +93,10 @@ def test_feature_extraction_on_digits_from_the_run_page(browser, tmp_path):
         # the home page lists the job and its results
         page.goto(server.url)
         page.get_by_text("Latest results").wait_for(timeout=LOAD_S)
-        page.get_by_text("#1", exact=True).first.wait_for(timeout=30_000)
+        # dataframes draw on a canvas; their cells exist (hidden) for accessibility
+        cells = page.locator('[role="gridcell"]')
+        cells.filter(has_text=re.compile(r"^#1$")).first.wait_for(state="attached", timeout=30_000)
+        cells.filter(has_text=re.compile(r"^efficientnet_lite0$")).first.wait_for(state="attached", timeout=30_000)
         page.close()
     finally:
         server.stop()
@@ -125,11 +130,12 @@ def test_a_server_killed_mid_job_restarts_with_no_run_running_and_says_what_happ
     try:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(again.url)
-        page.get_by_text(re.compile(r"It was interrupted by a server restart")).wait_for(timeout=LOAD_S)
-        assert "RUNNING" not in run_statuses(store)
-        assert "FAILED" in run_statuses(store)
-        text = page.get_by_text(re.compile(r"Job #1")).first.inner_text()
-        assert "marked FAILED" in text
+        notice = page.locator('[data-testid="stAlert"]', has_text="It was interrupted by a server restart")
+        notice.first.wait_for(timeout=LOAD_S)
+        text = notice.first.inner_text()
+        assert "Job #1 (Feature extraction · digits" in text and "marked FAILED" in text, text
+        statuses = run_statuses(store)
+        assert "RUNNING" not in statuses and "FAILED" in statuses, statuses
         page.close()
     finally:
         again.stop()

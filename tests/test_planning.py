@@ -163,6 +163,8 @@ def test_live_figures_follow_what_each_method_reports():
     lam = live_figures(quanta)
     assert len(lam) == 1 and [t.name for t in lam[0].data] == ["layer 0", "layer 1"]
     assert live_figures([MetricPoint("images", 10.0, None, "", 0.0)]) == []
+    fe_point = [MetricPoint("test_accuracy", 0.9, 0, "curve", 0.0), MetricPoint("samples_per_class", 5, 0, "curve", 0)]
+    assert live_figures(fe_point, "fe") == []  # FE's points make the curve, not per-epoch charts
 
 
 def test_the_curve_shows_each_finished_draw_and_the_mean():

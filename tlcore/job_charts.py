@@ -34,10 +34,18 @@ def _lines(df: pd.DataFrame, color: str, title: str, x_title: str, y_title: str,
     return fig
 
 
-def live_figures(points: list[MetricPoint]) -> list[go.Figure]:
-    """Per-epoch loss and accuracy, and lambda_S per layer, from a job's recorded metrics."""
+NOT_CHARTED = ("samples_per_class", "split")  # FE reports them beside each point's accuracy
+
+
+def live_figures(points: list[MetricPoint], method: str = "") -> list[go.Figure]:
+    """Per-epoch loss and accuracy, and lambda_S per layer, from a job's recorded metrics.
+
+    Feature extraction has no epochs: its points make the learning curve (:func:`curve_figure`).
+    """
+    if method == "fe":
+        return []
     df = metric_frame(points)
-    df = df[df["step"].notna()]
+    df = df[df["step"].notna() & ~df["name"].isin(NOT_CHARTED)]
     if df.empty:
         return []
     figs = []

@@ -16,7 +16,7 @@ import streamlit as st
 
 APP_TITLE = "TL Lab"
 ROOT = Path(__file__).resolve().parents[2]
-POLL_BADGE_S = 2.0
+POLL_BADGE_S = 3.0
 FOLDER_CHOICE = "📁 A folder on this machine..."
 
 PAGES = {
