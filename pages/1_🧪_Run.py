@@ -250,9 +250,14 @@ with side_col:
             widgets.show_error(exc)
         else:
             st.session_state["run_focus_job"] = submitted.job.id
-            st.session_state["run_flash"] = (
-                f"Queued as job #{submitted.job.number}." if submitted.new else
-                f"This experiment is already queued or running as job #{submitted.job.number}.", submitted.new)
+            n = submitted.job.number
+            if submitted.new:
+                text = f"Queued as job #{n}."
+            elif submitted.job.active:
+                text = f"This experiment is already queued or running as job #{n}."
+            else:
+                text = f"This experiment has just run as job #{n}; press Run again to repeat it."
+            st.session_state["run_flash"] = (text, submitted.new)
             st.rerun()  # the whole page again: the sidebar badge and the progress panel start polling
     flash = st.session_state.pop("run_flash", None)
     if flash:

@@ -52,9 +52,9 @@ class Server:
                 self.kill()
 
 
-def start_server(store: Path, log_path: Path, timeout: float = 180.0) -> Server:
+def start_server(store: Path, log_path: Path, timeout: float = 180.0, env: dict[str, str] | None = None) -> Server:
     port = free_port()
-    env = dict(os.environ, TLCORE_MLFLOW_PATH=str(store), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, TLCORE_MLFLOW_PATH=str(store), PYTHONUNBUFFERED="1", **(env or {}))
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
            "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]

@@ -134,12 +134,15 @@ def test_projected_time_uses_the_pace_of_similar_finished_runs_on_this_machine(t
     _finished_run(tracker, 20.0, 1e10)  # 2e-9 -> median 2e-9
     _finished_run(tracker, 999.0, 1e10, backbone="resnet18")  # another backbone
     _finished_run(tracker, 999.0, 1e10, host="elsewhere")  # another machine
+    parent = _finished_run(tracker, 10.0, 1e10)  # a whole sweep (start-up included): counts
+    with tracker.start_run("fe", {"backbone": "efficientnet_lite0", "device": "cpu"}, parent_run_id=parent) as run:
+        run.log_metrics({"time_total_s": 999.0, "flops_total": 1e10})  # one of its points alone: does not
     speed = measured_speed(tracker, "fe", "efficientnet_lite0", "cpu")
-    assert speed.runs == 3 and speed.seconds_per_flop == pytest.approx(2e-9)
+    assert speed.runs == 4 and speed.seconds_per_flop == pytest.approx(1.5e-9)
     assert measured_speed(tracker, "fe", "efficientnet_lite0", "cuda") is None
     est = estimate_cost(ExperimentSpec("fe", "digits:0-2", samples_per_class=(5,), splits=1, resolution=32), tracker)
-    assert est.seconds == pytest.approx(est.flops * 2e-9)
-    assert "median pace of the last 3 finished feature extraction runs of efficientnet_lite0 on cpu" in est.basis
+    assert est.seconds == pytest.approx(est.flops * 1.5e-9)
+    assert "median pace of the last 4 finished feature extraction jobs of efficientnet_lite0 on cpu" in est.basis
 
 
 def test_recent_and_job_runs_come_back_newest_first_and_in_job_order(tracker):

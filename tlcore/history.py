@@ -111,7 +111,10 @@ def measured_speed(tracker: Tracker, method: str, backbone: str, device_type: st
     """The pace of the last finished runs of ``method`` with ``backbone`` on this host and device type.
 
     Seconds per FLOP rather than per image, so runs at another resolution or with another
-    freezing depth still calibrate the estimate. None when there is no such run yet.
+    freezing depth still calibrate the estimate. Only whole jobs count (sweep parents and single
+    runs): a sweep's points record what each would cost alone, without the job's start-up
+    (loading the model, counting FLOPs), which made projections 2-3x too short. None when there
+    is no such run yet.
     """
     experiments = _experiment_ids(tracker, [method])
     if not experiments:
@@ -126,12 +129,14 @@ def measured_speed(tracker: Tracker, method: str, backbone: str, device_type: st
         m, p = run.data.metrics, run.data.params
         if not p.get("device", "").startswith(device_type):
             continue
+        if "mlflow.parentRunId" in run.data.tags:
+            continue  # a point of a sweep: its parent holds what the whole job took, start-up included
         time_s, flops = m.get("time_total_s"), m.get("flops_total")
         if time_s and flops and time_s > 0 and flops > 0:
             rates.append(time_s / flops)
     if not rates:
         return None
     name = {"quanta": "QUANTA"}.get(method, EXPERIMENTS[method].lower())
-    basis = (f"median pace of the last {len(rates)} finished {name} run{'s' if len(rates) > 1 else ''} of "
+    basis = (f"median pace of the last {len(rates)} finished {name} job{'s' if len(rates) > 1 else ''} of "
              f"{backbone} on {device_type} on this machine")
     return MeasuredSpeed(statistics.median(rates), len(rates), basis)

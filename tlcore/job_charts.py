@@ -64,12 +64,14 @@ def live_figures(points: list[MetricPoint], method: str = "") -> list[go.Figure]
     per_epoch = per_epoch[per_epoch["series"].isin(recent)]
     many = per_epoch["series"].nunique() > 1
     per_epoch = per_epoch.assign(line=(per_epoch["series"] + " · " if many else "") + per_epoch["name"])
+    x = "step" if method == "quanta" else "epoch"  # QUANTA reports its epochs at their global step
     loss = per_epoch[per_epoch["name"].str.endswith("loss")]
     if not loss.empty:
-        figs.append(_lines(loss, "line", "Loss per epoch", "epoch", "loss"))
+        figs.append(_lines(loss, "line", f"Loss per {x}" if x == "epoch" else "Loss", x, "loss"))
     acc = per_epoch[per_epoch["name"].str.endswith("accuracy") & ~per_epoch["name"].str.contains("plain")]
     if not acc.empty and acc["step"].nunique() > 1:
-        figs.append(_lines(acc, "line", "Accuracy per epoch", "epoch", "accuracy (%)", percent=True))
+        figs.append(_lines(acc, "line", f"Accuracy per {x}" if x == "epoch" else "Accuracy", x, "accuracy (%)",
+                           percent=True))
     return figs
 
 
@@ -93,5 +95,6 @@ def curve_figure(runs: pd.DataFrame) -> go.Figure | None:
                       xaxis_title="samples per class", yaxis_title="balanced accuracy (%)", height=340,
                       margin=dict(l=10, r=10, t=40, b=10))
     if df["spc"].nunique() > 2:
-        fig.update_xaxes(type="log")
+        ticks = sorted(df["spc"].unique())
+        fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     return fig

@@ -45,7 +45,7 @@ MAX_METRIC_POINTS = 20_000  # per job; older points are thinned, so charts keep 
 MAX_MESSAGES = 200
 JOURNAL_KEEP = 100  # jobs remembered across restarts
 MEMORY_KEEP = 50  # ended jobs kept in memory (with their metric history) by a long-lived server
-DEDUP_WINDOW_S = 10.0  # a token seen this recently returns its job even when that job has ended
+DEDUP_WINDOW_S = 3.0  # a token seen this recently returns its job even when that job has ended (a double click)
 USER_CANCEL_REASON = "Cancelled by the user; metrics logged before that are kept."
 SHUTDOWN_REASON = "The server was stopped while this run was running; metrics logged before that are kept."
 
