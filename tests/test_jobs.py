@@ -132,6 +132,20 @@ def test_the_reporter_records_progress_metrics_runs_and_the_result(runner):
     assert run.info.status == "FINISHED"
 
 
+def test_a_scaled_view_of_the_job_reporter_raises_with_the_jobs_reason(runner):
+    from tlcore.errors import Cancelled
+    from tlcore.jobs import SHUTDOWN_REASON, JobReporter
+
+    job = Job(id="x", number=1, spec=fake_spec(), label="x", device="cpu")
+    reporter = JobReporter(runner, job)
+    sweep_point = reporter.scaled(0.5, 1.0)  # what a method hands to one point of a sweep
+    sweep_point.check_cancelled()  # nothing asked yet
+    reporter.request_cancel(SHUTDOWN_REASON)
+    with pytest.raises(Cancelled) as caught:
+        sweep_point.check_cancelled()
+    assert caught.value.reason == SHUTDOWN_REASON
+
+
 def test_eta_follows_the_pace_since_progress_first_moved():
     job = Job(id="x", number=1, spec=fake_spec(), label="x", device="cpu", state=JobState.RUNNING)
     job.started_at = 100.0

@@ -71,7 +71,9 @@ def _runner(uri: str):
 
     runner = JobRunner(_tracker(_store_setting()))
     runner.recover()  # runs left RUNNING by a dead server -> FAILED; what happened to its jobs
-    atexit.register(runner.close)  # Ctrl-C / SIGTERM: cancel the running job, its runs end KILLED
+    # Ctrl-C / SIGTERM: cancel the running job at its next checkpoint (a batch can take seconds on a
+    # loaded CPU); its runs end KILLED either way.
+    atexit.register(runner.close, timeout=10.0)
     return runner
 
 
