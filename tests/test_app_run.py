@@ -49,6 +49,19 @@ def test_defaults_are_runnable_and_the_cost_is_shown_before_starting(page):
     assert any("10 classes, 1,797 images" in c.value for c in page.caption)
 
 
+@pytest.mark.parametrize("method", ["ft", "quanta", "source"])
+def test_every_method_has_a_form_whose_defaults_are_runnable(page, method):
+    page.radio(key="run_method").set_value(method).run()
+    assert not page.exception, page.exception
+    assert errors(page) == [] and not run_button(page).disabled
+    summary = " ".join(m.value for m in page.markdown)
+    assert "**Compute:**" in summary and "**Projected time:** unknown yet" in summary
+    expected = {"ft": "Freezing configuration", "quanta": "Layer to transfer", "source": "Epochs"}[method]
+    labels = [w.label for w in page.selectbox] + [w.label for w in page.number_input] + \
+        [w.label for w in page.text_input]
+    assert expected in labels
+
+
 def test_bad_inputs_get_one_sentence_and_disable_run(page):
     page.text_input(key="run_dataset_classes").set_value("cat").run()
     assert errors(page) == ["Class 'cat' is not in dataset 'digits'; use class indices 0-9 or names "
