@@ -73,7 +73,9 @@ class TerminalReporter(Reporter):
     """A tqdm progress bar on stderr; Ctrl-C cancels (the run ends KILLED)."""
 
     def __init__(self, enabled: bool = True) -> None:
-        self.enabled = (enabled and sys.stderr.isatty()) or enabled == "always"
+        # A bar only on a terminal; in logs (CI, nohup) the stage lines are printed every few seconds.
+        self.enabled = enabled and sys.stderr.isatty()
+        self.quiet = not enabled
         self._bar = None
         self._stage = ""
         self._lock = threading.Lock()
@@ -93,7 +95,7 @@ class TerminalReporter(Reporter):
             if stage is not None and stage != self._stage:
                 self._stage = stage
                 bar.set_description_str(stage[:60], refresh=False)
-                if not self.enabled and time.time() - self._last_log > 5:
+                if not self.enabled and not self.quiet and time.time() - self._last_log > 5:
                     print(f"[tlcore] {stage}", file=sys.stderr)
                     self._last_log = time.time()
             if fraction is not None:

@@ -103,5 +103,6 @@ def flops_per_image(model: nn.Module, input_size, train: bool = False) -> FlopCo
     """:func:`count_flops`, cached per (architecture, trainable set, resolution, train)."""
     key = flops_key(model, input_size, train)
     if key not in _CACHE:
-        _CACHE[key] = count_flops(model, input_size, train=train)
+        # Two images, not one: in train mode a BatchNorm over a 1x1 map (small inputs) refuses a batch of one.
+        _CACHE[key] = count_flops(model, input_size, train=train, batch=2)
     return _CACHE[key]

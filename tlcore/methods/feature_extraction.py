@@ -286,6 +286,7 @@ class Extractor:
         self._fps = [source.fingerprint(int(i)) for i in needed]
         self._hit = (self.cache.lookup(self._keys, self._fps) if self.cache is not None
                      else np.zeros(len(needed), dtype=bool))
+        self._batches(needed[:1])  # a crops folder that is missing or unusable is refused now, before any run
         return needed
 
     @property
@@ -504,6 +505,18 @@ class _TapForward(torch.nn.Module):
         return torch.cat(self.bb.extract_taps(x, self.taps), dim=1)
 
 
+_TAP_FLOPS: dict[tuple[str, tuple[str, ...], int], int] = {}
+
+
+def tap_flops_per_input(bb: Backbone, taps: Sequence[str], input_size: int) -> int:
+    """FLOPs of the forward up to the last tap for one input, counted once per (backbone, taps, size)."""
+    key = (bb.cfg.name, tuple(taps), int(input_size))
+    if key not in _TAP_FLOPS:
+        # batch 2: counting runs in train mode, where BatchNorm refuses a 1x1 map of one image (small inputs)
+        _TAP_FLOPS[key] = count_flops(_TapForward(bb, taps), input_size, batch=2).forward
+    return _TAP_FLOPS[key]
+
+
 def _needed_images(points: Sequence[SplitPoint]) -> np.ndarray:
     return np.unique(np.concatenate([np.concatenate([p.train, p.eval]) for p in points]))
 
@@ -538,8 +551,7 @@ def run_feature_extraction(spec: ExperimentSpec, reporter: Reporter, tracker: Tr
         bb = bb.to(device)
     prep = replace(bb.preprocessing, input_size=spec.input_size)
     n_crops = 10 if spec.use_crops else 1
-    # batch 2: counting runs in train mode, where BatchNorm refuses a 1x1 map of one image (small inputs)
-    flops_per_input = count_flops(_TapForward(bb, sel.taps), prep.input_size, batch=2).forward
+    flops_per_input = tap_flops_per_input(bb, sel.taps, prep.input_size)
     cache = None
     if params.cache:
         root = Path(params.cache_dir).expanduser() if params.cache_dir else default_cache_root(tracker.uri)
