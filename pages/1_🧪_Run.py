@@ -214,7 +214,7 @@ form = RunForm(method=method, dataset=dataset, backbone=backbone, weights=weight
                download_weights=download_weights, params=values)
 spec = None
 try:
-    spec = build_spec(form)
+    spec = build_spec(form, tracker.uri)
 except TLError as exc:
     if not blocked_inline:
         problems.insert(0, str(exc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 
 import pandas as pd
@@ -40,7 +41,18 @@ def test_every_method_form_builds_its_default_spec(method):
     defaults = PARAMS_BY_METHOD[method]()
     assert fields and all(f.default == getattr(defaults, f.name) for f in fields if f.kind != "choice")
     spec = build_spec(RunForm(method, "digits", params={f.name: f.default for f in fields}))
+    if method == "quanta":  # the app never writes exports into the server's working directory
+        assert spec.params.outdir != defaults.outdir
+        defaults = dataclasses.replace(defaults, outdir=spec.params.outdir)
     assert spec.method == method and spec.params == defaults
+
+
+def test_quanta_exports_from_the_app_go_beside_the_results_store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = build_spec(RunForm("quanta", "digits:5-9"), tracking_uri=uri)
+    assert spec.params.outdir == str(tmp_path / "quanta_exports")
+    chosen = build_spec(RunForm("quanta", "digits:5-9", params={"outdir": str(tmp_path / "mine")}), tracking_uri=uri)
+    assert chosen.params.outdir == str(tmp_path / "mine")
 
 
 def test_form_values_become_the_spec_the_cli_would_build():

@@ -268,8 +268,19 @@ class RunForm:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def build_spec(form: RunForm) -> ExperimentSpec:
-    """Validate the form as a spec; raises :class:`SpecError` with one sentence naming the field."""
+def default_export_dir(tracking_uri: str | None) -> str:
+    """Where the app puts QUANTA's seed-format exports: beside a local store (``<folder>/quanta_exports``),
+    else in the user's cache; never the server's working directory (the CLI keeps the seed's ``./expe``)."""
+    if tracking_uri and tracking_uri.startswith("sqlite:///") and ":memory:" not in tracking_uri:
+        return str(Path(tracking_uri[len("sqlite:///"):]).parent / "quanta_exports")
+    return str(Path.home() / ".cache" / "tlcore" / "quanta_exports")
+
+
+def build_spec(form: RunForm, tracking_uri: str | None = None) -> ExperimentSpec:
+    """Validate the form as a spec; raises :class:`SpecError` with one sentence naming the field.
+
+    ``tracking_uri`` places QUANTA's exports beside the results when the form leaves the folder at
+    its default."""
     method = form.method
     if method not in PARAMS_BY_METHOD:
         raise SpecError(f"Unknown method {method!r}; choose one of {', '.join(PARAMS_BY_METHOD)}.")
@@ -281,6 +292,8 @@ def build_spec(form: RunForm) -> ExperimentSpec:
     for name, raw in form.params.items():
         f = by_name.get(name)
         values[name] = coerce_value(f, raw) if f else raw
+    if method == "quanta" and str(values.get("outdir") or "").strip() in ("", PARAMS_BY_METHOD[method]().outdir):
+        values["outdir"] = default_export_dir(tracking_uri)
     params = PARAMS_BY_METHOD[method](**values)
     kw: dict[str, Any] = dict(
         backbone=backbone, weights=form.weights or "default", seed=int(form.seed), device=form.device or "auto",
