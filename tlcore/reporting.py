@@ -65,6 +65,9 @@ class ScaledReporter(Reporter):
     def cancel_requested(self) -> bool:
         return self.parent.cancel_requested
 
+    def check_cancelled(self) -> None:
+        self.parent.check_cancelled()  # the parent's exception, with its reason (e.g. a server shutdown)
+
 
 class TerminalReporter(Reporter):
     """A tqdm progress bar on stderr; Ctrl-C cancels (the run ends KILLED)."""
