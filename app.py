@@ -1,4 +1,4 @@
-"""TL Lab home page: what the lab is, what it can run offline, and where results go."""
+"""TL Lab home page: what the lab is, its jobs, the latest results, where they are stored, the hardware."""
 
 from __future__ import annotations
 
@@ -17,7 +17,92 @@ st.markdown(
     "with its accuracy and its cost: time, FLOPs, energy and CO2."
 )
 
+runner = widgets.runner()
 tracker = widgets.tracker()
+
+# -- what happened while the server was down --------------------------------------------------
+for job in runner.interrupted():
+    with st.container(border=True):
+        st.warning(f"**Job #{job.number}** ({job.label}): {job.note}", icon="⚠️")
+        c1, c2, _ = st.columns([1, 1, 4])
+        if c1.button("Run it again", key=f"home_resubmit_{job.id}"):
+            new = runner.resubmit(job.id).job
+            runner.acknowledge(job.id)
+            st.session_state["run_focus_job"] = new.id
+            st.rerun()
+        if c2.button("Dismiss", key=f"home_dismiss_{job.id}"):
+            runner.acknowledge(job.id)
+            st.rerun()
+if runner.orphaned_run_ids and not runner.interrupted():
+    n = len(runner.orphaned_run_ids)
+    st.info(f"{n} MLflow run{'s' if n > 1 else ''} left RUNNING by a server that is gone "
+            f"{'were' if n > 1 else 'was'} marked FAILED at start-up (metrics logged before are kept).")
+
+# -- quick links ------------------------------------------------------------------------------
+links = [name for name in widgets.PAGES if name != "home" and widgets.page_exists(name)]
+if links:
+    for col, name in zip(st.columns(len(links)), links, strict=True):
+        with col:
+            widgets.page_link(name)
+
+# -- jobs -------------------------------------------------------------------------------------
+st.subheader("Jobs")
+active = runner.has_active()
+
+
+@st.fragment(run_every=2.0 if active else None)
+def jobs_panel() -> None:
+    jobs = runner.jobs()
+    if runner.has_active() != active:
+        st.rerun()
+    if not jobs:
+        st.caption("No job yet: start one from the Run page. Jobs run in the background, one at a time per "
+                   "device, and keep running when you close the tab.")
+        return
+    shown = [j for j in jobs if j.active] + [j for j in jobs if not j.active][:5]
+    st.dataframe(
+        pd.DataFrame(widgets.jobs_table(shown)), hide_index=True, width="stretch",
+        column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0,
+                                                                   format="percent")},
+    )
+
+
+jobs_panel()
+
+# -- latest results ---------------------------------------------------------------------------
+st.subheader("Latest results")
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def latest_runs(uri: str, version: int) -> pd.DataFrame:
+    from tlcore.history import recent_runs
+
+    return recent_runs(widgets.tracker(), limit=8)
+
+
+recent = latest_runs(tracker.uri, widgets.results_version())
+if recent.empty:
+    st.caption("No runs yet. Feature extraction on `digits` takes about a minute on a laptop CPU: open the Run "
+               "page, keep the defaults and press Run.")
+else:
+    table = pd.DataFrame({
+        "started": recent["start_time"].dt.tz_convert(None).dt.strftime("%Y-%m-%d %H:%M"),
+        "method": recent["method"].map({"fe": "FE", "ft": "FT", "quanta": "QUANTA", "source": "source"}),
+        "dataset": recent["dataset"], "backbone": recent["backbone"],
+        "samples/class": recent["samples_per_class"], "status": recent["status"],
+        "accuracy (%)": recent["accuracy"] * 100, "time (s)": recent["time_total_s"],
+        "GFLOPs": recent["flops_total"] / 1e9, "energy (Wh)": recent["energy_kwh"] * 1000,
+    })
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"accuracy (%)": st.column_config.NumberColumn(format="%.1f"),
+                                "time (s)": st.column_config.NumberColumn(format="%.1f"),
+                                "GFLOPs": st.column_config.NumberColumn(format="%.1f"),
+                                "energy (Wh)": st.column_config.NumberColumn(format="%.3f")})
+    st.caption("Balanced accuracy on test (or val for model selection). Energy is an estimate on machines "
+               "without RAPL/NVML counters.")
+    widgets.page_link("runs", "All runs")
+
+# -- where results live, what runs them -------------------------------------------------------
 col1, col2 = st.columns(2)
 with col1:
     st.subheader("Where results are stored")
@@ -30,16 +115,17 @@ with col2:
     st.subheader("Hardware")
     st.write(widgets.hardware_line())
 
-st.subheader("Datasets")
-st.caption("Embedded datasets work offline; a folder in the layout `root/<split>/<label>/image.ext` is your own data; "
-           "a class filter carves a task out of any dataset, e.g. `digits:0-4`.")
-st.dataframe(pd.DataFrame(widgets.dataset_rows()), hide_index=True, width="stretch")
+with st.expander("Datasets", expanded=False):
+    st.caption("Embedded datasets work offline; a folder in the layout `root/<split>/<label>/image.ext` is your own "
+               "data; a class filter carves a task out of any dataset, e.g. `digits:0-4`.")
+    st.dataframe(pd.DataFrame(widgets.dataset_rows()), hide_index=True, width="stretch")
 
-st.subheader("Backbones")
-rows = widgets.backbone_rows()
-st.dataframe(
-    pd.DataFrame(rows)[["name", "params_m", "gflops", "input_size", "taps", "weights", "description"]].rename(
-        columns={"params_m": "parameters (M)", "gflops": "GFLOPs / image", "input_size": "input"}),
-    hide_index=True, width="stretch",
-)
-st.caption("GFLOPs of one forward pass at the input size, counted on the meta device (FLOPs = 2 x multiply-adds).")
+with st.expander("Backbones", expanded=False):
+    rows = widgets.backbone_rows()
+    st.dataframe(
+        pd.DataFrame(rows)[["name", "params_m", "gflops", "input_size", "taps", "weights", "description"]].rename(
+            columns={"params_m": "parameters (M)", "gflops": "GFLOPs / image", "input_size": "input"}),
+        hide_index=True, width="stretch",
+    )
+    st.caption("GFLOPs of one forward pass at the input size, counted on the meta device "
+               "(FLOPs = 2 x multiply-adds).")

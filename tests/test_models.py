@@ -162,3 +162,25 @@ def test_bad_model_description_is_one_sentence(tmp_path):
     bad.write_text(json.dumps({"backbone": "vgg16", "taps": []}))
     with pytest.raises(BackboneError, match="non-empty list"):
         load_description(bad)
+
+
+def test_weights_with_a_head_of_another_structure_reload_the_body():
+    """A fine-tuned VGG16 (the seed's Dense 256 head) must load back into a VGG16 (original classifier)."""
+    from tlcore.models import load_weights_into
+
+    def net(head: nn.Module) -> nn.Module:
+        m = nn.Module()
+        m.features = nn.Conv2d(3, 4, 3)
+        m.classifier = head
+        return m
+
+    original = net(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(), nn.Linear(8, 8), nn.ReLU(), nn.Dropout(),
+                                 nn.Linear(8, 10)))
+    tuned = net(nn.Sequential(nn.Linear(4, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 3)))
+    notes = load_weights_into(original, tuned.state_dict(), "tuned.pt", "vgg-like", "classifier")
+    assert torch.equal(original.features.weight, tuned.features.weight)
+    assert notes and "head weights of another size" in notes[0]
+    body_only = {k: v for k, v in tuned.state_dict().items() if k.startswith("features.")}
+    body_only["features.extra"] = torch.zeros(1)
+    with pytest.raises(WeightsError, match="unexpected features.extra"):
+        load_weights_into(original, body_only, "odd.pt", "vgg-like", "classifier")

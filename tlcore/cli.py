@@ -178,21 +178,30 @@ def _run_spec(spec, args: argparse.Namespace) -> int:
 
 
 def cmd_fe(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tlcore.models.descriptions import DESCRIPTIONS_DIR
     from tlcore.specs import ExperimentSpec, FeatureExtractionParams
 
     weights, description = args.weights, args.model_description
-    if args.model:
-        for item in args.model:
-            if item.lower().endswith(".json"):
-                description = description or item
-            else:
-                weights = item
+    for item in args.model or []:  # the seed's --model WEIGHTS DESCRIPTION, in any order
+        is_description = item.lower().endswith(".json") or (
+            not Path(item).expanduser().exists() and (DESCRIPTIONS_DIR / f"{item}.json").is_file())
+        if is_description:
+            description = description or item
+        else:
+            weights = weights or item
+    backbone = args.backbone
+    if backbone is None and description:  # a description names its backbone
+        from tlcore.models import load_description
+
+        backbone = load_description(description).backbone
     params = FeatureExtractionParams(
         classifier=args.classifier, model_description=description,
-        taps=tuple(args.taps.split(",")) if args.taps else None, standardize=args.standardize,
-        discretize=not args.no_discretize, threshold_high=args.threshold_high, threshold_low=args.threshold_low,
-        cache_dir=args.cache_dir)
-    spec = ExperimentSpec("fe", args.dataset, backbone=args.backbone, weights=weights or "default",
+        taps=tuple(t.strip() for t in args.taps.split(",") if t.strip()) if args.taps else None,
+        standardize=args.standardize, discretize=not args.no_discretize, threshold_high=args.threshold_high,
+        threshold_low=args.threshold_low, cache=not args.no_cache, cache_dir=args.cache_dir)
+    spec = ExperimentSpec("fe", args.dataset, backbone=backbone or "efficientnet_lite0", weights=weights or "default",
                           params=params, **_spec_kwargs(args))
     return _run_spec(spec, args)
 
@@ -210,14 +219,26 @@ def cmd_ft(args: argparse.Namespace) -> int:
 
         raise SpecError("--source file needs --model /path/to/weights.pt naming the weights file.")
     configuration: int | str = args.configuration
-    if isinstance(configuration, str) and configuration.isdigit():
+    if isinstance(configuration, str) and configuration.lstrip("-").isdigit():
         configuration = int(configuration)
+    if not args.dataset and not args.resume:
+        from tlcore.errors import SpecError
+
+        raise SpecError("--dataset is required (a registered name such as digits, or a folder), unless --resume "
+                        "RUN_ID continues a run with its own settings.")
     params = FineTuningParams(
         configuration=configuration, optimizer=args.optimizer, learning_rate=args.learning_rate,
         weight_decay=args.weight_decay, momentum=args.momentum, epochs=args.epochs, patience=args.patience,
-        bn_trainable=args.bn_trainable, resume=args.resume, amp=not args.no_amp)
-    spec = ExperimentSpec("ft", args.dataset, backbone=args.backbone, weights=weights, params=params,
-                          **_spec_kwargs(args))
+        bn_trainable=args.bn_trainable, bn_statistics=args.bn_statistics, resume=args.resume, amp=not args.no_amp,
+        lp_epochs=args.lp_epochs, keep_weights=args.keep_weights)
+    from tlcore.models import backbones
+
+    backbone = args.backbone
+    if backbone not in backbones and backbone.lower() in backbones:
+        backbone = backbone.lower()  # the seed's spelling: --architecture VGG16, ResNet50
+    # With --resume the run's stored settings are used; the dataset given here (if any) is not.
+    spec = ExperimentSpec("ft", args.dataset or "(the resumed run's)", backbone=backbone, weights=weights,
+                          params=params, **_spec_kwargs(args))
     return _run_spec(spec, args)
 
 
@@ -237,9 +258,13 @@ def cmd_quanta(args: argparse.Namespace) -> int:
         nb_of_target_samples=args.nb_of_target_samples, augment_data=args.augment_data,
         learning_rate=args.learning_rate, quanta_lr=args.quanta_lr, outdir=args.outdir,
         train_from_previous_training=args.train_from_previous_training, show_only_build=args.show_only_build)
-    kw = dict(seed=max(args.seed, 0), device=args.device, mlflow_path=args.mlflow_path, job=args.job,
+    seed = args.seed
+    if seed < 0:  # the seed: a negative value sets no seed; we draw one and say which, so the run can be replayed
+        seed = int.from_bytes(os.urandom(4), "little") % 2**31
+        print(f"--seed {args.seed}: no seed given, using seed {seed} (recorded in MLflow).", file=sys.stderr)
+    kw = dict(seed=seed, device=args.device, mlflow_path=args.mlflow_path, job=args.job,
               measure_energy=not args.no_energy, data_dir=args.data_dir, download=args.download,
-              num_workers=args.num_workers)
+              num_workers=args.num_workers, resolution=args.resolution, download_weights=args.download_weights)
     if args.batch_size is not None:
         kw["batch_size"] = args.batch_size
     spec = ExperimentSpec("quanta", args.target_task, backbone=args.architecture, params=params, **kw)
@@ -300,48 +325,65 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     _run_args(p)
     g = p.add_argument_group("feature extraction")
-    g.add_argument("--backbone", default="efficientnet_lite0", help="registered backbone (python -m tlcore backbones)")
+    g.add_argument("--backbone", default=None, help="registered backbone (python -m tlcore backbones); default: the "
+                                                    "model description's, else efficientnet_lite0")
     g.add_argument("--model", nargs="+", metavar="PATH",
-                   help="the seed's --model: a weights file and/or a model description JSON")
+                   help="the seed's --model WEIGHTS DESCRIPTION: a weights file and/or a model description "
+                        "(JSON path or shipped name)")
     g.add_argument("--weights", default=None, help="imagenet (default), random, or a state_dict file")
     g.add_argument("--model-description", help="JSON listing the taps (a path or a shipped name such as "
                                                "efficientnet_lite0_50)")
     g.add_argument("--taps", help="comma-separated layer names (overrides the description)")
     g.add_argument("--classifier", default="linearsvc",
-                   help="linearsvc (default), svc, sgd, knn, logreg")
+                   help="linearsvc (default, sklearn defaults), svc, sgd (tol 5e-4), knn, logreg")
     g.add_argument("--standardize", choices=["train", "per_set"], default="train",
                    help="statistics for standardisation: training set (FNE) or each set its own (the seed)")
     g.add_argument("--no-discretize", action="store_true", help="keep standardised values (no {-1,0,1})")
     g.add_argument("--threshold-high", type=float, default=0.15)
     g.add_argument("--threshold-low", type=float, default=-0.25)
-    g.add_argument("--cache-dir", help="feature cache folder (default: beside the results)")
+    g.add_argument("--cache-dir", help="feature cache folder (default: feature_cache/ beside the results store)")
+    g.add_argument("--no-cache", action="store_true", help="extract features afresh and keep nothing on disk")
     p.set_defaults(func=cmd_fe)
 
     p = sub.add_parser("ft", parents=[common], help="fine-tuning with freezing configurations 0-3 or lp-ft")
-    _data_args(p)
+    _data_args(p, dataset_required=False)
     _run_args(p)
     g = p.add_argument_group("fine-tuning")
-    g.add_argument("--backbone", "--architecture", dest="backbone", default="efficientnet_lite0")
+    g.add_argument("-d", "--dataset", help="embedded name (digits, lfw_faces), torchvision name or folder path, "
+                                           "with an optional class filter (digits:0-4); required unless --resume")
+    g.add_argument("-a", "--backbone", "--architecture", dest="backbone", default="efficientnet_lite0",
+                   help="registered backbone (python -m tlcore backbones); --architecture is the seed's name")
     g.add_argument("--source", default="imagenet", help="weights source: imagenet, random, or a weights file")
-    g.add_argument("--model", help="weights file (the seed's --model)")
-    g.add_argument("--configuration", default="0", help="0 (train all), 1, 2, 3 (freeze ~1/4, 1/2, 3/4) or lp-ft")
+    g.add_argument("-m", "--model", help="weights file (the seed's --model)")
+    g.add_argument("-c", "--configuration", default="0", help="0 (train all), 1, 2, 3 (freeze ~1/4, 1/2, 3/4) or lp-ft")
     g.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
     g.add_argument("--learning-rate", type=float, default=0.01)
     g.add_argument("--weight-decay", type=float, default=1e-4)
     g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--epochs", type=int, default=40)
+    g.add_argument("-e", "--epochs", type=int, default=40, help="at most this many epochs (early stop from the 11th)")
     g.add_argument("--patience", type=int, default=3, help="epochs without val-loss improvement before stopping")
-    g.add_argument("--bn-trainable", action="store_true", help="keep BatchNorm training in frozen layers (the seed)")
-    g.add_argument("--resume", metavar="RUN_ID", help="continue a killed run from its last completed epoch")
+    g.add_argument("--bn-trainable", action="store_true", help="BatchNorm trains on batch statistics everywhere, "
+                                                               "frozen layers too (the seed; = --bn-statistics batch)")
+    g.add_argument("--bn-statistics", choices=["running", "frozen_layers", "batch"], default="running",
+                   help="which BatchNorm layers use their running statistics while training: all (running, default: "
+                        "best with few images), those in frozen layers, or none (batch)")
+    g.add_argument("--lp-epochs", type=int, default=5, help="lp-ft: epochs of the linear probe before fine-tuning")
+    g.add_argument("--resume", metavar="RUN_ID", help="continue a killed or failed run (or a sweep's unfinished "
+                                                      "runs) from its last completed epoch, with its own settings")
+    g.add_argument("--keep-weights", action="store_true", help="keep the best weights as the run's artifact "
+                                                               "model/best.pt")
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on GPU")
     p.set_defaults(func=cmd_ft)
 
     p = sub.add_parser("quanta", parents=[common], help="QUANTA: per-layer transferability (lambda_S)")
     g = p.add_argument_group("QUANTA (the seed's flags)")
     g.add_argument("-o", "--outdir", default="./expe", help="where the seed's export files go (default ./expe)")
-    g.add_argument("-s", "--source_task", default=None, help="the source task (a dataset name), for the record")
+    g.add_argument("-s", "--source_task", default=None,
+                   help="the source task (a dataset name): names the export folder and scores the source on its "
+                        "test set (default: the task saved with the weights)")
     g.add_argument("-sw", "--source_weights", default="default",
-                   help="source weights: a file, a Source training run id, 'random' (control) or 'imagenet'")
+                   help="source weights: a file, a Source training run id, 'random' (the control) or "
+                        "'imagenet'/'default' (the backbone's pretrained weights)")
     g.add_argument("-t", "--target_task", required=True, help="target dataset (e.g. digits:5-9, cifar100)")
     g.add_argument("-l", "--layer_to_transfer", default="-1", help="layer index (0..6 for quanta_cnn), a tap "
                                                                    "name, or -1 for every layer")
@@ -352,7 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--augment_data", action="store_true")
     g.add_argument("--train_from_previous_training", metavar="PATH", help="resume a saved target checkpoint")
     g.add_argument("--show_only_build", action="store_true", help="print both models and train nothing")
-    g.add_argument("--architecture", default="quanta_cnn")
+    g.add_argument("--architecture", default="quanta_cnn",
+                   help="source and target architecture (quanta_cnn, or a backbone: python -m tlcore backbones)")
+    g.add_argument("--resolution", type=int, default=None, help="input size in pixels (default: the architecture's)")
+    g.add_argument("--download-weights", action="store_true", help="download pretrained source weights if missing")
     g.add_argument("--quanta-lr", type=float, default=None, help="separate learning rate for the QUANTA weights")
     g.add_argument("--learning-rate", type=float, default=2e-4)
     g.add_argument("--batch-size", type=int, default=32)

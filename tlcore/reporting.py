@@ -65,6 +65,9 @@ class ScaledReporter(Reporter):
     def cancel_requested(self) -> bool:
         return self.parent.cancel_requested
 
+    def check_cancelled(self) -> None:
+        self.parent.check_cancelled()  # the parent's exception, with its reason (e.g. a server shutdown)
+
 
 class TerminalReporter(Reporter):
     """A tqdm progress bar on stderr; Ctrl-C cancels (the run ends KILLED)."""
@@ -108,6 +111,8 @@ class TerminalReporter(Reporter):
         self.message(f"MLflow run {run_id} ({experiment}{', ' + name if name else ''})")
 
     def message(self, text, level="info"):
+        if self.quiet and level != "warning":
+            return
         with self._lock:
             prefix = "warning: " if level == "warning" else ""
             if self._bar is not None and self.enabled:

@@ -47,17 +47,29 @@ class FeatureExtractionParams(_Validated):
     discretize: bool = True
     threshold_high: float = 0.15
     threshold_low: float = -0.25
-    cache_dir: str | None = None
+    cache: bool = True  # extract each image once per (dataset, backbone, weights, taps, crops, resolution)
+    cache_dir: str | None = None  # None: beside the results store
 
     _constraints: ClassVar = {
         "classifier": [_STR],
         "model_description": [_STR, _NONE],
+        "taps": [Check(lambda v: isinstance(v, tuple) and len(v) > 0 and all(isinstance(t, str) and t for t in v),
+                       "a non-empty tuple of layer names"), _NONE],
         "standardize": [Options(["train", "per_set"])],
         "discretize": [_BOOL],
         "threshold_high": [Interval(float, 0, None)],
         "threshold_low": [Interval(float, None, 0)],
+        "cache": [_BOOL],
         "cache_dir": [_STR, _NONE],
     }
+
+    def validate(self) -> None:
+        super().validate()
+        from tlcore.methods.classifiers import classifiers
+
+        if self.classifier not in classifiers:
+            raise SpecError(f"The 'classifier' parameter of FeatureExtractionParams must be a registered classifier. "
+                            f"{classifiers.unknown_message(self.classifier)}")
 
 
 FT_CONFIGURATIONS = (0, 1, 2, 3, "lp-ft")
@@ -76,10 +88,17 @@ class FineTuningParams(_Validated):
     patience: int = 3
     early_stop_from_epoch: int = 11
     grad_clip_norm: float = 1.0
-    bn_trainable: bool = False
+    grad_clip_mode: str = "per_tensor"  # the seed's Keras clipnorm clips each gradient tensor; "global" = one norm
+    bn_trainable: bool = False  # the seed: every BatchNorm layer trains on batch statistics (same as "batch" below)
+    # Which BatchNorm layers normalise with their running (pretrained) statistics: "running" = all of them (their
+    # scale and shift still train in trained layers; best in few-shot runs), "frozen_layers" = those in frozen
+    # layers only, "batch" = none (the seed)
+    bn_statistics: str = "running"
     lp_epochs: int = 5  # lp-ft: epochs of the linear probe before full fine-tuning
     amp: bool = True  # on GPU only
-    resume: str | None = None
+    resume: str | None = None  # a run id: continue that killed/failed run (its own settings are used)
+    keep_weights: bool = False  # keep the best weights as the run's artifact model/weights.pt
+    cache_images_mb: int = 2048  # decode images once and keep them in memory up to this size (0 = stream)
 
     _constraints: ClassVar = {
         "configuration": [Options(FT_CONFIGURATIONS)],
@@ -91,10 +110,14 @@ class FineTuningParams(_Validated):
         "patience": [_POS_INT],
         "early_stop_from_epoch": [_POS_INT],
         "grad_clip_norm": [Interval(float, 0, None, closed="neither")],
+        "grad_clip_mode": [Options(["per_tensor", "global"])],
         "bn_trainable": [_BOOL],
+        "bn_statistics": [Options(["running", "frozen_layers", "batch"])],
         "lp_epochs": [_POS_INT],
         "amp": [_BOOL],
         "resume": [_STR, _NONE],
+        "keep_weights": [_BOOL],
+        "cache_images_mb": [_NONNEG_INT],
     }
 
 

@@ -346,7 +346,8 @@ class RunHandle:
         if exc is None:
             self.finish()
         elif isinstance(exc, (Cancelled, KeyboardInterrupt)):
-            self.kill()
+            reason = getattr(exc, "reason", None)  # e.g. the job runner's "the server was stopped"
+            self.kill(reason) if reason else self.kill()
         else:
             self.fail(exc)
         return False

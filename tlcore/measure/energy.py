@@ -71,8 +71,9 @@ class EnergyMeter:
         if not self.settings.enabled:
             return
         try:
-            logging.getLogger("codecarbon").setLevel(logging.ERROR)
             from codecarbon import OfflineEmissionsTracker
+
+            logging.getLogger("codecarbon").setLevel(logging.ERROR)  # after the import, which resets it to INFO
 
             kwargs = dict(
                 tracking_mode="process",

@@ -59,11 +59,12 @@ class FlopCount:
 
 
 def count_flops(model: nn.Module, input_size: int | tuple[int, int], train: bool = False, channels: int = 3,
-                batch: int = 1, per_module: bool = False) -> FlopCount:
+                batch: int = 2, per_module: bool = False) -> FlopCount:
     """FLOPs of one image through ``model`` (forward, and backward when ``train``).
 
     The model's own tensors are never touched: parameters and buffers are replaced by meta
-    tensors with the same ``requires_grad`` for the call.
+    tensors with the same ``requires_grad`` for the call. Two images by default: in train mode a
+    BatchNorm over a 1x1 map (small inputs) refuses a batch of one; counts are per image anyway.
     """
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     state = _meta_state(model)

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-from tlcore.data import ImageDataset, SplitSet, load_dataset, resolve_splits
+from tlcore.data import ImageDataset, SplitSet, generate_splits, load_dataset, resolve_splits
+from tlcore.data.splits import N_DRAWS, find_split_dir
 from tlcore.errors import DatasetError
 from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec
@@ -42,12 +43,30 @@ class SplitPoint:
 
 
 def load_data(spec: ExperimentSpec, reporter: Reporter | None = None) -> tuple[ImageDataset, SplitSet]:
-    """The dataset and its split set for a spec; warnings (split overlaps) go to the reporter."""
+    """The dataset and its split set for a spec; warnings (split overlaps) go to the reporter.
+
+    ``spec.splits`` draws are required of every samples-per-class value except a largest one
+    with a single draw (the full balanced set, one draw by design): generated splits make that
+    many, CSV split sets must hold them.
+    """
     ds = load_dataset(spec.dataset, spec.data_dir, spec.download)
     wanted = list(spec.samples_per_class) if spec.samples_per_class else None
     if spec.model_selection and wanted:
         wanted = [max(wanted)]
-    splits = resolve_splits(ds, spec.split_path, seed=spec.seed, n_splits=spec.splits, spc_values=wanted)
+    n_splits = None if spec.model_selection else spec.splits
+    if n_splits and n_splits > N_DRAWS and find_split_dir(ds, spec.split_path) is None:
+        splits = generate_splits(ds, seed=spec.seed, spc_values=wanted, n_draws=n_splits)
+    else:
+        splits = resolve_splits(ds, spec.split_path, seed=spec.seed, n_splits=n_splits, spc_values=wanted)
+    if n_splits:
+        short = [(spc, splits.draws(spc)) for spc in splits.spc_values
+                 if splits.draws(spc) < n_splits and not (spc == splits.largest_spc and splits.draws(spc) == 1)]
+        if short:
+            spc, have = short[0]
+            raise DatasetError(
+                f"--splits {n_splits} asks for {n_splits} draws of {spc} samples per class, but the split set "
+                f"({splits.origin}) holds {have} (train_samples_{spc:02d}_split_0..{have - 1}); pass --splits "
+                f"{have} or add the missing split files.")
     for w in splits.warnings:
         if reporter is not None:
             reporter.message(w, "warning")
@@ -115,6 +134,7 @@ class Sweep:
         self.parent: RunHandle | None = None
         self.child_ids: list[str] = []
         self.done = 0
+        self.progress = (0.0, 1.0)  # the share of the reporter's bar the children fill (after shared work)
 
     @property
     def tags(self) -> dict[str, str]:
@@ -146,7 +166,9 @@ class Sweep:
             parent_run_id=self.parent.run_id if self.parent else None, run_name=point.label)
         self.child_ids.append(run.run_id)
         self.reporter.run_started(run.run_id, EXPERIMENTS[self.spec.method], point.label)
-        sub = self.reporter.scaled(self.done / self.n_points, (self.done + 1) / self.n_points)
+        lo, hi = self.progress
+        step = (hi - lo) / self.n_points
+        sub = self.reporter.scaled(lo + self.done * step, lo + (self.done + 1) * step)
         with run:
             yield run, sub
         self.done += 1

@@ -318,8 +318,9 @@ def load_weights_into(net: nn.Module, sd: dict[str, torch.Tensor], source: str, 
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     shape = [k for k in sd if k in own and sd[k].shape != own[k].shape]
-    head_skipped = [k for k in shape + missing if k.startswith(head_prefix)]
+    head_skipped = [k for k in shape + missing + unexpected if k.startswith(head_prefix)]
     missing = [k for k in missing if not k.startswith(head_prefix)]
+    unexpected = [k for k in unexpected if not k.startswith(head_prefix)]
     shape_body = [k for k in shape if not k.startswith(head_prefix)]
     if missing or unexpected or shape_body:
         parts = []
@@ -331,7 +332,7 @@ def load_weights_into(net: nn.Module, sd: dict[str, torch.Tensor], source: str, 
         if unexpected:
             parts.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
         raise WeightsError(f"Weights from {source} do not fit {name}: " + "; ".join(parts) + ".")
-    load = {k: v for k, v in sd.items() if k not in head_skipped}
+    load = {k: v for k, v in sd.items() if k not in head_skipped and k in own}
     net.load_state_dict(load, strict=False)
     return [f"head weights of another size in {source} were not loaded ({head_skipped[0]})"] if head_skipped else []
 

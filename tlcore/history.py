@@ -1,0 +1,142 @@
+"""What this machine has already run, read from MLflow for the app's small questions.
+
+The latest runs for the home page, the runs of one job for its live result table, finished
+source trainings for QUANTA's picker, and the measured speed of similar finished runs, which
+turns a FLOP count into a projected time. Each question is one ``search_runs`` call asking
+only for the rows it needs (design.md: ~1 ms per run returned on sqlite).
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from tlcore.tracking import EXPERIMENTS, TAG_HOST, Tracker
+
+RUN_COLUMNS = ("run_id", "experiment", "method", "status", "start_time", "run_name", "dataset", "backbone",
+               "samples_per_class", "split", "configuration", "classifier", "device", "accuracy",
+               "accuracy_metric", "time_total_s", "flops_total", "energy_kwh", "co2_kg", "energy_method",
+               "sweep_parent", "error")
+
+
+def _experiment_ids(tracker: Tracker, methods: list[str] | None = None) -> dict[str, str]:
+    names = [EXPERIMENTS[m] for m in methods] if methods else list(EXPERIMENTS.values())
+    out = {}
+    for name in names:
+        eid = tracker.experiment_id(name, create=False)
+        if eid is not None:
+            out[eid] = name
+    return out
+
+
+def _row(run, experiments: dict[str, str]) -> dict[str, Any]:
+    p, m, t = run.data.params, run.data.metrics, run.data.tags
+    if "test_accuracy" in m:
+        acc, acc_metric = m["test_accuracy"], "test_accuracy"
+    elif "val_accuracy" in m:
+        acc, acc_metric = m["val_accuracy"], "val_accuracy"
+    else:
+        acc, acc_metric = None, None
+    return {
+        "run_id": run.info.run_id, "experiment": experiments.get(run.info.experiment_id, ""),
+        "method": p.get("method") or t.get("method", ""), "status": run.info.status,
+        "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True), "run_name": run.info.run_name,
+        "dataset": p.get("dataset", ""), "backbone": p.get("backbone", ""),
+        "samples_per_class": p.get("samples_per_class", ""), "split": p.get("split", ""),
+        "configuration": p.get("configuration", ""), "classifier": p.get("classifier", ""),
+        "device": p.get("device", ""), "accuracy": acc, "accuracy_metric": acc_metric,
+        "time_total_s": m.get("time_total_s"), "flops_total": m.get("flops_total"),
+        "energy_kwh": m.get("energy_kwh"), "co2_kg": m.get("co2_kg"), "energy_method": p.get("energy_method", ""),
+        "sweep_parent": t.get("sweep_parent") == "true", "error": t.get("error", ""),
+    }
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+
+
+def recent_runs(tracker: Tracker, limit: int = 8) -> pd.DataFrame:
+    """The latest runs with a result, newest first (sweep parents left out: their children carry it)."""
+    experiments = _experiment_ids(tracker)
+    if not experiments:
+        return _frame([])
+    runs = tracker.client.search_runs(list(experiments), "", max_results=limit * 4,
+                                      order_by=["attributes.start_time DESC"])
+    rows = [_row(r, experiments) for r in runs if r.data.tags.get("sweep_parent") != "true"]
+    return _frame(rows[:limit])
+
+
+def job_runs(tracker: Tracker, run_ids: list[str]) -> pd.DataFrame:
+    """The runs a job opened, in the order it opened them."""
+    if not run_ids:
+        return _frame([])
+    experiments = _experiment_ids(tracker)
+    if not experiments:
+        return _frame([])
+    rows: dict[str, dict] = {}
+    for i in range(0, len(run_ids), 100):
+        chunk = run_ids[i:i + 100]
+        quoted = ", ".join(f"'{r}'" for r in chunk)
+        for run in tracker.client.search_runs(list(experiments), f"attributes.run_id IN ({quoted})",
+                                              max_results=len(chunk)):
+            rows[run.info.run_id] = _row(run, experiments)
+    return _frame([rows[r] for r in run_ids if r in rows])
+
+
+def source_runs(tracker: Tracker, limit: int = 50) -> pd.DataFrame:
+    """Finished source trainings, the weights QUANTA can start from."""
+    experiments = _experiment_ids(tracker, ["source"])
+    if not experiments:
+        return _frame([])
+    runs = tracker.client.search_runs(list(experiments), "attributes.status = 'FINISHED'", max_results=limit,
+                                      order_by=["attributes.start_time DESC"])
+    return _frame([_row(r, experiments) for r in runs])
+
+
+@dataclass(frozen=True)
+class MeasuredSpeed:
+    """Seconds per FLOP of similar finished runs on this machine (a median, and how many runs)."""
+
+    seconds_per_flop: float
+    runs: int
+    basis: str
+
+
+def measured_speed(tracker: Tracker, method: str, backbone: str, device_type: str, host: str | None = None,
+                   limit: int = 20) -> MeasuredSpeed | None:
+    """The pace of the last finished runs of ``method`` with ``backbone`` on this host and device type.
+
+    Seconds per FLOP rather than per image, so runs at another resolution or with another
+    freezing depth still calibrate the estimate. Only whole jobs count (sweep parents and single
+    runs): a sweep's points record what each would cost alone, without the job's start-up
+    (loading the model, counting FLOPs), which made projections 2-3x too short. None when there
+    is no such run yet.
+    """
+    experiments = _experiment_ids(tracker, [method])
+    if not experiments:
+        return None
+    host = host or socket.gethostname()
+    filt = (f"attributes.status = 'FINISHED' and params.backbone = '{backbone}' "
+            f"and tags.`{TAG_HOST}` = '{host}'")
+    runs = tracker.client.search_runs(list(experiments), filt, max_results=limit,
+                                      order_by=["attributes.start_time DESC"])
+    rates = []
+    for run in runs:
+        m, p = run.data.metrics, run.data.params
+        if not p.get("device", "").startswith(device_type):
+            continue
+        if "mlflow.parentRunId" in run.data.tags:
+            continue  # a point of a sweep: its parent holds what the whole job took, start-up included
+        time_s, flops = m.get("time_total_s"), m.get("flops_total")
+        if time_s and flops and time_s > 0 and flops > 0:
+            rates.append(time_s / flops)
+    if not rates:
+        return None
+    name = {"quanta": "QUANTA"}.get(method, EXPERIMENTS[method].lower())
+    basis = (f"median pace of the last {len(rates)} finished {name} job{'s' if len(rates) > 1 else ''} of "
+             f"{backbone} on {device_type} on this machine")
+    return MeasuredSpeed(statistics.median(rates), len(rates), basis)

@@ -1,0 +1,112 @@
+"""Classifiers for feature extraction: a registry of scikit-learn estimators, the seed's choices.
+
+Adding one is one decorated function ``name(random_state, n_samples) -> estimator``::
+
+    @register_classifier
+    def ridge(random_state: int, n_samples: int):
+        return RidgeClassifier()
+
+``fit_predict`` trains on every crop as its own sample and, with crops, predicts an image by a
+majority vote over its crops (ties broken by the summed decision scores).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.svm import SVC, LinearSVC
+
+from tlcore.errors import SpecError
+from tlcore.methods.common import vote
+from tlcore.registry import Registry
+
+ClassifierFactory = Callable[[int, int], ClassifierMixin]
+classifiers: Registry[ClassifierFactory] = Registry("classifier", SpecError)
+
+
+def register_classifier(fn: ClassifierFactory) -> ClassifierFactory:
+    """Register ``fn(random_state, n_samples) -> estimator`` under its function name."""
+    return classifiers.register(fn)
+
+
+@register_classifier
+def linearsvc(random_state: int, n_samples: int) -> ClassifierMixin:
+    """The seed's default: scikit-learn's defaults (C=1, squared hinge, one-vs-rest)."""
+    return LinearSVC(random_state=random_state)
+
+
+@register_classifier
+def svc(random_state: int, n_samples: int) -> ClassifierMixin:
+    return SVC(random_state=random_state)
+
+
+@register_classifier
+def sgd(random_state: int, n_samples: int) -> ClassifierMixin:
+    return SGDClassifier(tol=5e-4, random_state=random_state)  # the seed's tolerance
+
+
+@register_classifier
+def knn(random_state: int, n_samples: int) -> ClassifierMixin:
+    return KNeighborsClassifier(n_neighbors=max(1, min(5, n_samples)))  # 1 spc x 2 classes has 2 samples
+
+
+@register_classifier
+def logreg(random_state: int, n_samples: int) -> ClassifierMixin:
+    return LogisticRegression(max_iter=1000, random_state=random_state)
+
+
+def build_classifier(name: str, random_state: int = 0, n_samples: int = 5) -> ClassifierMixin:
+    """A fresh estimator; an unknown name is a :class:`SpecError` listing the registered ones."""
+    return classifiers.get(name)(random_state, n_samples)
+
+
+def class_scores(clf: ClassifierMixin, x: np.ndarray) -> np.ndarray | None:
+    """(n, n_classes_seen) scores, columns in ``clf.classes_`` order; None when it has none."""
+    if hasattr(clf, "decision_function"):
+        s = np.asarray(clf.decision_function(x), dtype=np.float64)
+        return np.stack([-s, s], axis=1) if s.ndim == 1 else s
+    if hasattr(clf, "predict_proba"):
+        return np.asarray(clf.predict_proba(x), dtype=np.float64)
+    return None
+
+
+@dataclass
+class FitResult:
+    predictions: np.ndarray  # one label per image
+    converged: bool
+
+
+def fit_predict(name: str, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray,
+                random_state: int = 0) -> FitResult:
+    """Fit on training rows, predict evaluation images.
+
+    Inputs are (n, D) or, with crops, (n, n_crops, D): each crop of a training image is a
+    sample with the image's label, and an evaluation image gets the majority vote of its crops.
+    """
+    crops = x_train.ndim == 3
+    n_crops = x_train.shape[1] if crops else 1
+    xt = x_train.reshape(-1, x_train.shape[-1])
+    yt = np.repeat(np.asarray(y_train), n_crops)
+    clf = build_classifier(name, random_state, len(xt))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf.fit(xt, yt)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    if not crops:
+        return FitResult(np.asarray(clf.predict(x_eval)), converged)
+    xe = x_eval.reshape(-1, x_eval.shape[-1])
+    seen = np.asarray(clf.classes_)
+    per_crop = np.searchsorted(seen, clf.predict(xe)).reshape(len(x_eval), -1)  # positions in classes_
+    scores = class_scores(clf, xe)
+    if scores is not None:
+        scores = scores.reshape(len(x_eval), per_crop.shape[1], -1)
+    else:
+        scores = np.zeros((len(x_eval), per_crop.shape[1], len(seen)))
+    return FitResult(seen[vote(per_crop, scores)], converged)

@@ -1,0 +1,361 @@
+"""Plotly figures for the analysis pages, as pure functions of ``tlcore.results`` frames.
+
+Pages only arrange these; tests call them directly. Conventions: accuracies are fractions in
+the frames and percent on the axes; every point of a run carries the run id first in
+``customdata`` (the pages turn a click or box selection back into runs); estimated energy is
+drawn hollow and its method named in the hover; nothing sets ``dragmode="select"`` (it turns off
+click selection in Streamlit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from tlcore.results import ACCURACY_METRICS, COST_AXES, ENERGY_AXES, RANDOM_SOURCE, TRAINED_SOURCE, natural_key
+
+PALETTE = qualitative.Plotly + qualitative.D3
+SOURCE_COLORS = {TRAINED_SOURCE: "#1f77b4", RANDOM_SOURCE: "#9e9e9e"}
+WEBGL_ABOVE = 1500  # points; SVG scatter gets sluggish past a few thousand
+SYMBOL_SOLID, SYMBOL_OPEN = 0, 100  # plotly's codes for "circle" and "circle-open"
+_LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), hovermode="closest",
+               legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title=None))
+
+
+def colors_for(names: Sequence[str]) -> dict[str, str]:
+    """A stable color per name (sorted naturally, so FE/FT variants keep their colors across figures)."""
+    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(sorted(set(map(str, names)), key=natural_key))}
+
+
+def figure_config(filename: str, image_format: str = "png") -> dict:
+    """Plotly config: the modebar's camera button saves the figure as PNG or SVG, in the browser."""
+    return {"displaylogo": False,
+            "toImageButtonOptions": {"format": image_format, "filename": filename, "scale": 2},
+            "modeBarButtonsToRemove": ["lasso2d"]}
+
+
+def empty_figure(message: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(**_LAYOUT, xaxis_visible=False, yaxis_visible=False, height=300)
+    return fig
+
+
+def _pct(values) -> np.ndarray:
+    return np.asarray(values, dtype=float) * 100.0
+
+
+def _text(series: pd.Series) -> np.ndarray:
+    return series.astype(object).where(series.notna(), "—").astype(str).to_numpy()
+
+
+def _str(series: pd.Series) -> pd.Series:
+    return series.astype(object).where(series.notna(), "—").astype(str)
+
+
+def _spc_text(series: pd.Series) -> np.ndarray:
+    return np.array(["—" if not np.isfinite(v) else f"{v:g}" for v in series.astype(float)], dtype=object)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trade-offs
+
+
+def tradeoff_scatter(points: pd.DataFrame, cost: str, accuracy: str = "test_accuracy",
+                     front: pd.DataFrame | None = None, log_x: bool = True, color: str = "variant") -> go.Figure:
+    """Accuracy against a cost axis, one trace per ``color`` value, the Pareto front per dataset.
+
+    ``customdata`` of each point is its run id; the hover names the run, dataset, backbone, samples
+    per class, split and, on an energy or CO2 axis, the energy method. There, estimated energy is
+    a hollow marker. Built for thousands of points: hover text is formatted column-wise and
+    symbols are numeric (plotly validates string arrays point by point).
+    """
+    if points.empty:
+        return empty_figure("No finished run has both this cost and this accuracy.")
+    energy_axis = cost in ENERGY_AXES
+    scatter = go.Scattergl if len(points) > WEBGL_ABOVE else go.Scatter
+    colors = colors_for(points[color].dropna())
+    cost_label = COST_AXES.get(cost, cost)
+    hover = ("<b>" + _str(points["run_name"]) + "</b> (" + _str(points["variant"]) + ")<br>"
+             + _str(points["dataset"]) + " · " + _str(points["backbone"]) + "<br>spc "
+             + pd.Series(_spc_text(points["spc"]), index=points.index) + ", split " + _str(points["split"]))
+    if energy_axis and "energy_method" in points:
+        hover = hover + "<br>energy: " + _str(points["energy_method"])
+    estimated = (points["energy_estimated"].fillna(False).astype(bool) if energy_axis and "energy_estimated" in points
+                 else pd.Series(False, index=points.index))
+    fig = go.Figure()
+    groups = sorted(points.groupby(color, sort=False, dropna=False), key=lambda kv: natural_key(str(kv[0])))
+    for name, group in groups:
+        name = "—" if pd.isna(name) else str(name)
+        hollow = estimated.loc[group.index].to_numpy()
+        # Solid and hollow points of one group are two traces with one legend entry: a per-point
+        # symbol array would be validated point by point (slow with thousands of points).
+        for part, symbol in ((group[~hollow], SYMBOL_SOLID), (group[hollow], SYMBOL_OPEN)):
+            if part.empty:
+                continue
+            fig.add_trace(scatter(
+                x=part[cost].to_numpy(float), y=_pct(part[accuracy]), mode="markers", name=name, legendgroup=name,
+                showlegend=symbol == SYMBOL_SOLID or not (~hollow).any(),
+                customdata=part["run_id"].to_numpy(object), hovertext=hover.loc[part.index].to_numpy(object),
+                marker=dict(color=colors.get(name, "#555"), size=9, symbol=symbol, opacity=0.85,
+                            line=dict(width=1.5, color=colors.get(name, "#555"))),
+                hovertemplate=(f"%{{hovertext}}<br>accuracy %{{y:.1f}}%<br>{cost_label}: %{{x:.4g}}"
+                               "<extra>%{customdata}</extra>"),
+            ))
+    if estimated.any():
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="hollow: estimated energy",
+                                 marker=dict(symbol=SYMBOL_OPEN, color="#555", size=9), hoverinfo="skip"))
+    if front is not None and not front.empty:
+        multi = front["dataset"].nunique() > 1
+        dashes = ("dash", "dot", "dashdot", "longdash", "longdashdot")
+        for i, (dataset, part) in enumerate(front.groupby("dataset", sort=True)):
+            part = part.sort_values(cost)
+            fig.add_trace(go.Scatter(
+                x=part[cost].to_numpy(float), y=_pct(part[accuracy]), mode="lines", line_shape="hv",
+                name=f"Pareto front · {dataset}" if multi else "Pareto front",
+                line=dict(color="#222", dash=dashes[i % len(dashes)], width=1.5), hoverinfo="skip"))
+    fig.update_layout(**_LAYOUT, height=520, clickmode="event+select",
+                      xaxis_title=cost_label + (" (log)" if log_x else ""),
+                      yaxis_title=ACCURACY_METRICS.get(accuracy, accuracy) + " (%)")
+    fig.update_xaxes(type="log" if log_x else "linear")
+    return fig
+
+
+def learning_curve_figure(curves: pd.DataFrame, crossings: pd.DataFrame | None = None, title: str = "",
+                          colors: dict[str, str] | None = None) -> go.Figure:
+    """Accuracy vs samples per class (log axis) for one dataset and backbone: a line per variant,
+    error bars one standard deviation over splits, crossings marked with an X."""
+    if curves.empty:
+        return empty_figure("No finished run with a samples-per-class value and an accuracy.")
+    colors = colors or colors_for(curves["variant"])
+    fig = go.Figure()
+    for variant in sorted(curves["variant"].unique(), key=natural_key):
+        c = curves[curves["variant"] == variant].sort_values("spc")
+        std = _pct(c["std"].fillna(0.0))
+        fig.add_trace(go.Scatter(
+            x=c["spc"].to_numpy(float), y=_pct(c["mean"]), mode="lines+markers", name=str(variant),
+            line=dict(color=colors.get(str(variant))), error_y=dict(type="data", array=std, visible=True, width=3),
+            customdata=np.column_stack([_pct(c["std"]), c["n_splits"], _pct(c["min"]), _pct(c["max"])]),
+            hovertemplate=(f"<b>{variant}</b><br>%{{x}} per class: %{{y:.1f}}% ± %{{customdata[0]:.1f}}"
+                           "<br>%{customdata[1]} split(s), range %{customdata[2]:.1f}–%{customdata[3]:.1f}%"
+                           "<extra></extra>")))
+    if crossings is not None and not crossings.empty:
+        fig.add_trace(go.Scatter(
+            x=crossings["spc"].to_numpy(float), y=_pct(crossings["accuracy"]), mode="markers",
+            name="crossover", marker=dict(symbol="x", size=14, color="#000", line=dict(width=1)),
+            customdata=np.column_stack([crossings["direction"].astype(str)]),
+            hovertemplate="%{customdata[0]}<br>at ≈%{x:.1f} per class, %{y:.1f}%<extra></extra>"))
+    ticks = sorted(curves["spc"].unique())
+    fig.update_layout(**_LAYOUT, height=420, title=title, xaxis_title="Samples per class (log)",
+                      yaxis_title="Test accuracy (balanced, %)")
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    return fig
+
+
+def cost_ratio_figure(ratio: pd.DataFrame, cost: str = "time_total_s") -> go.Figure:
+    """FT/FE cost ratio per samples per class: grouped bars, log scale, a line at 1 (same cost)."""
+    if ratio.empty:
+        return empty_figure("Needs finished feature-extraction and fine-tuning runs of the same dataset, "
+                            "backbone and samples per class.")
+    fig = go.Figure()
+    multi_pair = ratio[["dataset", "backbone"]].drop_duplicates().shape[0] > 1
+    multi_ref = ratio["reference"].nunique() > 1
+    names = []
+    for (dataset, backbone, ref, variant), part in ratio.groupby(["dataset", "backbone", "reference", "variant"],
+                                                                 sort=True):
+        name = str(variant) + (f" / {ref}" if multi_ref else "") + (f" · {dataset} · {backbone}" if multi_pair else "")
+        names.append(name)
+        part = part.sort_values("spc")
+        fig.add_trace(go.Bar(
+            x=[f"{v:g}" for v in part["spc"]], y=part["ratio"].to_numpy(float), name=name,
+            customdata=np.column_stack([part["ft_cost"], part["fe_cost"], part["n_ft"], part["n_fe"]]),
+            hovertemplate=(f"<b>{name}</b><br>%{{x}} per class: %{{y:.3g}}× {ref}"
+                           "<br>FT %{customdata[0]:.4g}, FE %{customdata[1]:.4g}"
+                           " (means of %{customdata[2]} and %{customdata[3]} runs)<extra></extra>")))
+    colors = colors_for(names)
+    for trace in fig.data:
+        trace.marker.color = colors[trace.name]
+    fig.add_hline(y=1.0, line_dash="dot", line_color="#555", annotation_text="same cost",
+                  annotation_position="bottom right")
+    fig.update_layout(**_LAYOUT, height=420, barmode="group", xaxis_title="Samples per class",
+                      yaxis_title=f"{COST_AXES.get(cost, cost)}: FT / FE (log)")
+    fig.update_xaxes(type="category", categoryorder="array",
+                     categoryarray=[f"{v:g}" for v in sorted(ratio["spc"].unique())])
+    fig.update_yaxes(type="log")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# QUANTA
+
+
+def lambda_bars(summary: pd.DataFrame, title: str = "") -> go.Figure:
+    """Final lambda_S per layer (mean ± std over runs), the random-source control beside."""
+    if summary.empty:
+        return empty_figure("No QUANTA run has logged lambda_S yet.")
+    order = summary.sort_values("layer_pos")["layer"].drop_duplicates().astype(str).tolist()
+    fig = go.Figure()
+    for kind in (TRAINED_SOURCE, RANDOM_SOURCE):
+        part = summary[summary["source_kind"] == kind].sort_values("layer_pos")
+        if part.empty:
+            continue
+        fig.add_trace(go.Bar(
+            x=part["layer"].astype(str), y=part["mean"].to_numpy(float), name=kind,
+            marker_color=SOURCE_COLORS[kind],
+            error_y=dict(type="data", array=part["std"].fillna(0.0).to_numpy(float), visible=True),
+            customdata=np.column_stack([part["std"], part["n"], part["min"], part["max"]]),
+            hovertemplate=(f"<b>layer %{{x}}</b> ({kind})<br>λ_S %{{y:.3f}} ± %{{customdata[0]:.3f}}"
+                           "<br>%{customdata[1]} run(s), range %{customdata[2]:.3f}–%{customdata[3]:.3f}"
+                           "<extra></extra>")))
+    fig.update_layout(**_LAYOUT, height=420, barmode="group", title=title, xaxis_title="Layer (network order)",
+                      yaxis_title="Final λ_S (share of the source's features)")
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order)
+    fig.update_yaxes(range=[0, 1.05])
+    return fig
+
+
+def lambda_steps_figure(steps: pd.DataFrame, layer_order: Sequence[str] | None = None) -> go.Figure:
+    """lambda_S over training steps: a line per layer (mean over runs), dashed for the control."""
+    if steps.empty:
+        return empty_figure("No lambda_S history for these runs.")
+    layers = list(layer_order or sorted(steps["layer"].unique(), key=natural_key))
+    colors = {layer: PALETTE[i % len(PALETTE)] for i, layer in enumerate(layers)}
+    fig = go.Figure()
+    for kind in (TRAINED_SOURCE, RANDOM_SOURCE):
+        for layer in layers:
+            part = steps[(steps["source_kind"] == kind) & (steps["layer"] == layer)].sort_values("step")
+            if part.empty:
+                continue
+            fig.add_trace(go.Scatter(
+                x=part["step"].to_numpy(float), y=part["mean"].to_numpy(float), mode="lines",
+                name=f"layer {layer}" + (" (control)" if kind == RANDOM_SOURCE else ""), legendgroup=layer,
+                line=dict(color=colors[layer], dash="dash" if kind == RANDOM_SOURCE else "solid"),
+                customdata=part["n"].to_numpy(), hovertemplate=(
+                    f"layer {layer} ({kind})<br>step %{{x}}: λ_S %{{y:.4f}} (%{{customdata}} run(s))<extra></extra>")))
+    fig.update_layout(**_LAYOUT, height=420, xaxis_title="Training step (optimizer updates)", yaxis_title="λ_S")
+    return fig
+
+
+def quanta_accuracy_figure(acc: pd.DataFrame) -> go.Figure:
+    """Target test accuracy per transferred layer (trained source vs control) and the source's own."""
+    acc = acc[acc["target_accuracy"].notna() | acc["source_accuracy"].notna()]
+    if acc.empty:
+        return empty_figure("No finished QUANTA run has logged a test accuracy yet.")
+    order = sorted(acc["layer_to_transfer"].astype(str).unique(), key=natural_key)
+    fig = go.Figure()
+    series = [("source network", "source_accuracy", None, "#2ca02c"),
+              (f"target ({TRAINED_SOURCE})", "target_accuracy", TRAINED_SOURCE, SOURCE_COLORS[TRAINED_SOURCE]),
+              (f"target ({RANDOM_SOURCE})", "target_accuracy", RANDOM_SOURCE, SOURCE_COLORS[RANDOM_SOURCE])]
+    for name, col, kind, color in series:
+        part = acc if kind is None else acc[acc["source_kind"] == kind]
+        if kind is None:
+            part = part[part["source_kind"] == TRAINED_SOURCE]
+        stats = part.groupby("layer_to_transfer")[col].agg(["mean", "std", "count"]).reset_index()
+        stats = stats[stats["count"] > 0]
+        if stats.empty:
+            continue
+        fig.add_trace(go.Bar(
+            x=stats["layer_to_transfer"].astype(str), y=_pct(stats["mean"]), name=name, marker_color=color,
+            error_y=dict(type="data", array=_pct(stats["std"].fillna(0.0)), visible=True),
+            customdata=stats["count"].to_numpy(),
+            hovertemplate=f"{name}<br>layer %{{x}}: %{{y:.1f}}% (%{{customdata}} run(s))<extra></extra>"))
+    fig.update_layout(**_LAYOUT, height=400, barmode="group", xaxis_title="Transferred layer",
+                      yaxis_title="Test accuracy (balanced, %)")
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order)
+    return fig
+
+
+def lambda_heatmap(matrix: pd.DataFrame) -> go.Figure:
+    """Mean final lambda_S, layers (rows, network order) x target datasets (columns)."""
+    if matrix.empty:
+        return empty_figure("Needs QUANTA runs with a trained source on at least one target.")
+    z = matrix.to_numpy(float)
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[str(c) for c in matrix.columns], y=[str(i) for i in matrix.index], colorscale="Viridis",
+        zmin=0, zmax=1, colorbar=dict(title="λ_S"), text=np.where(np.isfinite(z), np.round(z, 3), np.nan),
+        texttemplate="%{text}", hovertemplate="target %{x}<br>layer %{y}: λ_S %{z:.3f}<extra></extra>"))
+    fig.update_layout(**{**_LAYOUT, "hovermode": "closest"}, height=max(300, 40 * len(matrix) + 120),
+                      xaxis_title="Target dataset", yaxis_title="Layer")
+    fig.update_yaxes(autorange="reversed", type="category")
+    return fig
+
+
+def freezing_depth_figure(summary: pd.DataFrame, depth: pd.DataFrame) -> go.Figure:
+    """lambda_S per layer at its relative depth (bars, left axis) beside fine-tuning accuracy per
+    freezing configuration at the fraction of the network it freezes (line, right axis)."""
+    if summary.empty and depth.empty:
+        return empty_figure("Needs QUANTA runs and fine-tuning runs of the same backbone and dataset.")
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    n_layers = max(int(summary["layer_pos"].max()) + 1, 1) if not summary.empty else 1
+    width = 0.4 / n_layers  # trained source left of the layer's depth, control right of it
+    for kind, offset in ((TRAINED_SOURCE, -width), (RANDOM_SOURCE, 0.0)):
+        part = summary[summary["source_kind"] == kind].sort_values("layer_pos")
+        if part.empty:
+            continue
+        fig.add_trace(go.Bar(
+            x=part["depth"].to_numpy(float), y=part["mean"].to_numpy(float), width=width, offset=offset,
+            name=f"λ_S ({kind})", marker_color=SOURCE_COLORS[kind], opacity=0.8,
+            customdata=part["layer"].astype(str).to_numpy(),
+            hovertemplate=f"layer %{{customdata}} ({kind})<br>depth %{{x:.2f}}: λ_S %{{y:.3f}}<extra></extra>"),
+            secondary_y=False)
+    if not depth.empty:
+        fig.add_trace(go.Scatter(
+            x=depth["frozen_fraction"].to_numpy(float), y=_pct(depth["mean"]), mode="lines+markers+text",
+            name="fine-tuning accuracy", line=dict(color="#d62728"), marker=dict(size=10),
+            text=[f"config {c}" for c in depth["configuration"]], textposition="top center",
+            error_y=dict(type="data", array=_pct(depth["std"].fillna(0.0)), visible=True),
+            customdata=np.column_stack([depth["configuration"].astype(str), depth["n"]]),
+            hovertemplate=("FT config %{customdata[0]} (≈%{x:.0%} frozen)<br>accuracy %{y:.1f}%"
+                           " (%{customdata[1]} run(s))<extra></extra>")), secondary_y=True)
+    fig.update_layout(**_LAYOUT, height=420, barmode="overlay",
+                      xaxis_title="Depth in the network (0 = input, 1 = last layer) · frozen fraction")
+    fig.update_xaxes(range=[-0.05, 1.0 + width + 0.03], tickvals=[0, 0.25, 0.5, 0.75, 1.0])
+    fig.update_yaxes(title_text="Final λ_S", range=[0, 1.05], secondary_y=False)
+    fig.update_yaxes(title_text="Fine-tuning test accuracy (%)", secondary_y=True, showgrid=False, tickformat=".0f")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+def metric_curves_figure(histories: pd.DataFrame, key: str, labels: dict[str, str] | None = None) -> go.Figure:
+    """One metric over steps (epochs, or global steps for lambda_S), a line per run."""
+    part = histories[histories["key"] == key] if not histories.empty else histories
+    if part.empty:
+        return empty_figure(f"None of the selected runs logged {key!r} over steps.")
+    labels = labels or {}
+    fig = go.Figure()
+    for run_id, run in part.groupby("run_id", sort=False):
+        run = run.sort_values("step")
+        fig.add_trace(go.Scatter(x=run["step"].to_numpy(float), y=run["value"].to_numpy(float),
+                                 mode="lines+markers" if len(run) < 60 else "lines",
+                                 name=labels.get(run_id, run_id[:8]),
+                                 hovertemplate=f"{labels.get(run_id, run_id[:8])}<br>step %{{x}}: %{{y:.4g}}"
+                                               "<extra></extra>"))
+    fig.update_layout(**_LAYOUT, height=380, xaxis_title="Step (epoch for per-epoch metrics)", yaxis_title=key)
+    return fig
+
+
+def selected_run_ids(selection) -> list[str]:
+    """Run ids of the points a Streamlit plotly selection holds (clicked or boxed), in order, once.
+
+    ``selection`` is ``st.plotly_chart(..., on_select="rerun").selection`` (or a dict of that shape);
+    points without a run id in ``customdata`` (front lines, legend stubs) are ignored.
+    """
+    if not selection:
+        return []
+    points = selection.get("points", []) if hasattr(selection, "get") else []
+    ids = []
+    for p in points or []:
+        custom = p.get("customdata") if hasattr(p, "get") else None
+        if isinstance(custom, (list, tuple)) and custom:
+            custom = custom[0]
+        if isinstance(custom, str) and custom:
+            ids.append(custom)
+    return list(dict.fromkeys(ids))
