@@ -438,3 +438,15 @@ def test_cli_run_is_read_back_from_mlflow(store_dir, capsys):
     # 6 training images x 2 epochs + 30 val x 2 + the test set, each one network input
     test_images = int(m["images_processed"]) - 2 * 6 - 2 * 30
     assert test_images > 100
+
+
+def test_a_sweep_parent_records_what_the_whole_job_cost(store_dir):
+    result = experiments.run(tiny_spec(store_dir, splits=2, epochs=1))
+    tracker = Tracker(str(store_dir))
+    parent = tracker.get_run(result.parent_run_id).data.metrics
+    children = [tracker.get_run(r).data.metrics for r in result.run_ids]
+    assert parent["flops_total"] == pytest.approx(sum(c["flops_total"] for c in children))
+    assert parent["images_processed"] == sum(c["images_processed"] for c in children)
+    # the job's wall time includes loading data and the model, which no child run counts
+    assert parent["time_total_s"] > parent["children_time_total_s"] == pytest.approx(
+        sum(c["time_total_s"] for c in children))

@@ -322,7 +322,10 @@ class Evidence:
     measured_up_to: int | None = None
     quanta_depth: int | None = None  # layers whose lambda_S beat the random-source control
     quanta_layers: int | None = None
+    quanta_backbone: str | None = None
+    quanta_dataset: str | None = None
     notes: tuple[str, ...] = ()
+    curves: Any = field(default=None, compare=False, repr=False)  # the closest learning curves (a DataFrame)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,8 +452,9 @@ def recommend(situation: Situation, book: RuleBook | None = None, projection: Pr
         share = evidence.quanta_depth / evidence.quanta_layers
         suggested = min(3, int(share * 4))
         reasons.append(Reason(
-            f"In your QUANTA runs with {evidence.backbone}, lambda_S stayed above the random-source control for the "
-            f"first {evidence.quanta_depth} of {evidence.quanta_layers} layers: those transfer, which supports "
+            f"In your QUANTA runs ({evidence.quanta_backbone or evidence.backbone} on "
+            f"{evidence.quanta_dataset or evidence.dataset}), lambda_S stayed above the random-source control for "
+            f"the first {evidence.quanta_depth} of {evidence.quanta_layers} layers: those transfer, which supports "
             f"freezing about {suggested}/4 of the network (configuration {suggested}).",
             "measured-quanta-depth", book.sources["your_runs"]))
         fired.append("measured-quanta-depth")
@@ -476,10 +480,13 @@ def recommend(situation: Situation, book: RuleBook | None = None, projection: Pr
     accuracy_note = ""
     if evidence is not None and evidence.closest_spc is not None:
         acc = evidence.fe_accuracy if method == "fe" else evidence.ft_accuracy
-        if acc is not None:
+        if acc is not None and acc[1] > 0:
             lo, hi = max(0.0, acc[0] - acc[1]), min(1.0, acc[0] + acc[1])
             accuracy_note = (f"{lo:.0%}-{hi:.0%} (balanced accuracy of your runs on {evidence.dataset} at "
                              f"{evidence.closest_spc} samples per class, mean ± std over splits)")
+        elif acc is not None:
+            accuracy_note = (f"about {acc[0]:.0%} (balanced accuracy of your runs on {evidence.dataset} at "
+                             f"{evidence.closest_spc} samples per class; one split, so no spread yet)")
     if not accuracy_note:
         accuracy_note = ("Not known yet: no published source gives an accuracy for your data, and your store has "
                          "no comparable runs. The pilot measures it.")

@@ -217,6 +217,8 @@ class Tracker:
         """
         from mlflow.entities import ViewType
 
+        if self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///"):]).exists():
+            return []  # no store yet, so no run left behind (and looking must not create one)
         exps = self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
         if not exps:
             return []

@@ -802,6 +802,7 @@ def fine_tune(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> Run
     """Fine-tune ``spec.backbone`` on every planned split (or continue ``spec.params.resume``)."""
     if spec.params.resume:
         return resume(spec, reporter, tracker)
+    started = time.perf_counter()
     ds, splits = common.load_data(spec, reporter)
     points = common.plan_points(spec, ds, splits)
     ctx = prepare(spec, ds, reporter)
@@ -816,7 +817,21 @@ def fine_tune(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> Run
             with sweep.child(point, {"batch_size": bs, "batch_size_requested": spec.batch_size}) as (run, sub):
                 run.log_dict(stored, SPEC_FILE)
                 outcomes.append(Outcome(point, run.run_id, train_point(ctx, point, run, sub, bs)))
+        if sweep.parent is not None:
+            sweep.parent.log_metrics(sweep_cost(outcomes, time.perf_counter() - started))
     return _result(spec, outcomes, sweep.parent.run_id if sweep.parent else None, tracker)
+
+
+def sweep_cost(outcomes: list[Outcome], wall_s: float) -> dict[str, float]:
+    """What the whole sweep cost, for its parent run: the job's wall time (data loading and model
+    set-up included, so this machine's pace projects whole jobs) and the sums of its runs' costs."""
+    out = {"time_total_s": float(wall_s), "device_hours": float(wall_s) / 3600.0,
+           "children_time_total_s": float(sum(o.metrics.get("time_total_s", 0.0) for o in outcomes))}
+    for key in ("flops_total", "images_processed", "energy_kwh", "co2_kg"):
+        values = [o.metrics.get(key) for o in outcomes]
+        if values and all(v is not None for v in values):
+            out[key] = float(sum(values))
+    return out
 
 
 def _stored_spec_dict(spec: ExperimentSpec) -> dict[str, Any]:
