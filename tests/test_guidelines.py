@@ -4,6 +4,7 @@ situations, projection arithmetic, and the user's runs overriding a generic rule
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -150,10 +151,26 @@ def test_your_runs_override_the_generic_rule():
 
 
 def test_quanta_evidence_informs_the_freezing_depth():
-    s = Situation(samples_per_class=100, num_classes=10, domain="imagenet_like")
-    ev = Evidence("digits", "quanta_cnn", quanta_depth=4, quanta_layers=7)
+    s = Situation(samples_per_class=100, num_classes=10, domain="medical", dataset="digits")
+    assert recommend(s, projection=_projection(s)).configuration == 0  # input shift: train the early layers
+    ev = Evidence(None, None, quanta_depth=4, quanta_layers=7, quanta_backbone="quanta_cnn",
+                  quanta_dataset="digits:5-9")
     rec = recommend(s, projection=_projection(s), evidence=ev)
     assert rec.method == "ft" and rec.configuration == 2 and "measured-quanta-depth" in rec.fired
+    texts = [r.text for r in rec.reasons]
+    assert any(t.startswith("(The generic advice would have said configuration 0:") for t in texts)
+    assert "first 4 of 7 layers" in texts[-1] and "quanta_cnn on digits:5-9" in texts[-1]
+    # QUANTA on another dataset says nothing about this one
+    other = recommend(s, projection=_projection(s), evidence=replace(ev, quanta_dataset="lfw_faces"))
+    assert other.configuration == 0 and "measured-quanta-depth" not in other.fired
+
+
+def test_runs_far_from_the_users_labels_give_no_accuracy_range():
+    ev = Evidence("digits", "efficientnet_lite0", fe_accuracy=(0.87, 0.01), ft_accuracy=(0.28, 0.02),
+                  ft_configuration=0, closest_spc=5, measured_up_to=5)
+    rec = recommend(Situation(samples_per_class=179, num_classes=10, dataset="digits"), evidence=ev)
+    assert rec.accuracy_note.startswith("Not measured near 179 samples per class")
+    assert "at 5, where feature extraction scored 87% and fine-tuning 28%" in rec.accuracy_note
 
 
 def test_without_runs_the_accuracy_is_honestly_unknown():

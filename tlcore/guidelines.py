@@ -231,7 +231,7 @@ class OptionCost:
     method: str
     configuration: int | str | None
     flops: float
-    seconds: float
+    seconds: float | None  # None until this machine's pace is known
     energy_kwh: float | None
 
 
@@ -260,7 +260,7 @@ def gpu_speed(key: str) -> Speed:
                  f"{GPU_UTILISATION:.0%} utilisation, at its {gpu.board_power_w:g} W board power")
 
 
-def project_costs(situation: Situation, speed: Speed, flops_fe_per_image: float,
+def project_costs(situation: Situation, speed: Speed | None, flops_fe_per_image: float,
                   flops_ft_per_image: dict[int | str, float], lp_epochs: int = 5) -> Projection:
     """Time and energy of FE and each FT option on the user's whole labelled set.
 
@@ -271,19 +271,20 @@ def project_costs(situation: Situation, speed: Speed, flops_fe_per_image: float,
     n = situation.train_images * (10 if situation.use_crops else 1)
     options = []
 
-    def add(label: str, method: str, config, flops: float, rate: float) -> None:
-        seconds = flops / rate
-        energy = None if speed.watts is None else speed.watts * seconds / 3.6e6
+    def add(label: str, method: str, config, flops: float, rate: float | None) -> None:
+        seconds = flops / rate if rate else None
+        energy = None if speed is None or speed.watts is None or seconds is None else speed.watts * seconds / 3.6e6
         options.append(OptionCost(label, method, config, flops, seconds, energy))
 
     add("Feature extraction (every layer, linear classifier)", "fe", None, n * flops_fe_per_image,
-        speed.flops_per_s_fe)
+        speed.flops_per_s_fe if speed else None)
     for config, per_image in flops_ft_per_image.items():
         if config == "lp-ft":
             flops = n * lp_epochs * flops_fe_per_image + n * situation.epochs * flops_ft_per_image[0]
         else:
             flops = n * situation.epochs * per_image
-        add(CONFIG_LABELS.get(config, f"FT, configuration {config}"), "ft", config, flops, speed.flops_per_s_ft)
+        add(CONFIG_LABELS.get(config, f"FT, configuration {config}"), "ft", config, flops,
+            speed.flops_per_s_ft if speed else None)
     assumptions = (
         f"{situation.train_images:,} labelled images ({situation.samples_per_class} per class x "
         f"{situation.num_classes} classes){', 10 crops each' if situation.use_crops else ''}.",
@@ -291,8 +292,9 @@ def project_costs(situation: Situation, speed: Speed, flops_fe_per_image: float,
         f"adds {lp_epochs} linear-probe epochs.",
         f"FLOPs counted for {situation.backbone} at its input size (forward for FE; forward + backward of the "
         "trained layers for FT).",
-        f"Speed: {speed.how}.",
-        "Energy: " + ("not projected (no power figure for this device)." if speed.watts is None else
+        f"Speed: {speed.how}." if speed else "Speed: not known yet (no finished job of this backbone on this "
+                                             "machine); only the compute is projected.",
+        "Energy: " + ("not projected (no power figure for this device)." if speed is None or speed.watts is None else
                       f"{speed.watts:.0f} W x time; an estimate, like every energy figure on a machine without "
                       "power counters."),
     )
@@ -368,7 +370,7 @@ def situation_facts(s: Situation, projection: Projection | None) -> dict[str, An
     }
     if projection is not None and (s.budget_hours or s.budget_kwh):
         def fits(o: OptionCost) -> bool:
-            ok = s.budget_hours is None or o.seconds <= s.budget_hours * 3600
+            ok = s.budget_hours is None or o.seconds is None or o.seconds <= s.budget_hours * 3600
             return ok and (s.budget_kwh is None or o.energy_kwh is None or o.energy_kwh <= s.budget_kwh)
 
         facts["fe_fits_budget"] = fits(projection.option("fe"))
@@ -434,6 +436,7 @@ def recommend(situation: Situation, book: RuleBook | None = None, projection: Pr
     # highest priority first, and a lower-priority rule that disagrees is not shown.
     config_fixed = method == "ft" and ((measured is not None and configuration is not None)
                                        or "configuration" in chosen.recommend)
+    depth_reason: int | None = None  # the reason that chose the freezing depth, if advice did
     for rule in sorted((r for r in book.rules if r.kind == "advice"), key=lambda r: -r.priority):
         if not rule_matches(rule, facts):
             continue
@@ -442,15 +445,21 @@ def recommend(situation: Situation, book: RuleBook | None = None, projection: Pr
             if config_fixed and rec["configuration"] != configuration:
                 continue
             configuration, config_fixed = rec["configuration"], True
+            depth_reason = len(reasons)
         pilot = pilot or bool(rec.get("pilot"))
         reasons.append(Reason(rule.because, rule.id, book.sources[rule.source]))
         fired.append(rule.id)
 
     if method == "ft" and configuration is None:
         configuration = 0
-    if evidence is not None and method == "ft" and evidence.quanta_depth is not None and evidence.quanta_layers:
+    if (evidence is not None and method == "ft" and evidence.quanta_depth is not None and evidence.quanta_layers
+            and configuration != "lp-ft" and same_task_family(evidence.quanta_dataset, s.dataset)):
         share = evidence.quanta_depth / evidence.quanta_layers
         suggested = min(3, int(share * 4))
+        if depth_reason is not None and suggested != configuration:
+            old = reasons[depth_reason]
+            reasons[depth_reason] = Reason(f"(The generic advice would have said configuration {configuration}: "
+                                           f"{old.text})", old.rule_id, old.source)
         reasons.append(Reason(
             f"In your QUANTA runs ({evidence.quanta_backbone or evidence.backbone} on "
             f"{evidence.quanta_dataset or evidence.dataset}), lambda_S stayed above the random-source control for "
@@ -458,8 +467,7 @@ def recommend(situation: Situation, book: RuleBook | None = None, projection: Pr
             f"freezing about {suggested}/4 of the network (configuration {suggested}).",
             "measured-quanta-depth", book.sources["your_runs"]))
         fired.append("measured-quanta-depth")
-        if configuration != "lp-ft":
-            configuration = suggested
+        configuration = suggested
 
     chosen_cost: OptionCost | None = None
     alternatives: list[tuple[OptionCost, str]] = []
@@ -470,15 +478,24 @@ def recommend(situation: Situation, book: RuleBook | None = None, projection: Pr
         for o in projection.options:
             if o is chosen_cost:
                 continue
-            if chosen_cost is not None and chosen_cost.seconds > 0:
+            note = ""
+            if chosen_cost is not None and chosen_cost.seconds and o.seconds is not None:
                 ratio = o.seconds / chosen_cost.seconds
                 note = f"{ratio:.1f}x the time" if ratio >= 1 else f"{1 / ratio:.1f}x less time"
-            else:
-                note = ""
+            elif chosen_cost is not None and chosen_cost.flops > 0:
+                ratio = o.flops / chosen_cost.flops
+                note = f"{ratio:.1f}x the compute" if ratio >= 1 else f"{1 / ratio:.1f}x less compute"
             alternatives.append((o, note))
 
     accuracy_note = ""
-    if evidence is not None and evidence.closest_spc is not None:
+    near = evidence is not None and evidence.closest_spc is not None and (
+        s.samples_per_class / 2 <= evidence.closest_spc <= s.samples_per_class * 2)
+    if evidence is not None and evidence.closest_spc is not None and not near:
+        fe, ft = evidence.fe_accuracy, evidence.ft_accuracy
+        accuracy_note = (f"Not measured near {s.samples_per_class} samples per class: your closest runs "
+                         f"({evidence.dataset}, {evidence.backbone}) are at {evidence.closest_spc}, where feature "
+                         f"extraction scored {fe[0]:.0%} and fine-tuning {ft[0]:.0%}. The pilot measures it.")
+    elif near:
         acc = evidence.fe_accuracy if method == "fe" else evidence.ft_accuracy
         if acc is not None and acc[1] > 0:
             lo, hi = max(0.0, acc[0] - acc[1]), min(1.0, acc[0] + acc[1])
@@ -492,6 +509,14 @@ def recommend(situation: Situation, book: RuleBook | None = None, projection: Pr
                          "no comparable runs. The pilot measures it.")
     return Recommendation(method, configuration if method == "ft" else None, layers, reasons, alternatives,
                           chosen_cost, projection, evidence, fired, accuracy_note, pilot)
+
+
+def same_task_family(a: str | None, b: str | None) -> bool:
+    """Whether two dataset names come from one dataset (``digits:5-9`` and ``digits``): QUANTA runs on
+    it speak about the user's data, runs on another dataset do not."""
+    if not a or not b:
+        return False
+    return str(a).split(":")[0].rstrip("/\\") == str(b).split(":")[0].rstrip("/\\")
 
 
 def witness(rule: Rule) -> dict[str, Any]:
@@ -521,3 +546,27 @@ def situation_for(facts: dict[str, Any], base: Situation | None = None) -> Situa
         changes["device"] = "a100"
     return replace(s, **changes)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The pilot
+
+
+PILOT_SPC = (1, 2, 5, 10)
+
+
+def pilot_specs(situation: Situation, rec: Recommendation, dataset: str, resolution: int | None = None,
+                seed: int = 0) -> list:
+    """The cheap experiments that would confirm ``rec`` on the user's data: a feature-extraction
+    curve at small samples per class and one fine-tuning configuration on the same grid (one
+    split each, so it costs minutes, not the budget)."""
+    from tlcore.specs import ExperimentSpec, FeatureExtractionParams, FineTuningParams
+
+    grid = tuple(v for v in PILOT_SPC if v <= situation.samples_per_class) or (situation.samples_per_class,)
+    config = rec.configuration if rec.method == "ft" and rec.configuration is not None else (
+        0 if situation.shift == "input" else 2)
+    common = dict(backbone=situation.backbone, samples_per_class=grid, resolution=resolution, seed=seed,
+                  tags={"pilot": "guidelines"})
+    fe = ExperimentSpec("fe", dataset, splits=3, params=FeatureExtractionParams(), **common)
+    ft = ExperimentSpec("ft", dataset, splits=1, params=FineTuningParams(configuration=config), **common)
+    return [fe.validate(), ft.validate()]

@@ -461,7 +461,21 @@ def _flops(backbone: str, input_size: int, num_classes: int, configuration: int 
     return count.forward, count.backward
 
 
-def _device_type(device: str) -> str:
+def option_flops(backbone: str, num_classes: int, input_size: int | None = None) -> tuple[float, dict]:
+    """FLOPs per image of feature extraction (a forward pass) and of each fine-tuning option (forward
+    plus the backward of what it trains), counted on the meta device; for the guideline projection."""
+    from tlcore.models import backbone_config
+
+    size = input_size or backbone_config(backbone).preprocessing.input_size
+    fwd, _ = _flops(backbone, size, num_classes)
+    per_option = {}
+    for config in ft_configurations(backbone):
+        f, b = _flops(backbone, size, num_classes, 0 if config == "lp-ft" else config)
+        per_option[config] = float(f + b)
+    return float(fwd), per_option
+
+
+def device_type(device: str) -> str:
     name = (device or "auto").split(":")[0]
     if name == "auto":
         from tlcore.devices import resolve_device
@@ -550,7 +564,7 @@ def estimate_cost(spec: ExperimentSpec, tracker=None) -> CostEstimate:
             flops = float(p.epochs * (n_train * (fwd + bwd) + n_test * fwd))
             notes.append(f"{p.epochs} epochs on about {n_train:,} training images.")
     seconds, basis = None, ""
-    device_type = _device_type(spec.device)
+    device_type = device_type(spec.device)
     if tracker is not None:
         from tlcore.history import measured_speed
 

@@ -214,9 +214,9 @@ def _read_client(uri: str, columns: RunColumns, experiment_names: Sequence[str],
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
     experiments = {}
     try:
+        client = MlflowClient(tracking_uri=uri)  # an sqlite file that is not a database fails here already
         for name in experiment_names:
             exp = client.get_experiment_by_name(name)
             if exp is not None and exp.lifecycle_stage == "active":
