@@ -564,18 +564,18 @@ def estimate_cost(spec: ExperimentSpec, tracker=None) -> CostEstimate:
             flops = float(p.epochs * (n_train * (fwd + bwd) + n_test * fwd))
             notes.append(f"{p.epochs} epochs on about {n_train:,} training images.")
     seconds, basis = None, ""
-    device_type = device_type(spec.device)
+    dev_type = device_type(spec.device)
     if tracker is not None:
         from tlcore.history import measured_speed
 
         try:
-            speed = measured_speed(tracker, spec.method, spec.backbone, device_type)
+            speed = measured_speed(tracker, spec.method, spec.backbone, dev_type)
         except Exception as exc:  # an unreadable store should not hide the FLOP count
             speed, basis = None, f"the results store could not be read ({type(exc).__name__})"
         if speed is not None:
             seconds, basis = flops * speed.seconds_per_flop, speed.basis
     if seconds is None and not basis:
-        basis = (f"no finished {METHOD_NOUNS[spec.method]} run of {spec.backbone} on {device_type} on this "
+        basis = (f"no finished {METHOD_NOUNS[spec.method]} run of {spec.backbone} on {dev_type} on this "
                  "machine yet; the first one will calibrate the estimate")
     return CostEstimate(runs=runs, images=int(images), flops_per_image=float(fwd), flops=float(flops),
                         seconds=seconds, basis=basis, upper_bound=upper, notes=tuple(notes))
