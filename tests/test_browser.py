@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.streamlit_server import CHROMIUM, launch_chromium, start_server
 from tlcore.jobs import journal_path_for
@@ -69,7 +70,8 @@ def test_pages_load_and_a_bad_input_gets_its_sentence(browser, tmp_path):
         page.get_by_text("Projected time").wait_for(timeout=LOAD_S)
         fill(page, "Classes (optional)", "cat")
         page.get_by_text("Class 'cat' is not in dataset 'digits'").wait_for(timeout=60_000)
-        assert page.get_by_role("button", name="▶ Run").is_disabled()
+        # the error is drawn before the rest of the rerun reaches the button: wait for it
+        expect(page.get_by_role("button", name="▶ Run")).to_be_disabled(timeout=60_000)
         page.close()
     finally:
         server.stop()
