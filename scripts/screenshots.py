@@ -1,10 +1,15 @@
-"""Screenshots of the home and Run pages for the README (docs/screenshot-*.png).
+"""Screenshots for the README (docs/screenshot-*.png).
 
-Starts `streamlit run app.py` on a throwaway store, runs feature extraction on digits from the
-Run page in headless Chromium (Debian's /usr/bin/chromium), waits for it to finish, and saves
+Default: starts `streamlit run app.py` on a throwaway store, runs feature extraction on digits from
+the Run page in headless Chromium (Debian's /usr/bin/chromium), waits for it to finish, and saves
 the Run page (with the result) and the home page.
 
+With ``--analysis-store DIR`` (a store filled by ``python -m tlcore examples --mlflow-path DIR``):
+serves that store and saves the Trade-offs page (its few-shot curves tab) and the Quanta page.
+
     .venv/bin/python scripts/screenshots.py [--out docs]
+    .venv/bin/python -m tlcore examples --mlflow-path /tmp/tl-examples-full
+    .venv/bin/python scripts/screenshots.py --analysis-store /tmp/tl-examples-full
 """
 
 from __future__ import annotations
@@ -20,13 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 from tests.streamlit_server import launch_chromium, start_server  # noqa: E402
 
+LOAD_MS = 180_000
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(ROOT / "docs"))
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+
+def run_and_home(out: Path) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -36,7 +38,7 @@ def main() -> int:
                 browser = launch_chromium(p)
                 page = browser.new_page(viewport={"width": 1400, "height": 1500})
                 page.goto(f"{server.url}/Run")
-                page.get_by_text("Projected time").wait_for(timeout=180_000)
+                page.get_by_text("Projected time").wait_for(timeout=LOAD_MS)
                 for label, value in (("Input size (px)", "64"), ("Samples per class", "1,2,5,10"),
                                      ("Draws per value", "3")):
                     box = page.get_by_label(label, exact=True)
@@ -48,13 +50,61 @@ def main() -> int:
                 page.wait_for_timeout(2000)
                 page.screenshot(path=str(out / "screenshot-run.png"))
                 page.goto(server.url)
-                page.get_by_text("Latest results").wait_for(timeout=180_000)
+                page.get_by_text("Latest results").wait_for(timeout=LOAD_MS)
                 page.wait_for_timeout(2000)
                 page.screenshot(path=str(out / "screenshot-home.png"))
                 browser.close()
         finally:
             server.stop()
-    print(f"Wrote {out / 'screenshot-run.png'} and {out / 'screenshot-home.png'}")
+    return [out / "screenshot-run.png", out / "screenshot-home.png"]
+
+
+def analysis_pages(store: Path, out: Path) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(store, Path(tmp) / "server.log")
+        try:
+            with sync_playwright() as p:
+                browser = launch_chromium(p)
+                page = browser.new_page(viewport={"width": 1400, "height": 1250})
+                page.goto(f"{server.url}/Trade-offs")
+                page.get_by_role("heading", name="📈 Trade-offs").wait_for(timeout=LOAD_MS)
+                page.get_by_role("tab", name="Few-shot curves").click()
+                page.get_by_role("heading", name="Crossovers").wait_for(timeout=LOAD_MS)
+                page.wait_for_timeout(3000)
+                page.screenshot(path=str(out / "screenshot-tradeoffs.png"))
+                page.set_viewport_size({"width": 1400, "height": 1450})
+                page.goto(f"{server.url}/Quanta")
+                page.get_by_role("heading", name="λ_S over training steps").wait_for(timeout=LOAD_MS)
+                page.locator(".legendtext", has_text="layer 0").first.wait_for(timeout=LOAD_MS)
+                page.wait_for_timeout(3000)
+                page.screenshot(path=str(out / "screenshot-quanta.png"))
+                browser.close()
+        finally:
+            server.stop()
+        log = server.log()
+    if "Traceback" in log:
+        raise SystemExit(f"the server logged a traceback:\n{log[-4000:]}")
+    return [out / "screenshot-tradeoffs.png", out / "screenshot-quanta.png"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument("--analysis-store", metavar="DIR", help="a store filled by `python -m tlcore examples`: "
+                                                                "screenshot the Trade-offs and Quanta pages instead")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.analysis_store:
+        store = Path(args.analysis_store)
+        if not (store / "mlflow.db").is_file():
+            parser.error(f"{store} holds no mlflow.db: fill it with python -m tlcore examples --mlflow-path {store}")
+        written = analysis_pages(store, out)
+    else:
+        written = run_and_home(out)
+    print("Wrote " + " and ".join(str(p) for p in written))
     return 0
 
 

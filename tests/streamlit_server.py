@@ -86,3 +86,16 @@ def streamlit_server(store: Path, log_path: Path):
 
 def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+
+
+def screenshot_streamlit_page(page, path: str | Path, width: int = 1400, min_height: int = 1000) -> None:
+    """The whole page in one PNG: Streamlit scrolls inside its main block, not the document, so
+    Playwright's ``full_page`` alone stops at the viewport; grow the viewport to the content first."""
+    height = page.evaluate("""() => {
+        const main = document.querySelector('[data-testid="stMain"]') || document.querySelector('section.main');
+        return Math.max(document.body.scrollHeight, main ? main.scrollHeight : 0);
+    }""")
+    page.set_viewport_size({"width": width, "height": max(min_height, int(height))})
+    page.wait_for_timeout(1500)  # plotly redraws at the new size
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 
@@ -285,6 +286,28 @@ def cmd_train_source(args: argparse.Namespace) -> int:
     return _run_spec(spec, args)
 
 
+def cmd_examples(args: argparse.Namespace) -> int:
+    from tlcore.examples import run_examples, summary_lines
+    from tlcore.reporting import TerminalReporter
+    from tlcore.tracking import mlflow_ui_command, resolve_tracking_uri
+
+    reporter = TerminalReporter(enabled=not args.quiet)
+    t0 = time.perf_counter()
+    try:
+        done = run_examples(args.mlflow_path, quick=args.quick, reporter=reporter, seed=args.seed)
+    finally:
+        reporter.close()
+    print(f"{len(done)} examples, {sum(len(d.all_run_ids) for d in done)} MLflow runs (sweep parents included), "
+          f"{time.perf_counter() - t0:.0f} s:")
+    for line in summary_lines(args.mlflow_path, done):
+        print(f"  {line}")
+    uri = resolve_tracking_uri(args.mlflow_path)
+    print(f"\nSee them in the app: TLCORE_MLFLOW_PATH={args.mlflow_path} streamlit run app.py, then the pages "
+          "📈 Trade-offs (FE and FT curves, cost), 🔬 Quanta (lambda_S per layer, trained vs random source) and "
+          f"🗂️ Runs (every run). Or in MLflow's UI: {mlflow_ui_command(uri)}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Parser
 
@@ -429,6 +452,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-energy", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_source)
+
+    p = sub.add_parser("examples", parents=[common], help="run the embedded examples (FE, FT, source, QUANTA on "
+                                                          "digits) that every analysis page can show")
+    p.add_argument("--mlflow-path", required=True, help="folder where results are stored (an sqlite store inside)")
+    p.add_argument("--quick", action="store_true", help="a smaller grid (about a minute instead of several)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_examples)
     return parser
 
 

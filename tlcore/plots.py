@@ -153,6 +153,8 @@ def learning_curve_figure(curves: pd.DataFrame, crossings: pd.DataFrame | None =
     ticks = sorted(curves["spc"].unique())
     fig.update_layout(**_LAYOUT, height=420, title=title, xaxis_title="Samples per class (log)",
                       yaxis_title="Test accuracy (balanced, %)")
+    if title:  # room for the title above the legend row (they overlapped at the default top margin)
+        fig.update_layout(margin=dict(t=90), title=dict(y=0.97, yanchor="top"))
     fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     return fig
 

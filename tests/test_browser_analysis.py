@@ -1,0 +1,131 @@
+"""The analysis pages in headless Chromium, over a store filled with the quick embedded examples.
+
+One real ``streamlit run app.py`` serves a store holding the FE and FT curves, a source and QUANTA
+with its random-source control (``tlcore.examples``, quick grid, run in process). Each test opens
+one page as a user would, checks what they read there, that no exception box is shown and that the
+server logged no traceback, and saves a full-page screenshot in test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.streamlit_server import CHROMIUM, ROOT, launch_chromium, screenshot_streamlit_page, start_server
+from tlcore.examples import QUICK, run_examples
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium (scripts/test.sh)")]
+
+LOAD_S = 180_000  # ms: the first page load imports torch, mlflow and counts FLOPs on a 2-core CPU
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+FE_FT = ["FE linearsvc", "FT config 0", "FT config 2"]
+TARGET = f"digits:{QUICK.target_classes}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("analysis")
+    store = tmp / "results"
+    run_examples(str(store), quick=True)
+    srv = start_server(store, tmp / "server.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    yield page
+    page.close()
+    log = server.log()
+    assert "Traceback" not in log, log[-4000:]
+    assert "missing ScriptRunContext" not in log, log[-4000:]
+
+
+def open_page(page, server, path: str, title: str) -> None:
+    page.goto(f"{server.url}/{path}")
+    page.get_by_role("heading", name=title).first.wait_for(timeout=LOAD_S)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=LOAD_S)  # the script ran
+
+
+def assert_no_error_shown(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0
+    errors = page.locator('[data-testid="stAlertContentError"]')
+    assert errors.count() == 0, errors.all_inner_texts()
+
+
+def legend(chart) -> list[str]:
+    chart.locator(".legendtext").first.wait_for(timeout=60_000)
+    return chart.locator(".legendtext").all_text_contents()  # SVG text: no innerText
+
+
+def test_tradeoffs_draws_fe_and_ft_runs_against_cost_and_their_few_shot_curves(page, server):
+    open_page(page, server, "Trade-offs", "📈 Trade-offs")
+    page.get_by_text(re.compile(r"^6 runs match the filters: 6 finished")).wait_for(timeout=30_000)
+    scatter = page.locator('[data-testid="stPlotlyChart"]').first
+    names = legend(scatter)
+    assert set(FE_FT) <= set(names) and "Pareto front" in names, names
+    assert scatter.locator(".scatterlayer .point").count() >= 6  # one marker per finished FE/FT run
+
+    page.get_by_role("tab", name="Few-shot curves").click()
+    panel = page.locator('[role="tabpanel"]:visible')
+    curve = panel.locator('[data-testid="stPlotlyChart"]').first
+    curve.wait_for(timeout=30_000)
+    assert set(FE_FT) <= set(legend(curve))
+    assert "digits · efficientnet_lite0" in curve.locator(".gtitle").text_content()
+    panel.get_by_role("heading", name="Crossovers").wait_for(timeout=30_000)
+    assert_no_error_shown(page)
+    screenshot_streamlit_page(page, SCREENSHOTS / "tradeoffs.png")
+
+
+def test_quanta_draws_lambda_per_layer_beside_the_random_source_control(page, server):
+    open_page(page, server, "Quanta", "🔬 QUANTA: which layers transfer")
+    page.get_by_role("heading", name=f"Final λ_S per layer · {TARGET} · quanta_cnn").wait_for(timeout=30_000)
+    bars = page.locator('[data-testid="stPlotlyChart"]').first
+    assert set(legend(bars)) == {"trained source", "random source (control)"}
+    assert bars.locator(".xtick").all_text_contents() == [str(i) for i in range(7)]  # quanta_cnn's 7 QUANTA layers
+    assert bars.locator(".bars .point").count() == 14  # each layer: trained and control
+    steps = page.locator('[data-testid="stPlotlyChart"]').nth(1)
+    assert {"layer 0", "layer 6 (control)"} <= set(legend(steps))
+    # with the control present the page does not warn that lambda_S stands alone
+    assert page.get_by_text("No random-source control run here").count() == 0
+    page.get_by_role("heading", name="Source vs target test accuracy").wait_for(timeout=30_000)
+    assert_no_error_shown(page)
+    screenshot_streamlit_page(page, SCREENSHOTS / "quanta.png")
+
+
+def test_runs_lists_every_run_of_the_examples(page, server):
+    open_page(page, server, "Runs", "🗂️ Runs")
+    page.get_by_text(re.compile(r"^9 of 12 runs shown: 9 finished")).wait_for(timeout=30_000)  # parents hidden
+    # dataframes draw on a canvas; their cells exist (hidden) for accessibility
+    cells = page.locator('[data-testid="stDataFrame"] [role="gridcell"]')
+    cells.first.wait_for(state="attached", timeout=30_000)
+    texts = set(cells.all_text_contents())
+    assert {*FE_FT, "QUANTA", "Source training", "digits", TARGET, "quanta_cnn", "efficientnet_lite0"} <= texts
+    assert_no_error_shown(page)
+    screenshot_streamlit_page(page, SCREENSHOTS / "runs.png")
+
+
+def test_home_lists_the_latest_results(page, server):
+    open_page(page, server, "", "🧪 TL Lab")
+    page.get_by_role("heading", name="Latest results").wait_for(timeout=30_000)
+    cells = page.locator('[data-testid="stDataFrame"] [role="gridcell"]')
+    cells.first.wait_for(state="attached", timeout=30_000)
+    texts = set(cells.all_text_contents())
+    assert {"QUANTA", "source", TARGET, "quanta_cnn"} <= texts, texts
+    assert page.get_by_text("No runs yet").count() == 0
+    assert_no_error_shown(page)
+    screenshot_streamlit_page(page, SCREENSHOTS / "home.png")
