@@ -160,8 +160,7 @@ def describe_cost(option) -> str:
 
 st.divider()
 st.header("Recommendation")
-layers = " from every layer" if rec.method == "fe" else ""
-st.success(f"**{rec.title}**{layers}")
+st.success(f"**{rec.title}**")
 c1, c2 = st.columns(2)
 with c1:
     st.markdown("**Expected accuracy**")

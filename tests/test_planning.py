@@ -192,3 +192,13 @@ def test_the_curve_shows_each_finished_draw_and_the_mean():
     assert list(draws.x) == [1, 1, 5] and list(mean.y) == pytest.approx([60.0, 80.0])
     assert "3 finished" in fig.layout.title.text
     assert curve_figure(runs.iloc[3:]) is None
+
+
+def test_the_pace_reads_past_many_sweep_points_to_the_jobs(tracker):
+    parent = _finished_run(tracker, 10.0, 1e10)  # 1e-9 s per FLOP, then 30 points of its sweep after it
+    for _ in range(30):
+        with tracker.start_run("fe", {"backbone": "efficientnet_lite0", "device": "cpu"}, parent_run_id=parent,
+                               tags={TAG_HOST: socket.gethostname()}) as run:
+            run.log_metrics({"time_total_s": 999.0, "flops_total": 1e10})
+    speed = measured_speed(tracker, "fe", "efficientnet_lite0", "cpu")
+    assert speed is not None and speed.runs == 1 and speed.seconds_per_flop == pytest.approx(1e-9)

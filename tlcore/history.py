@@ -122,10 +122,13 @@ def measured_speed(tracker: Tracker, method: str, backbone: str, device_type: st
     host = host or socket.gethostname()
     filt = (f"attributes.status = 'FINISHED' and params.backbone = '{backbone}' "
             f"and tags.`{TAG_HOST}` = '{host}'")
-    runs = tracker.client.search_runs(list(experiments), filt, max_results=limit,
+    # the points of a sweep come back too (MLflow cannot filter on a missing tag): read past them
+    runs = tracker.client.search_runs(list(experiments), filt, max_results=max(500, limit),
                                       order_by=["attributes.start_time DESC"])
     rates = []
     for run in runs:
+        if len(rates) >= limit:
+            break
         m, p = run.data.metrics, run.data.params
         if not p.get("device", "").startswith(device_type):
             continue

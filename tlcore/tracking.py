@@ -137,6 +137,8 @@ class Tracker:
     @property
     def client(self):
         if self._client is None:
+            # our reporter draws progress; MLflow's own artifact bars would print on stderr even with --quiet
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             from mlflow.tracking import MlflowClient
 
             if self.uri.startswith("sqlite:///"):
