@@ -91,6 +91,8 @@ def test_quanta_figures(store):
     assert set(bars) == {results.TRAINED_SOURCE, results.RANDOM_SOURCE}
     assert list(bars[results.TRAINED_SOURCE].x) == ["0", "1", "2"]
     assert list(bars[results.RANDOM_SOURCE].y) == pytest.approx([0.70, 0.85, 0.90])
+    # two trained-source runs have a spread to draw; the single control run has none
+    assert bars[results.TRAINED_SOURCE].error_y.visible and not bars[results.RANDOM_SOURCE].error_y.visible
 
     hist = results.metric_histories(uri, ids["trained"] + ids["random"], prefixes=(results.QUANTA_PREFIX,))
     steps = plots.lambda_steps_figure(results.lambda_steps(hist, q), ["0", "1", "2"])

@@ -209,7 +209,9 @@ def lambda_bars(summary: pd.DataFrame, title: str = "") -> go.Figure:
         fig.add_trace(go.Bar(
             x=part["layer"].astype(str), y=part["mean"].to_numpy(float), name=kind,
             marker_color=SOURCE_COLORS[kind],
-            error_y=dict(type="data", array=part["std"].fillna(0.0).to_numpy(float), visible=True),
+            # one run has no spread: no error bar rather than a zero-height cap
+            error_y=dict(type="data", array=part["std"].fillna(0.0).to_numpy(float),
+                         visible=bool(part["std"].notna().any())),
             customdata=np.column_stack([part["std"], part["n"], part["min"], part["max"]]),
             hovertemplate=(f"<b>layer %{{x}}</b> ({kind})<br>λ_S %{{y:.3f}} ± %{{customdata[0]:.3f}}"
                            "<br>%{customdata[1]} run(s), range %{customdata[2]:.3f}–%{customdata[3]:.3f}"
