@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.streamlit_server import launch_chromium, start_server  # noqa: E402
+from tests.streamlit_server import fill_fields, launch_chromium, start_server  # noqa: E402
 
 LOAD_MS = 180_000
 
@@ -39,12 +39,8 @@ def run_and_home(out: Path) -> list[Path]:
                 page = browser.new_page(viewport={"width": 1400, "height": 1500})
                 page.goto(f"{server.url}/Run")
                 page.get_by_text("Projected time").wait_for(timeout=LOAD_MS)
-                for label, value in (("Input size (px)", "64"), ("Samples per class", "1,2,5,10"),
-                                     ("Draws per value", "3")):
-                    box = page.get_by_label(label, exact=True)
-                    box.fill(value)
-                    box.press("Enter")
-                page.wait_for_timeout(3000)
+                fill_fields(page, {"Input size (px)": "64", "Samples per class": "1,2,5,10", "Draws per value": "3"},
+                            settle_ms=3000)
                 page.get_by_role("button", name="▶ Run").click()
                 page.get_by_text(re.compile(r"MLflow runs \((\d+) of \1 finished\)")).wait_for(timeout=600_000)
                 page.wait_for_timeout(2000)

@@ -78,3 +78,28 @@ def digits_folder_copy(tmp_path, digits_folder) -> Path:
     dst = tmp_path / "digits3"
     shutil.copytree(digits_folder, dst)
     return dst
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium through Playwright, one per test module (browser tests)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.streamlit_server import launch_chromium
+
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def fresh_streamlit_caches():
+    """Streamlit's caches live in the test process: each AppTest reads its own store."""
+    import streamlit as st
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()

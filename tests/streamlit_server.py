@@ -99,3 +99,12 @@ def screenshot_streamlit_page(page, path: str | Path, width: int = 1400, min_hei
     page.wait_for_timeout(1500)  # plotly redraws at the new size
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=True)
+
+
+def fill_fields(page, values: dict[str, str], settle_ms: int = 2000) -> None:
+    """Type into labelled inputs (Enter commits each), then let the rerun they trigger finish."""
+    for label, value in values.items():
+        box = page.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+    page.wait_for_timeout(settle_ms)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.streamlit_server import CHROMIUM, launch_chromium, start_server
+from tests.streamlit_server import CHROMIUM, start_server
 from tlcore.jobs import journal_path_for
 from tlcore.tracking import Tracker
 
@@ -22,16 +22,6 @@ pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium (scripts/test.sh)")]
 
 LOAD_S = 180_000  # ms: the first page load imports torch, mlflow and counts FLOPs on a 2-core CPU
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 def assert_clean_log(log: str) -> None:

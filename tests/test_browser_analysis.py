@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.streamlit_server import CHROMIUM, ROOT, launch_chromium, screenshot_streamlit_page, start_server
+from tests.streamlit_server import CHROMIUM, ROOT, screenshot_streamlit_page, start_server
 from tlcore.examples import QUICK, run_examples
 
 pytestmark = [pytest.mark.browser,
@@ -33,16 +33,6 @@ def server(tmp_path_factory):
     srv = start_server(store, tmp / "server.log")
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from tests.analysis_store import analysis_store  # noqa: F401  (a fixture)
@@ -19,14 +18,7 @@ RUNS = "../pages/5_🗂️_Runs.py"
 TIMEOUT = 120
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    """Streamlit's caches live in the test process: each test reads its own store."""
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("fresh_streamlit_caches")
 
 
 @pytest.fixture(scope="module")

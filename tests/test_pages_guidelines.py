@@ -6,7 +6,6 @@ import shutil
 import time
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from tests.analysis_store import analysis_store  # noqa: F401  (a fixture)
@@ -16,13 +15,7 @@ from tlcore import experiments
 PAGE = "pages/4_🧭_Guidelines.py"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("fresh_streamlit_caches")
 
 
 def open_page(monkeypatch, folder) -> AppTest:
