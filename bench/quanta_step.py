@@ -22,26 +22,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-from torch.nn import functional as F
 
 from tlcore.devices import hardware_info, resolve_device, synchronize
-from tlcore.methods.supervised import autocast, configure_device, seed_everything, use_channels_last
+from tlcore.methods.supervised import configure_device, seed_everything, train_step, use_channels_last
 from tlcore.models import backbone_config, create_backbone
 from tlcore.models.quanta_layer import QuantaNetwork, select_points
 
 
-def make_step(model: torch.nn.Module, forward, params, x, y, device):
+def make_step(model: torch.nn.Module, params, x, y, device):
+    """The methods' own training step (``train_step``), timed."""
     optimizer = torch.optim.Adam(params, lr=2e-4, eps=1e-7)
 
     def step() -> float:
         synchronize(device)
         t = time.perf_counter()
-        with autocast(device):
-            logits = forward(x)
-        loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, x, y, optimizer, device)
         synchronize(device)
         return time.perf_counter() - t
 
@@ -64,8 +59,8 @@ def bench(arch: str, layer: int | str, batch: int, resolution: int | None, reps:
         plain.to(memory_format=torch.channels_last)
     x = torch.rand(batch, 3, size, size, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
-    plain_step = make_step(plain, plain, list(plain.parameters()), x, y, device)
-    quanta_step = make_step(net, net, [p for p in net.parameters() if p.requires_grad], x, y, device)
+    plain_step = make_step(plain, list(plain.parameters()), x, y, device)
+    quanta_step = make_step(net, [p for p in net.parameters() if p.requires_grad], x, y, device)
     for _ in range(warmup):
         plain_step()
         quanta_step()

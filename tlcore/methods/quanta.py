@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from tlcore.data import ImageDataset, SplitSet, load_dataset, resolve_splits
 from tlcore.data.loading import Preprocessing
@@ -54,7 +53,6 @@ from tlcore.methods.source_training import ARTIFACT_NAME, energy_settings, save_
 from tlcore.methods.supervised import (
     METRIC_NAMES,
     ClassificationMeter,
-    autocast,
     batches_on_device,
     configure_device,
     epoch_loader,
@@ -65,6 +63,7 @@ from tlcore.methods.supervised import (
     rng_state,
     seed_everything,
     set_rng_state,
+    train_step,
     use_channels_last,
 )
 from tlcore.models import Backbone, BackboneConfig, backbone_config, create_backbone, load_weights_into
@@ -603,14 +602,8 @@ def _run_one(plan: QuantaPlan, run: RunHandle, reporter: Reporter, cost: CostMet
             done_epochs = epoch - start_epoch - 1
             for step, (x, y) in enumerate(batches_on_device(loader, prep, device, channels_last)):
                 reporter.check_cancelled()
-                # forward (source: no grad, eval; target: the same batch, mixed at the QUANTA points)
-                with autocast(device):
-                    logits = net(x)
-                loss = F.cross_entropy(logits.float(), y)
-                # backward, step
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                # source: no grad, eval; target: the same batch, mixed at the QUANTA points
+                logits, loss = train_step(net, x, y, optimizer, device)
                 global_step += 1
                 # log: lambda_S per step (batched), metrics on the device, live values now and then
                 lam = net.lambda_source()

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from tlcore.data import load_dataset, resolve_splits
 from tlcore.devices import resolve_device
@@ -30,7 +29,6 @@ from tlcore.experiments import RunResult, register_method
 from tlcore.measure import CostMeter, EnergySettings, count_flops
 from tlcore.methods.supervised import (
     ClassificationMeter,
-    autocast,
     batches_on_device,
     configure_device,
     epoch_loader,
@@ -39,6 +37,7 @@ from tlcore.methods.supervised import (
     loader_seed,
     prefixed,
     seed_everything,
+    train_step,
     use_channels_last,
 )
 from tlcore.models import create_backbone
@@ -127,12 +126,7 @@ def train_source(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> 
                 with meter.lap("train"):
                     for step, (x, y) in enumerate(batches_on_device(loader, prep, device, channels_last)):
                         reporter.check_cancelled()
-                        with autocast(device):
-                            logits = model(x)
-                        loss = F.cross_entropy(logits.float(), y)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
+                        logits, loss = train_step(model, x, y, optimizer, device)
                         train_meter.update(logits, y, loss.detach() * len(y))
                         meter.add_images(len(y))
                         meter.add_flops(fpi.train_step * len(y))

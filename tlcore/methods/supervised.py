@@ -133,6 +133,19 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on cross-entropy (forward under :func:`autocast`, loss in fp32); returns
+    (logits, loss) for the caller's metrics. Source training, QUANTA and its benchmark share it."""
+    with autocast(device):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logits, loss
+
+
 # ---------------------------------------------------------------------------------------------
 # Metrics
 
