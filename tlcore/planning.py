@@ -271,8 +271,11 @@ class RunForm:
 def default_export_dir(tracking_uri: str | None) -> str:
     """Where the app puts QUANTA's seed-format exports: beside a local store (``<folder>/quanta_exports``),
     else in the user's cache; never the server's working directory (the CLI keeps the seed's ``./expe``)."""
-    if tracking_uri and tracking_uri.startswith("sqlite:///") and ":memory:" not in tracking_uri:
-        return str(Path(tracking_uri[len("sqlite:///"):]).parent / "quanta_exports")
+    from tlcore.tracking import sqlite_path
+
+    path = sqlite_path(tracking_uri) if tracking_uri else None
+    if path is not None and ":memory:" not in tracking_uri:
+        return str(path.parent / "quanta_exports")
     return str(Path.home() / ".cache" / "tlcore" / "quanta_exports")
 
 

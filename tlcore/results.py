@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from tlcore.errors import TLError
-from tlcore.tracking import EXPERIMENTS, TAG_ERROR, TAG_ERROR_TYPE
+from tlcore.tracking import EXPERIMENTS, TAG_ERROR, TAG_ERROR_TYPE, sqlite_path
 
 METHOD_OF_EXPERIMENT = {name: method for method, name in EXPERIMENTS.items()}
 METHOD_LABELS = {"fe": "Feature extraction", "ft": "Fine-tuning", "quanta": "QUANTA", "source": "Source training"}
@@ -107,13 +107,6 @@ VIEWS: dict[str, RunColumns] = {"tradeoffs": TRADEOFF_COLUMNS, "quanta": QUANTA_
 
 # ---------------------------------------------------------------------------------------------
 # Reading the store
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of an ``sqlite:///`` URI, else None (a server or another backend)."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):])
-    return None
 
 
 def load_runs(uri: str, columns: RunColumns, methods: Iterable[str] | None = None,

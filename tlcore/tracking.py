@@ -72,11 +72,17 @@ def resolve_tracking_uri(mlflow_path: str | os.PathLike | None = None) -> str:
     return f"sqlite:///{Path.cwd().resolve() / DB_NAME}"
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of an ``sqlite:///`` URI, else None (a server or another backend)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    return None
+
+
 def artifact_root(uri: str) -> str | None:
     """Artifacts sit beside a sqlite store (``<folder>/mlartifacts``); servers keep their own."""
-    if uri.startswith("sqlite:///"):
-        return str(Path(uri[len("sqlite:///"):]).parent / ARTIFACTS_DIR)
-    return None
+    path = sqlite_path(uri)
+    return str(path.parent / ARTIFACTS_DIR) if path is not None else None
 
 
 def store_description(uri: str) -> str:
@@ -141,8 +147,8 @@ class Tracker:
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             from mlflow.tracking import MlflowClient
 
-            if self.uri.startswith("sqlite:///"):
-                Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            if (path := sqlite_path(self.uri)) is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
             self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
 
@@ -219,7 +225,7 @@ class Tracker:
         """
         from mlflow.entities import ViewType
 
-        if self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///"):]).exists():
+        if (path := sqlite_path(self.uri)) is not None and not path.exists():
             return []  # no store yet, so no run left behind (and looking must not create one)
         exps = self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
         if not exps:
