@@ -14,6 +14,7 @@ from tlcore.guidelines import (
     GPUS,
     TUNING_TIMES,
     Situation,
+    fits_budget,
     gpu_speed,
     load_rules,
     pilot_specs,
@@ -178,10 +179,7 @@ with c2:
             else:
                 st.rerun()
     elif situation.budget_hours or situation.budget_kwh:
-        chosen = rec.chosen_cost
-        over = chosen is not None and (
-            (situation.budget_hours and chosen.seconds and chosen.seconds > situation.budget_hours * 3600)
-            or (situation.budget_kwh and chosen.energy_kwh and chosen.energy_kwh > situation.budget_kwh))
+        over = rec.chosen_cost is not None and not fits_budget(situation, rec.chosen_cost)
         (st.warning if over else st.caption)("Over your budget." if over else "Within your budget.")
 
 st.subheader("Why")

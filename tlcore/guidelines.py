@@ -362,6 +362,13 @@ class Recommendation:
         return CONFIG_LABELS.get(self.configuration, f"Fine-tuning, configuration {self.configuration}")
 
 
+def fits_budget(s: Situation, option: OptionCost) -> bool:
+    """Whether an option stays within the user's hours and kWh (an unknown time or energy is not held
+    against it: the page says when the pace is unknown)."""
+    ok = s.budget_hours is None or option.seconds is None or option.seconds <= s.budget_hours * 3600
+    return ok and (s.budget_kwh is None or option.energy_kwh is None or option.energy_kwh <= s.budget_kwh)
+
+
 def situation_facts(s: Situation, projection: Projection | None) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "samples_per_class": s.samples_per_class, "num_classes": s.num_classes, "domain": s.domain,
@@ -369,12 +376,8 @@ def situation_facts(s: Situation, projection: Projection | None) -> dict[str, An
         "gpu": s.device != "this_machine", "ft_fits_budget": True, "fe_fits_budget": True,
     }
     if projection is not None and (s.budget_hours or s.budget_kwh):
-        def fits(o: OptionCost) -> bool:
-            ok = s.budget_hours is None or o.seconds is None or o.seconds <= s.budget_hours * 3600
-            return ok and (s.budget_kwh is None or o.energy_kwh is None or o.energy_kwh <= s.budget_kwh)
-
-        facts["fe_fits_budget"] = fits(projection.option("fe"))
-        facts["ft_fits_budget"] = any(fits(o) for o in projection.options if o.method == "ft")
+        facts["fe_fits_budget"] = fits_budget(s, projection.option("fe"))
+        facts["ft_fits_budget"] = any(fits_budget(s, o) for o in projection.options if o.method == "ft")
     return facts
 
 
