@@ -66,7 +66,14 @@ from tlcore.methods.supervised import (
     train_step,
     use_channels_last,
 )
-from tlcore.models import Backbone, BackboneConfig, backbone_config, create_backbone, load_weights_into
+from tlcore.models import (
+    Backbone,
+    BackboneConfig,
+    backbone_config,
+    create_backbone,
+    load_weights_into,
+    read_weights_file,
+)
 from tlcore.models.base import RANDOM_WEIGHTS
 from tlcore.models.quanta_layer import QuantaNetwork, QuantaPoint, layer_label, quanta_points, select_points
 from tlcore.reporting import Reporter
@@ -176,25 +183,7 @@ class SourcePlan:
 
 def read_checkpoint(path: str | os.PathLike, what: str = "Source weights") -> tuple[dict[str, torch.Tensor], dict]:
     """A state dict and the tlcore meta saved with it (empty for a bare state dict)."""
-    path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"{what} file {path} does not exist.") from None
-    except Exception as exc:
-        first = str(exc).splitlines()[0][:160] if str(exc) else ""
-        raise WeightsError(f"{what} file {path} could not be read as PyTorch weights ({type(exc).__name__}: "
-                           f"{first}); give a state dict saved with torch.save.") from None
-    meta: dict = {}
-    if isinstance(obj, dict) and isinstance(obj.get("tlcore"), dict):
-        meta = obj["tlcore"]
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{what} file {path} does not hold a state dict (a dict of tensors).")
-    return obj, meta
+    return read_weights_file(path, what)
 
 
 def _head_classes(state: dict[str, torch.Tensor], cfg: BackboneConfig) -> int | None:

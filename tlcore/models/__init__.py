@@ -13,6 +13,7 @@ from tlcore.models.base import (
     backbones,
     create_backbone,
     load_weights_into,
+    read_weights_file,
     register_backbone,
     weights_status,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "default_description",
     "load_description",
     "load_weights_into",
+    "read_weights_file",
     "register_backbone",
     "weights_status",
 ]

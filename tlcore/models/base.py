@@ -283,22 +283,25 @@ def backbone_config(name: str) -> BackboneConfig:
     return _CONFIGS[name]
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_weights_file(path: str | os.PathLike, what: str = "Weights") -> tuple[dict[str, torch.Tensor], dict]:
+    """A state dict from a file (unwrapped from the usual checkpoint keys) and the tlcore meta saved
+    beside it (empty for a bare state dict); one sentence naming the file when it cannot be used."""
+    path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise WeightsError(f"Weights file {path} does not exist.") from None
+        raise WeightsError(f"{what} file {path} does not exist.") from None
     except Exception as exc:
-        raise WeightsError(
-            f"Weights file {path} could not be read as PyTorch weights ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:160]}); give a state_dict saved with torch.save."
-        ) from None
+        first = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise WeightsError(f"{what} file {path} could not be read as PyTorch weights ({type(exc).__name__}: "
+                           f"{first}); give a state dict saved with torch.save.") from None
+    meta = obj["tlcore"] if isinstance(obj, dict) and isinstance(obj.get("tlcore"), dict) else {}
     for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"Weights file {path} does not hold a state_dict (a dict of tensors).")
-    return obj
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{what} file {path} does not hold a state dict (a dict of tensors).")
+    return obj, meta
 
 
 def _strip_prefix(sd: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
@@ -376,7 +379,7 @@ def create_backbone(name: str, weights: str | None = "default", download: bool =
                 raise WeightsError(f"Downloading {w} weights for {name} from {src.url} failed ({exc}); this machine "
                                    "may be offline: copy the file to the torch hub cache instead.") from None
         else:
-            sd = _read_state_dict(Path(path))
+            sd, _ = read_weights_file(path)
         load_weights_into(net, sd, f"{w} weights", name, cfg.head_path)
         used = w
     else:
@@ -386,7 +389,7 @@ def create_backbone(name: str, weights: str | None = "default", download: bool =
                 f"Unknown weights {w!r} for {name}: not a file and not one of "
                 f"{', '.join([*list(cfg.weights), 'random'])}."
             )
-        load_weights_into(net, _read_state_dict(p), str(p), name, cfg.head_path)
+        load_weights_into(net, read_weights_file(p)[0], str(p), name, cfg.head_path)
         used = str(p.resolve())
     bb = Backbone(net, cfg, used)
     if num_classes is not None:
