@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,6 +74,34 @@ class _StopForward(Exception):
     pass
 
 
+def capture_outputs(net: nn.Module, x: torch.Tensor, modules: Sequence[nn.Module],
+                    transform: Callable[[Any], torch.Tensor] | None = None) -> list[torch.Tensor | None]:
+    """The outputs of ``modules`` (in the order given) during ``net(x)``; the forward stops as soon as
+    the last of them has fired, so layers after it cost nothing. An entry the forward never reached
+    stays None for the caller to report."""
+    out: list[torch.Tensor | None] = [None] * len(modules)
+    remaining = set(range(len(modules)))
+
+    def capture(j: int):
+        def hook(_m, _inp, output):
+            out[j] = transform(output) if transform is not None else output
+            remaining.discard(j)
+            if not remaining:
+                raise _StopForward
+
+        return hook
+
+    handles = [m.register_forward_hook(capture(j)) for j, m in enumerate(modules)]
+    try:
+        net(x)
+    except _StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
 def pool_activation(t: torch.Tensor) -> torch.Tensor:
     """Spatial average of a conv map (N,C,H,W), token average of a transformer output (N,L,D)."""
     if t.dim() == 4:
@@ -123,33 +152,16 @@ class Backbone(nn.Module):
     def extract_taps(self, x: torch.Tensor, taps: Sequence[str], pool: bool = True) -> list[torch.Tensor]:
         """Activations at ``taps`` (in the order given), pooled; the forward stops after the last tap."""
         self.validate_taps(taps)
-        order = {t: i for i, t in enumerate(taps)}
-        out: list[torch.Tensor | None] = [None] * len(taps)
-        remaining = set(taps)
-        handles = []
 
-        def hook_for(name: str):
-            def hook(_m, _inp, output):
-                if isinstance(output, tuple):
-                    output = output[0]
-                out[order[name]] = pool_activation(output) if pool else output
-                remaining.discard(name)
-                if not remaining:
-                    raise _StopForward
+        def as_feature(output) -> torch.Tensor:
+            if isinstance(output, tuple):
+                output = output[0]
+            return pool_activation(output) if pool else output
 
-            return hook
-
-        for t in taps:
-            handles.append(self.module(t).register_forward_hook(hook_for(t)))
-        try:
-            self.net(x)
-        except _StopForward:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-        if remaining:  # pragma: no cover - a tap the forward never reached
-            raise BackboneError(f"Taps {sorted(remaining)} of {self.cfg.name} were not reached by its forward pass.")
+        out = capture_outputs(self.net, x, [self.module(t) for t in taps], as_feature)
+        missing = sorted({t for t, o in zip(taps, out, strict=True) if o is None})
+        if missing:  # pragma: no cover - a tap the forward never reached
+            raise BackboneError(f"Taps {missing} of {self.cfg.name} were not reached by its forward pass.")
         return out  # type: ignore[return-value]
 
     # -- head -----------------------------------------------------------------------------------

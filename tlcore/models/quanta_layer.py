@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from tlcore.errors import BackboneError
-from tlcore.models.base import Backbone, BackboneConfig
+from tlcore.models.base import Backbone, BackboneConfig, capture_outputs
 
 INITIAL_WEIGHTS = (1.1, -1.1)
 
@@ -171,10 +171,6 @@ def layer_label(points: Sequence[QuantaPoint], all_points: int) -> str:
     return "+".join(p.key for p in points)
 
 
-class _StopForward(Exception):
-    pass
-
-
 class QuantaNetwork(nn.Module):
     """A frozen source and a trainable target of the same architecture, mixed at ``points``.
 
@@ -215,31 +211,10 @@ class QuantaNetwork(nn.Module):
 
     def source_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Z_S at every point; the source's forward stops after the last one."""
-        out: list[torch.Tensor | None] = [None] * len(self.points)
-        remaining = set(range(len(self.points)))
-        handles = []
-
-        def capture(j: int):
-            def hook(_m, _inp, output):
-                out[j] = output
-                remaining.discard(j)
-                if not remaining:
-                    raise _StopForward
-
-            return hook
-
-        for j, p in enumerate(self.points):
-            handles.append(self.source.module(p.module).register_forward_hook(capture(j)))
-        try:
-            with torch.no_grad():
-                self.source(x)
-        except _StopForward:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-        if remaining:  # pragma: no cover - a point the source's forward never reached
-            missing = [self.points[j].module for j in sorted(remaining)]
+        with torch.no_grad():
+            out = capture_outputs(self.source, x, [self.source.module(p.module) for p in self.points])
+        missing = [p.module for p, o in zip(self.points, out, strict=True) if o is None]
+        if missing:  # pragma: no cover - a point the source's forward never reached
             raise BackboneError(f"The forward pass of {self.source.cfg.name} never reached {missing}.")
         return out  # type: ignore[return-value]
 
