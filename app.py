@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.shared import widgets
+from tlcore import quality
 
 widgets.page_setup("Home", "🧪")
 
@@ -90,6 +91,7 @@ else:
         "method": recent["method"].map({"fe": "FE", "ft": "FT", "quanta": "QUANTA", "source": "source"}),
         "dataset": recent["dataset"], "backbone": recent["backbone"],
         "samples/class": recent["samples_per_class"], "status": recent["status"],
+        "verdict": recent["quality"].map(lambda q: quality.LABELS.get(q, q) if isinstance(q, str) else "—"),
         "accuracy (%)": recent["accuracy"] * 100, "time (s)": recent["time_total_s"],
         "GFLOPs": recent["flops_total"] / 1e9, "energy (Wh)": recent["energy_kwh"] * 1000,
     })
@@ -98,8 +100,9 @@ else:
                                 "time (s)": st.column_config.NumberColumn(format="%.1f"),
                                 "GFLOPs": st.column_config.NumberColumn(format="%.1f"),
                                 "energy (Wh)": st.column_config.NumberColumn(format="%.3f")})
-    st.caption("Balanced accuracy on test (or val for model selection). Energy is an estimate on machines "
-               "without RAPL/NVML counters.")
+    st.caption("Balanced accuracy on test (or val for model selection). Verdict: what the run earned as evidence "
+               "(capped: stopped at its epoch limit while still improving; near chance: guessing scores as much). "
+               "Energy is an estimate on machines without RAPL/NVML counters.")
     widgets.page_link("runs", "All runs")
 
 # -- where results live, what runs them -------------------------------------------------------

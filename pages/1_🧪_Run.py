@@ -12,12 +12,15 @@ from pages.shared import widgets
 from tlcore.errors import DatasetError, SpecError, TLError
 from tlcore.jobs import JobState
 from tlcore.planning import (
+    APP_DEFAULT_NOTES,
+    CONFIRM_ABOVE_S,
     DEFAULT_BACKBONE,
     METHOD_BLURBS,
     METHOD_LABELS,
     FormField,
     RunForm,
     build_spec,
+    default_spc_grid,
     format_flops,
     method_fields,
     spec_fingerprint,
@@ -58,7 +61,7 @@ def estimate(spec_json: str, uri: str, version: int) -> tuple[object | None, str
 
     spec = ExperimentSpec.from_dict(json.loads(spec_json))
     try:
-        return estimate_cost(spec, widgets.tracker()), None, False
+        return estimate_cost(spec, widgets.tracker(), calibrate=True), None, False
     except (DatasetError, SpecError) as exc:
         return None, str(exc), True
     except TLError as exc:
@@ -142,10 +145,19 @@ with form_col:
         else:
             weights = "random"
     fixed = config.fixed_input_size
-    resolution = st.number_input("Input size (px)", min_value=16, max_value=1024, step=8, value=row["input_size"],
-                                 key=f"run_resolution_{backbone}", disabled=fixed,
+    from tlcore.data.resolution import input_size_for
+
+    native = check.native_size if check is not None and check.ok else None
+    size_default = row["input_size"] if fixed else input_size_for(native, row["input_size"])
+    resolution = st.number_input("Input size (px)", min_value=16, max_value=1024, step=8, value=size_default,
+                                 key=f"run_resolution_{backbone}_{dataset}", disabled=fixed,
                                  help="Images are resized to this square size. Smaller is much faster (FLOPs grow "
-                                      "with the square); the backbone was pretrained at its default size.")
+                                      "with the square); the backbone was pretrained at its default size. Tiny "
+                                      "images (64 px or less) default to 64 px: blown up to 224 px they cost 12x "
+                                      "more and scored lower on digits.")
+    if not fixed and size_default != row["input_size"]:
+        st.caption(f"Input size {size_default} px: these images are about {native} px, so {row['input_size']} px "
+                   "would cost much more for nothing.")
 
     st.subheader("Method parameters")
     fields = method_fields(method, backbone)
@@ -173,6 +185,15 @@ with form_col:
     with st.expander("Advanced parameters"):
         for f in (f for f in fields if f.advanced):
             values[f.name] = draw_field(f, f"run_p_{method}_{f.name}_{backbone}")
+    if method in APP_DEFAULT_NOTES:
+        st.caption(APP_DEFAULT_NOTES[method])
+    with_control = False
+    if method == "quanta" and str(values.get("source_weights", "")).lower() != "random":
+        with_control = st.checkbox("Also run the random-source control (same settings)", value=True,
+                                   key="run_quanta_control",
+                                   help="lambda_S also moves with the scale of the activations: a layer transfers "
+                                        "only where the trained source's lambda_S differs from a random source's. "
+                                        "The Quanta page compares them layer by layer.")
 
     model_selection, spc_text, splits, split_path, use_crops = False, "", None, "", False
     if method in ("fe", "ft"):
@@ -186,11 +207,18 @@ with form_col:
                        "hyperparameters before a curve.")
         else:
             c1, c2 = st.columns(2)
-            spc_text = c1.text_input("Samples per class", value="1,2,5,10", key="run_spc",
+            grid = default_spc_grid(method, widgets.has_gpu())
+            spc_text = c1.text_input("Samples per class", value=grid, key=f"run_spc_{method}",
                                      help="Comma-separated grid. Empty: the split CSVs' values, or the seed's grid up "
                                           "to what the data allows.")
-            splits = c2.number_input("Draws per value", min_value=1, max_value=50, value=3, step=1, key="run_splits",
-                                     help="Random training splits per samples-per-class value (the seed used 5).")
+            splits = c2.number_input("Draws per value", min_value=1, max_value=50, value=3, step=1,
+                                     key=f"run_splits_{method}",
+                                     help="Random training splits per samples-per-class value (the seed used 5). "
+                                          "Three draws give each point a 95% interval; FE and FT on the same values "
+                                          "train on the same draws, so they compare pair by pair.")
+            if method == "ft" and not widgets.has_gpu():
+                st.caption(f"No GPU here: fine-tuning defaults to {grid} samples per class so it finishes in "
+                           "minutes; add values for a fuller curve (the cost below updates).")
     with st.expander("Data and run options"):
         if method in ("fe", "ft"):
             split_path = st.text_input("Split CSV folder", key="run_split_path",
@@ -242,17 +270,28 @@ with side_col:
                         f"**Images processed:** {cost.images:,}  \n**MLflow runs:** {cost.runs}")
             st.caption(f"{format_flops(cost.flops_per_image)} per image at {spec.input_size} px. "
                        + " ".join(cost.notes) + f" Time: {cost.basis}.")
-    if st.button("▶ Run", type="primary", disabled=spec is None or bool(problems) or blocked_inline, key="run_submit",
+    confirmed = True
+    if cost is not None and cost.seconds is not None and cost.seconds > CONFIRM_ABOVE_S:
+        st.warning(f"This job is projected to take {cost.describe_time()} on this machine. Fewer samples-per-class "
+                   "values or draws, a smaller input size, or feature extraction would be quicker.")
+        confirmed = st.checkbox(f"Run it anyway ({cost.describe_time()})", key="run_confirm_long")
+    if st.button("▶ Run", type="primary", disabled=spec is None or bool(problems) or blocked_inline or not confirmed,
+                 key="run_submit",
                  width="stretch", help="Queue the job: it runs in the background, one at a time per device."):
         try:
             submitted = runner.submit(spec, token=spec_fingerprint(spec))
+            control = None
+            if with_control:
+                control_spec = spec.with_params(source_weights="random")
+                control = runner.submit(control_spec, token=spec_fingerprint(control_spec))
         except TLError as exc:
             widgets.show_error(exc)
         else:
             st.session_state["run_focus_job"] = submitted.job.id
             n = submitted.job.number
             if submitted.new:
-                text = f"Queued as job #{n}."
+                text = f"Queued as job #{n}" + (f", its random-source control as job #{control.job.number}."
+                                                 if control is not None else ".")
             elif submitted.job.active:
                 text = f"This experiment is already queued or running as job #{n}."
             else:

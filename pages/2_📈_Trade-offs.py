@@ -48,15 +48,24 @@ tab_scatter, tab_curves, tab_ratio = st.tabs(["Accuracy vs cost", "Few-shot curv
 
 # -- accuracy vs cost ------------------------------------------------------------------------------
 with tab_scatter:
-    c1, c2, c3 = st.columns([2, 2, 1])
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
     cost = c1.selectbox("Cost axis", list(results.COST_AXES), format_func=results.COST_AXES.get,
                         key="tradeoffs.cost")
     color_by = c2.selectbox("Colour by", ["variant", "method", "backbone", "dataset", "classifier", "configuration"],
                             key="tradeoffs.color")
-    log_x = c3.toggle("Log scale", value=True, key="tradeoffs.log")
     points = results.tradeoff_points(shown, cost, accuracy)
+    spc_values = sorted(points["spc"].dropna().unique()) if not points.empty else []
+    counts = points["spc"].value_counts() if not points.empty else None
+    busiest = max(spc_values, key=lambda v: (counts[v], v)) if spc_values else None  # most runs, then most labels
+    spc_pick = c3.selectbox("Samples per class", spc_values, index=spc_values.index(busiest) if spc_values else None,
+                            format_func=lambda v: f"{v:g} per class", key="tradeoffs.spc",
+                            help="Accuracies are comparable only at one samples-per-class value (more labels score "
+                                 "higher for every method), so the chart shows one at a time.")
+    log_x = c4.toggle("Log scale", value=True, key="tradeoffs.log")
     finished = shown[(shown["status"] == "FINISHED") & ~shown["is_sweep_parent"]]
     missing = len(finished) - len(points)
+    if spc_pick is not None:
+        points = points[points["spc"] == spc_pick]
     if log_x and not points.empty:
         nonpositive = points[cost] <= 0
         if nonpositive.any():
@@ -71,6 +80,10 @@ with tab_scatter:
     fig = plots.tradeoff_scatter(points, cost, accuracy, front, log_x=log_x, color=color_by)
     event = st.plotly_chart(fig, key="tradeoffs.scatter", on_select="rerun", selection_mode=("points", "box"),
                             config=plots.figure_config(f"tl-lab-accuracy-vs-{cost}", image_format))
+    n_weak = int(points["weak"].sum()) if "weak" in points else 0
+    if n_weak:
+        st.caption(f"Faded: {n_weak} weak run(s) (capped at their epoch limit while still improving, or scoring "
+                   "near chance): shown, never on the Pareto front; the hover says why.")
     if cost in results.ENERGY_AXES and "energy_estimated" in points and points["energy_estimated"].any():
         st.caption("Hollow markers: energy **estimated** by CodeCarbon (CPU TDP x load, RAM estimate), not read "
                    "from hardware counters; the hover names the method. Do not compare estimates across machines.")
@@ -85,8 +98,9 @@ with tab_scatter:
         st.caption("Click a point, or pick the box-select tool in the chart's toolbar and drag, to list runs.")
 
     st.subheader("Pareto front")
-    st.caption("Runs no other run beats on both cost and accuracy (per dataset: accuracies of different datasets "
-               "are not comparable). Ties on both stay on the front.")
+    st.caption("Runs no other run beats on both cost and accuracy, per dataset at this samples-per-class value "
+               "(accuracies of different datasets or label counts are not comparable). Weak runs are left out; ties "
+               "on both stay on the front.")
     front_table = results.display_table(front, [accuracy], [cost], extra=["method"])
     st.dataframe(front_table, hide_index=True, width="stretch")
     d1, d2 = st.columns(2)
@@ -103,7 +117,8 @@ with tab_curves:
         st.info("No finished run with a samples-per-class value and this score yet. Few-shot runs (without "
                 "--model-selection) are scored on the test set: choose *Test accuracy* in the sidebar.")
     else:
-        crossings = results.crossovers(curves)
+        paired = results.paired_differences(shown, accuracy)
+        cross = results.crossover_intervals(paired)
         if methods == {"fe"} or methods == {"ft"}:
             other = "fine-tuning" if methods == {"fe"} else "feature-extraction"
             st.info(f"Only {results.METHOD_LABELS[next(iter(methods))].lower()} runs here: run {other} on the same "
@@ -116,24 +131,51 @@ with tab_curves:
             pairs = pairs.iloc[[labels.index(pick)]]
         for dataset, backbone in pairs.itertuples(index=False):
             part = curves[(curves["dataset"] == dataset) & (curves["backbone"] == backbone)]
-            cross = crossings[(crossings["dataset"] == dataset) & (crossings["backbone"] == backbone)]
-            st.plotly_chart(plots.learning_curve_figure(part, cross, f"{dataset} · {backbone}", colors),
+            marks = results.crossover_marks(cross[(cross["dataset"] == dataset) & (cross["backbone"] == backbone)],
+                                            part)
+            st.plotly_chart(plots.learning_curve_figure(part, marks, f"{dataset} · {backbone}", colors),
                             key=f"tradeoffs.curve.{dataset}.{backbone}",
                             config=plots.figure_config(f"tl-lab-curves-{dataset}-{backbone}", image_format))
-        st.caption("Mean over splits (runs of one split are averaged first); error bars: one standard deviation "
-                   "over splits, absent with a single split. The hover says how many splits each point averages.")
-        st.subheader("Crossovers")
-        if crossings.empty:
-            st.caption("No fine-tuning curve crosses a feature-extraction curve in the range both cover.")
+        st.caption("Mean over splits (runs of one split are averaged first); error bars: the 95% interval of the mean "
+                   "(Student t over splits), absent with a single split. Hollow, faded points rest on weak runs "
+                   "(capped or near chance): the hover says how many and why.")
+        st.subheader("Fine-tuning minus feature extraction, on the same draws")
+        if paired.empty:
+            st.caption("Needs FE and FT runs of one dataset and backbone trained on the same draws (same samples per "
+                       "class and split; runs of one seed share their draws).")
         else:
-            st.caption("Interpolated between measured samples-per-class values (straight lines on the log axis).")
-            st.dataframe(crossings.assign(accuracy=crossings["accuracy"] * 100).rename(
-                columns={"spc": "samples per class", "accuracy": "accuracy (%)"}), hide_index=True, width="stretch")
+            for dataset, backbone in pairs.itertuples(index=False):
+                part = paired[(paired["dataset"] == dataset) & (paired["backbone"] == backbone)]
+                if not part.empty:
+                    st.plotly_chart(plots.paired_difference_figure(part, f"FT − FE · {dataset} · {backbone}"),
+                                    key=f"tradeoffs.paired.{dataset}.{backbone}",
+                                    config=plots.figure_config(f"tl-lab-paired-{dataset}-{backbone}", image_format))
+            st.caption("Each point: the mean FT − FE difference in balanced accuracy over draws both methods trained "
+                       "on, with its 95% interval. Above 0 fine-tuning scored higher. Pairs with a weak run are left "
+                       "out (counted in the hover).")
+            table = paired.assign(**{c: paired[c] * 100 for c in ("diff", "ci_low", "ci_high", "fe_mean", "ft_mean")})
+            table["verdict"] = table["verdict"].map({"ft_higher": "FT higher", "fe_higher": "FE higher",
+                                                     "not_resolved": "not resolved"})
+            st.dataframe(table.rename(columns={
+                "reference": "FE", "variant": "FT", "spc": "samples per class", "diff": "FT − FE (points)",
+                "ci_low": "95% low", "ci_high": "95% high", "n_pairs": "pairs", "n_weak": "weak pairs left out",
+                "fe_mean": "FE (%)", "ft_mean": "FT (%)"}), hide_index=True, width="stretch",
+                column_config={c: st.column_config.NumberColumn(format="%.1f") for c in (
+                    "FT − FE (points)", "95% low", "95% high", "FE (%)", "FT (%)")})
+        st.subheader("Crossovers")
+        if cross.empty:
+            st.caption("No pair of FE and FT curves on the same draws yet.")
+        else:
+            st.caption("Resolved only where FE scored clearly higher at fewer labels and FT clearly higher at more "
+                       "(95% intervals); the range is between those samples-per-class values.")
+            st.dataframe(cross.rename(columns={"reference": "FE", "variant": "FT", "spc": "samples per class",
+                                               "spc_low": "from", "spc_high": "to"}),
+                         hide_index=True, width="stretch")
         d1, d2 = st.columns(2)
         with d1:
             results_cache.download_csv(curves, "tl-lab-learning-curves", "Download the curves (CSV)")
         with d2:
-            results_cache.download_csv(crossings, "tl-lab-crossovers", "Download the crossovers (CSV)")
+            results_cache.download_csv(paired, "tl-lab-paired-differences", "Download the differences (CSV)")
 
 # -- cost ratio ------------------------------------------------------------------------------------
 with tab_ratio:

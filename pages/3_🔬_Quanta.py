@@ -66,12 +66,50 @@ caveat = results.quanta_caveat(summary)
 if caveat:
     st.warning(caveat)
 
+# -- the verdict per layer: lambda_S against the control ------------------------------------------
+st.subheader(f"Which layers transfer · {target} · {backbone}")
+verdicts_all = results.quanta_layer_verdicts(selected)
+verdicts = verdicts_all[verdicts_all["dataset"].astype(str) == target]
+matched = verdicts[verdicts["matched"]]
+if matched.empty:
+    st.info("No trained-source run here has a random-source control with the same settings (epochs, learning "
+            "rates, samples per class, layers), so no layer can be judged yet. Run QUANTA again with source "
+            "weights = random and the same settings.")
+else:
+    settings = matched["settings"].drop_duplicates().tolist()
+    if len(settings) > 1:
+        pick = st.selectbox("Settings", settings, key="quanta.settings",
+                            help="Runs are compared with their control only when both used the same settings.")
+        matched = matched[matched["settings"] == pick]
+    else:
+        st.caption(f"Settings: {settings[0]}.")
+    st.plotly_chart(plots.lambda_delta_figure(matched), key="quanta.delta",
+                    config=plots.figure_config(f"tl-lab-lambda-delta-{target}-{backbone}", image_format))
+    st.caption("λ_S of the trained source minus the random-source control's, per layer. Error bars: the 95% "
+               "interval of the difference (Welch, over runs) or, with one run on a side, the margin by which runs "
+               "of one setting differ. Green: the target keeps the source's features; red: it prefers its own; "
+               "grey: no signal.")
+    table = matched[["layer", "meaning", "delta", "low", "high", "trained", "control", "n_trained", "n_control",
+                     "reason"]]
+    st.dataframe(table.rename(columns={"meaning": "verdict", "delta": "Δλ_S", "low": "95% low", "high": "95% high",
+                                       "trained": "λ_S trained", "control": "λ_S control",
+                                       "n_trained": "runs", "n_control": "control runs"}),
+                 hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%+.4f") for c in ("Δλ_S", "95% low",
+                                                                                          "95% high")}
+                 | {c: st.column_config.NumberColumn(format="%.4f") for c in ("λ_S trained", "λ_S control")})
+    depth = results.quanta_depth(matched)
+    if depth is None:
+        st.caption("No layer separated from the control: these runs say nothing about which layers transfer.")
+    else:
+        st.caption(f"The target kept the source's features in the first {depth[0]} of {depth[1]} layers.")
+
 # -- lambda_S per layer ----------------------------------------------------------------------------
 st.subheader(f"Final λ_S per layer · {target} · {backbone}")
 st.plotly_chart(plots.lambda_bars(summary), key="quanta.bars",
                 config=plots.figure_config(f"tl-lab-lambda-{target}-{backbone}", image_format))
-st.caption("Mean over runs of the last logged λ_S; error bars one standard deviation (absent with a single run). "
-           "A layer transfers when its λ_S stays clearly above the random-source control's.")
+st.caption("Mean over runs of the last logged λ_S (the axis fits the values); error bars one standard deviation "
+           "(absent with a single run).")
 table = summary.drop(columns=["backbone", "dataset", "layer_pos"]).rename(columns={"n": "runs"})
 with st.expander("Values"):
     st.dataframe(table, hide_index=True, width="stretch")
@@ -88,7 +126,9 @@ steps = results.lambda_steps(hist, history_runs)
 order = summary.sort_values("layer_pos")["layer"].drop_duplicates().tolist()
 st.plotly_chart(plots.lambda_steps_figure(steps, order), key="quanta.steps",
                 config=plots.figure_config(f"tl-lab-lambda-steps-{target}", image_format))
-st.caption("Mean over runs at each optimizer step; dashed: the random-source control.")
+has_control = results.RANDOM_SOURCE in set(steps["source_kind"]) if not steps.empty else False
+st.caption("Mean over runs at each optimizer step" + ("; dashed: the random-source control." if has_control else
+                                                     "; no random-source control among these runs."))
 
 # -- accuracies ------------------------------------------------------------------------------------
 st.subheader("Source vs target test accuracy")

@@ -7,19 +7,20 @@ import streamlit as st
 
 from pages.shared import results_cache, widgets
 from tlcore import plots
+from tlcore.advice import advise
+from tlcore.data.resolution import input_size_for
 from tlcore.errors import TLError
-from tlcore.evidence import gather_evidence
 from tlcore.guidelines import (
+    DECIDING,
     DOMAINS,
     GPUS,
+    STRENGTH_LABELS,
     TUNING_TIMES,
     Situation,
     fits_budget,
     gpu_speed,
     load_rules,
     pilot_specs,
-    project_costs,
-    recommend,
 )
 from tlcore.jobs import format_duration
 from tlcore.planning import format_flops, spec_fingerprint
@@ -35,10 +36,10 @@ runner = widgets.runner()
 
 
 @st.cache_data(show_spinner="Counting FLOPs...", max_entries=32)
-def option_flops(backbone: str, num_classes: int) -> tuple[float, dict]:
+def option_flops(backbone: str, num_classes: int, resolution: int | None) -> tuple[float, dict]:
     from tlcore.planning import option_flops as count
 
-    return count(backbone, num_classes)
+    return count(backbone, num_classes, resolution)
 
 
 @st.cache_data(show_spinner=False, ttl=60)
@@ -112,12 +113,14 @@ with right:
         tuning = st.radio("How long can you tune?", list(TUNING_TIMES), format_func=TUNING_TIMES.get,
                           horizontal=True, key="g_tuning")
 
+native = check.native_size if check is not None and check.ok else None
+size = input_size_for(native, int(row["input_size"])) if not row.get("fixed_input_size") else int(row["input_size"])
 try:
     situation = Situation(
         samples_per_class=int(spc), num_classes=int(n_classes), domain=domain, device=device,
         budget_hours=float(budget) if limit == "Hours" else None, budget_kwh=float(budget) if limit == "kWh" else None,
         tuning_time=tuning, deployment_shift=bool(deployment_shift), backbone=row["name"], dataset=dataset,
-        epochs=int(epochs)).validate()
+        epochs=int(epochs), resolution=size if size != int(row["input_size"]) else None).validate()
     book = load_rules()
 except TLError as exc:
     widgets.show_error(exc)
@@ -133,19 +136,18 @@ except Exception as exc:  # an unreadable store: the generic rules still answer
     widgets.show_error(exc)
     runs = quanta_runs = pd.DataFrame()
 
-evidence = gather_evidence(runs, quanta_runs, situation)
 if device == "this_machine":
     speed = machine_speed(tracker.uri, situation.backbone, widgets.results_version()) or st.session_state.get(
         f"g_calibrated_{situation.backbone}")
 else:
     speed = gpu_speed(device)
 try:
-    fe_flops, ft_flops = option_flops(situation.backbone, situation.num_classes)
+    flops = option_flops(situation.backbone, situation.num_classes, situation.resolution)
 except Exception as exc:
     widgets.show_error(exc)
     st.stop()
-projection = project_costs(situation, speed, fe_flops, ft_flops)
-rec = recommend(situation, book, projection, evidence)
+advice = advise(situation, tracker.uri, runs=runs, quanta_runs=quanta_runs, speed=speed, flops=flops, book=book)
+rec, evidence, projection = advice.recommendation, advice.evidence, advice.projection
 
 
 def describe_cost(option) -> str:
@@ -182,10 +184,18 @@ with c2:
         over = rec.chosen_cost is not None and not fits_budget(situation, rec.chosen_cost)
         (st.warning if over else st.caption)("Over your budget." if over else "Within your budget.")
 
+if rec.caution:
+    st.warning(rec.caution, icon="⚠️")
+
+STRENGTH_BADGES = {"strong": ":green-badge[strong]", "medium": ":blue-badge[medium]", "weak": ":orange-badge[weak]",
+                   "prior": ":gray-badge[prior]", "projection": ":violet-badge[cost]"}
 st.subheader("Why")
 for reason in rec.reasons:
     src = reason.source
-    st.markdown(f"- {reason.text}  \n  <small>Source: {src.citation}</small>", unsafe_allow_html=True)
+    st.markdown(f"- {STRENGTH_BADGES.get(reason.strength, reason.strength)} {reason.text}  \n  "
+                f"<small>Source: {src.citation}</small>", unsafe_allow_html=True)
+st.caption("Strength of each reason: " + "; ".join(STRENGTH_LABELS.values()) + ". Measured evidence of strong or "
+           "medium strength decides before published findings; weak evidence is shown and never decides.")
 with st.expander("The sources and what each one found"):
     cited = dict.fromkeys(r.source.key for r in rec.reasons)
     for key in cited:
@@ -209,23 +219,23 @@ with st.expander("Assumptions behind the projection"):
 # Evidence from the user's runs
 
 st.subheader("Evidence from your runs")
+if advice.store_error:
+    st.error(f"The results store could not be read ({advice.store_error}); the answer rests on published findings.")
 if evidence is None:
     st.info("Your store has no finished feature-extraction, fine-tuning or QUANTA runs yet, so the answer rests on "
             "published findings only. The pilot below measures your own; `python -m tlcore examples` runs small "
             "ones on the embedded digits.")
 else:
-    for note in evidence.notes:
-        st.markdown(f"- {note}")
-    if evidence.crossover_spc is not None:
-        st.markdown(f"- Fine-tuning (configuration {evidence.crossover_configuration}) overtook feature extraction "
-                    f"at about **{evidence.crossover_spc:.0f} samples per class**.")
-    elif evidence.measured_up_to:
-        st.markdown(f"- No fine-tuning curve ended above feature extraction up to {evidence.measured_up_to} samples "
-                    "per class.")
+    for item in evidence.items:
+        badge = STRENGTH_BADGES.get(item.strength, item.strength)
+        st.markdown(f"- {badge} {item.text}" + ("" if item.used else f" *Not used: {item.why_not}.*"))
     if evidence.curves is not None and not evidence.curves.empty:
-        st.caption(f"Learning curves of the closest runs: {evidence.dataset} · {evidence.backbone}")
+        st.caption(f"Learning curves of the closest runs: {evidence.dataset} · {evidence.backbone} (95% intervals; "
+                   "hollow points rest on weak runs)")
         st.plotly_chart(plots.learning_curve_figure(evidence.curves), key="g_curves",
                         config=plots.figure_config("guideline-evidence"))
+    if evidence.comparison is not None and evidence.comparison.strength not in DECIDING:
+        st.caption("These runs are weak evidence for your situation: they are shown, not used.")
     results_cache.link_to_page("tradeoffs", "All curves on the Trade-offs page", "📈")
 
 # ---------------------------------------------------------------------------------------------
@@ -237,19 +247,21 @@ if not dataset or check is None or not check.ok:
 else:
     c1, c2 = st.columns([1, 2])
     resolution = c1.number_input("Image size for the pilot (px)", min_value=16, max_value=1024,
-                                 value=int(row["input_size"]), key="g_pilot_resolution",
-                                 help="Smaller is faster; the backbone's own size is what the projection assumes.")
+                                 value=int(situation.resolution or row["input_size"]),
+                                 key=f"g_pilot_resolution_{dataset}",
+                                 help="Smaller is faster; tiny images default to 64 px, the size the projection "
+                                      "assumes.")
     try:
-        specs = pilot_specs(situation, rec, dataset,
-                            None if int(resolution) == int(row["input_size"]) else int(resolution))
+        specs = pilot_specs(situation, rec, dataset, int(resolution))
     except TLError as exc:
         widgets.show_error(exc)
         specs = []
     if specs:
         fe, ft = specs
         c2.markdown(f"- Feature extraction at {', '.join(map(str, fe.samples_per_class))} samples per class, "
-                    f"{fe.splits} draws each\n- Fine-tuning, configuration {ft.params.configuration}, at the same "
-                    f"samples per class, one draw, up to {ft.params.epochs} epochs with early stopping")
+                    f"{fe.splits} draws each\n- Fine-tuning, configuration {ft.params.configuration}, at "
+                    f"{', '.join(map(str, ft.samples_per_class))} samples per class on the same draws, up to "
+                    f"{ft.params.epochs} epochs with early stopping")
         if st.button("▶ Run the pilot", type="primary", key="g_pilot"):
             queued = []
             try:

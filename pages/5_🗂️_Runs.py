@@ -7,7 +7,7 @@ import hashlib
 import streamlit as st
 
 from pages.shared import results_cache, widgets
-from tlcore import plots, results
+from tlcore import plots, quality, results
 from tlcore.tracking import mlflow_ui_command
 
 MAX_COMPARE = 10
@@ -54,7 +54,7 @@ key_params = ["classifier", "configuration", "optimizer", "learning_rate", "laye
 table = results.display_table(shown, ["test_accuracy", "val_accuracy"], list(results.COST_AXES), extra=key_params)
 table["error"] = shown["error"].to_numpy()
 first = ["run", "variant", "dataset", "backbone", "spc", "split", "Test accuracy (%)", "Validation accuracy (%)",
-         "status", "started"]
+         "verdict", "status", "started"]
 table = table[[c for c in first if c in table] + [c for c in table if c not in first and c != "run_id"] + ["run_id"]]
 # A table of other rows gets a fresh key: row selections are positions, stale once the rows change.
 rows_hash = hashlib.md5("".join(table["run_id"]).encode()).hexdigest()[:10]
@@ -114,6 +114,16 @@ if ui_url:
     st.markdown(" · ".join(f"[{d.label}]({results.mlflow_run_url(ui_url, d.experiment_id, d.run_id)})"
                            for d in details))
 
+verdict_rows = [{"run": d.label, "verdict": quality.LABELS.get(d.tags.get(quality.QUALITY_TAG, ""), "—"),
+                 "why": d.tags.get(quality.QUALITY_REASON_TAG, "")} for d in details]
+judged = shown.set_index("run_id")[["quality", "quality_reason"]] if "quality" in shown else None
+for row, d in zip(verdict_rows, details, strict=True):  # runs logged before verdicts: judged when read
+    if row["verdict"] == "—" and judged is not None and d.run_id in judged.index:
+        q, why = judged.loc[d.run_id]
+        if isinstance(q, str):
+            row.update(verdict=quality.LABELS.get(q, q), why=why)
+st.dataframe(verdict_rows, hide_index=True, width="stretch",
+             column_config={"why": st.column_config.TextColumn(width="large")})
 for d in details:
     if d.status in ("FAILED", "KILLED"):
         message = d.tags.get("error") or "no error message was kept"

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.streamlit_server import CHROMIUM, ROOT, screenshot_streamlit_page, start_server
+from tlcore import experiments
 from tlcore.examples import QUICK, run_examples
+from tlcore.reporting import Reporter
+from tlcore.specs import ExperimentSpec, FineTuningParams
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium (scripts/test.sh)")]
@@ -30,6 +33,10 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("analysis")
     store = tmp / "results"
     run_examples(str(store), quick=True)
+    # and one fine-tuning run stopped at its cap of one epoch: weak evidence, drawn as weak
+    experiments.run(ExperimentSpec("ft", "digits", samples_per_class=(5,), splits=1, resolution=QUICK.resolution,
+                                   batch_size=32, mlflow_path=str(store),
+                                   params=FineTuningParams(configuration=3, epochs=1)), Reporter())
     srv = start_server(store, tmp / "server.log")
     yield srv
     srv.stop()
@@ -64,11 +71,12 @@ def legend(chart) -> list[str]:
 
 def test_tradeoffs_draws_fe_and_ft_runs_against_cost_and_their_few_shot_curves(page, server):
     open_page(page, server, "Trade-offs", "📈 Trade-offs")
-    page.get_by_text(re.compile(r"^6 runs match the filters: 6 finished")).wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"^9 runs match the filters: 9 finished")).wait_for(timeout=30_000)
     scatter = page.locator('[data-testid="stPlotlyChart"]').first
     names = legend(scatter)
     assert set(FE_FT) <= set(names) and "Pareto front" in names, names
-    assert scatter.locator(".scatterlayer .point").count() >= 6  # one marker per finished FE/FT run
+    # one marker per finished FE/FT run at 5 samples per class (the largest, shown first): 2 FE, 2 + 2 FT, 1 capped
+    assert scatter.locator(".scatterlayer .point").count() >= 7
 
     page.get_by_role("tab", name="Few-shot curves").click()
     panel = page.locator('[role="tabpanel"]:visible')
@@ -81,14 +89,38 @@ def test_tradeoffs_draws_fe_and_ft_runs_against_cost_and_their_few_shot_curves(p
     screenshot_streamlit_page(page, SCREENSHOTS / "tradeoffs.png")
 
 
+def test_tradeoffs_draws_a_capped_run_as_weak_with_the_reason_on_hover(page, server):
+    open_page(page, server, "Trade-offs", "📈 Trade-offs")
+    scatter = page.locator('[data-testid="stPlotlyChart"]').first
+    names = legend(scatter)
+    assert "faded: weak evidence (capped, near chance)" in names and "FT config 3" in names, names
+    faded = scatter.locator(".scatterlayer .point[style*='opacity: 0.25']")
+    assert faded.count() == 1  # only the run capped at one epoch
+    page.get_by_text(re.compile(r"^Faded: 1 weak run\(s\)")).wait_for(timeout=30_000)
+    box = faded.first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    hover = scatter.locator(".hoverlayer")
+    hover.get_by_text("weak evidence: capped (still improving)").wait_for(timeout=30_000)
+    assert "cap of 1 epoch" in hover.text_content()
+    # the few-shot curves say what hollow points are
+    page.get_by_role("tab", name="Few-shot curves").click()
+    page.get_by_text(re.compile("Hollow, faded points rest on weak runs")).wait_for(timeout=30_000)
+    assert_no_error_shown(page)
+    screenshot_streamlit_page(page, SCREENSHOTS / "tradeoffs-weak.png")
+
+
 def test_quanta_draws_lambda_per_layer_beside_the_random_source_control(page, server):
     open_page(page, server, "Quanta", "🔬 QUANTA: which layers transfer")
+    page.get_by_role("heading", name=f"Which layers transfer · {TARGET} · quanta_cnn").wait_for(timeout=30_000)
+    delta = page.locator('[data-testid="stPlotlyChart"]').first
+    delta.locator(".xtick").first.wait_for(timeout=60_000)
+    assert delta.locator(".xtick").all_text_contents() == [str(i) for i in range(7)]  # quanta_cnn's 7 QUANTA layers
+    assert delta.locator(".scatterlayer .point").count() == 7  # one difference to the control per layer
     page.get_by_role("heading", name=f"Final λ_S per layer · {TARGET} · quanta_cnn").wait_for(timeout=30_000)
-    bars = page.locator('[data-testid="stPlotlyChart"]').first
-    assert set(legend(bars)) == {"trained source", "random source (control)"}
-    assert bars.locator(".xtick").all_text_contents() == [str(i) for i in range(7)]  # quanta_cnn's 7 QUANTA layers
-    assert bars.locator(".bars .point").count() == 14  # each layer: trained and control
-    steps = page.locator('[data-testid="stPlotlyChart"]').nth(1)
+    points = page.locator('[data-testid="stPlotlyChart"]').nth(1)
+    assert set(legend(points)) == {"trained source", "random source (control)"}
+    assert points.locator(".scatterlayer .point").count() == 14  # each layer: trained and control
+    steps = page.locator('[data-testid="stPlotlyChart"]').nth(2)
     assert {"layer 0", "layer 6 (control)"} <= set(legend(steps))
     # with the control present the page does not warn that lambda_S stands alone
     assert page.get_by_text("No random-source control run here").count() == 0
@@ -99,7 +131,7 @@ def test_quanta_draws_lambda_per_layer_beside_the_random_source_control(page, se
 
 def test_runs_lists_every_run_of_the_examples(page, server):
     open_page(page, server, "Runs", "🗂️ Runs")
-    page.get_by_text(re.compile(r"^9 of 12 runs shown: 9 finished")).wait_for(timeout=30_000)  # parents hidden
+    page.get_by_text(re.compile(r"^12 of 15 runs shown: 12 finished")).wait_for(timeout=30_000)  # parents hidden
     # dataframes draw on a canvas; their cells exist (hidden) for accessibility
     cells = page.locator('[data-testid="stDataFrame"] [role="gridcell"]')
     cells.first.wait_for(state="attached", timeout=30_000)

@@ -20,46 +20,99 @@ def frames(analysis_store):  # noqa: F811
     return results.load_view(uri, "tradeoffs"), results.load_view(uri, "quanta")
 
 
-def test_the_closest_curves_give_accuracy_crossover_and_depth(frames):
-    runs, quanta = frames
-    ev = gather_evidence(runs, quanta, Situation(samples_per_class=5, num_classes=10, dataset="digits"))
-    assert (ev.dataset, ev.backbone, ev.closest_spc, ev.measured_up_to) == ("digits", "efficientnet_lite0", 5, 10)
-    # FE at 5 per class: splits .70 and .72 (the third FAILED); the best FT there is config 0 (.68 .70 .72)
-    assert ev.fe_accuracy == pytest.approx((0.71, pd.Series([0.70, 0.72]).std()))
-    assert ev.ft_accuracy[0] == pytest.approx(0.70) and ev.ft_configuration == 0
-    # FT config 0 overtakes FE between 5 (.70 vs .71) and 10 (.90 vs .80), in log x; config 3 never does
-    assert ev.crossover_configuration == 0
-    assert ev.crossover_spc == pytest.approx(5 * 2 ** (0.01 / 0.11))
-    # lambda_S, trained vs random control: layer 0 .94 > .70, layer 1 .89 > .85, layer 2 .61 < .90
-    assert (ev.quanta_depth, ev.quanta_layers, ev.quanta_dataset) == (2, 3, "digits:5-9")
-    assert set(ev.curves["variant"]) == {"FE linearsvc", "FT config 0", "FT config 3"}
+def _frame(rows, dataset="digits", backbone="efficientnet_lite0"):
+    """FE/FT points as the Trade-offs view holds them: (method, variant, spc, split, accuracy[, verdict])."""
+    recs = []
+    for r in rows:
+        method, variant, spc, split, acc = r[:5]
+        verdict = r[5] if len(r) > 5 else "converged"
+        recs.append({"dataset": dataset, "backbone": backbone, "method": method, "variant": variant,
+                     "status": "FINISHED", "is_sweep_parent": False, "spc": float(spc), "split_index": float(split),
+                     "test_accuracy": acc, "quality": verdict, "weak": verdict in ("capped", "near_chance"),
+                     "quality_reason": "It stopped at its cap of 1 epoch." if verdict == "capped" else "",
+                     "model_selection": "False"})
+    return pd.DataFrame(recs)
 
 
-def test_the_evidence_drives_the_recommendation(frames):
-    runs, quanta = frames
-    s = Situation(samples_per_class=20, num_classes=10, domain="medical", dataset="digits")
-    rec = recommend(s, evidence=gather_evidence(runs, quanta, s))
-    assert rec.method == "ft" and rec.fired[0] == "measured-in-your-runs"
-    assert "overtook feature extraction at about 5 samples per class; you have 20" in rec.reasons[0].text
-    assert rec.configuration == 2 and "measured-quanta-depth" in rec.fired  # 2 of 3 layers transfer: freeze 2/4
-    few = Situation(samples_per_class=2, num_classes=10, dataset="digits")
-    assert recommend(few, evidence=gather_evidence(runs, quanta, few)).method == "fe"
+FE5 = [("fe", "FE linearsvc", 5, k, a) for k, a in enumerate((0.84, 0.86, 0.85))]
+
+
+def test_a_capped_fine_tuning_is_weak_evidence_and_never_decides():
+    # the issue's quick examples: FT capped at 1 epoch (15.8-22.5%) beside converged FE (86.7%)
+    runs = _frame(FE5 + [("ft", "FT config 0", 5, k, a, "capped") for k, a in enumerate((0.158, 0.20, 0.225))])
+    s = Situation(samples_per_class=5, num_classes=10, dataset="digits")
+    ev = gather_evidence(runs, pd.DataFrame(), s)
+    assert ev.comparison is None
+    weak = [i for i in ev.items if not i.used]
+    assert weak and weak[0].strength == "weak" and "3 capped" in weak[0].why_not
+    rec = recommend(s, evidence=ev)
+    assert "measured-in-your-runs" not in rec.fired and all(r.strength != "weak" for r in rec.reasons)
+    assert rec.pilot and "weak evidence" in rec.caution
+
+
+def test_converged_runs_on_your_dataset_and_backbone_are_strong():
+    runs = _frame(FE5 + [("ft", "FT config 2", 5, k, a) for k, a in enumerate((0.70, 0.73, 0.71))])
+    ev = gather_evidence(runs, pd.DataFrame(), Situation(samples_per_class=5, num_classes=10, dataset="digits"))
+    c = ev.comparison
+    assert (c.strength, c.spc, c.near, c.verdict, c.ft_configuration) == ("strong", 5, True, "fe_higher", 2)
+    assert c.diff == pytest.approx(-0.1367, abs=1e-4) and c.n_pairs == 3  # (.70-.84 + .73-.86 + .71-.85) / 3
+    assert ev.items[0].used and ev.items[0].strength == "strong"
+    other = gather_evidence(runs, pd.DataFrame(), Situation(samples_per_class=5, num_classes=10, dataset="digits",
+                                                            backbone="resnet18"))
+    assert other.comparison.strength == "medium"
+    elsewhere = gather_evidence(runs, pd.DataFrame(), Situation(samples_per_class=5, num_classes=10,
+                                                                dataset="lfw_faces"))
+    assert elsewhere.comparison.strength == "weak" and not elsewhere.items[0].used
+
+
+def test_the_comparison_is_at_the_closest_samples_per_class_and_says_when_it_is_far():
+    rows = FE5 + [("ft", "FT config 0", 5, k, a) for k, a in enumerate((0.70, 0.73, 0.71))]
+    rows += [("fe", "FE linearsvc", 20, k, a) for k, a in enumerate((0.94, 0.95, 0.94))]
+    rows += [("ft", "FT config 0", 20, k, a) for k, a in enumerate((0.92, 0.93, 0.93))]
+    ev = gather_evidence(_frame(rows), pd.DataFrame(), Situation(samples_per_class=179, num_classes=10,
+                                                                 dataset="digits"))
+    c = ev.comparison
+    assert c.spc == 20 and not c.near and c.measured_range == (5, 20)
+    assert not ev.items[0].used and "not near your 179" in ev.items[0].why_not
+
+
+def test_quanta_of_another_backbone_never_sets_the_depth(frames):
+    _, quanta = frames  # the store's QUANTA runs are of quanta_cnn on digits:5-9, with a control
+    lite = gather_evidence(pd.DataFrame(), quanta, Situation(samples_per_class=100, num_classes=10, dataset="digits"))
+    assert lite.quanta_depth is None
+    assert any(i.kind == "quanta" and "not your backbone" in i.why_not for i in lite.items)
+    cnn = gather_evidence(pd.DataFrame(), quanta, Situation(samples_per_class=100, num_classes=10, dataset="digits",
+                                                            backbone="quanta_cnn"))
+    # lambda_S trained vs the control (one run: the measured margin): layer 0 .94 vs .70 and layer 1 .89 vs .85
+    # above, layer 2 .61 vs .90 below: the first 2 of 3 layers keep the source's features
+    assert cnn.quanta_depth == (2, 3) and cnn.quanta_dataset == "digits:5-9"
+
+
+def test_quanta_without_a_signal_sets_no_depth(frames):
+    _, quanta = frames
+    flat = quanta.copy()
+    for layer in ("0", "1", "2"):  # every run ends where the control ends: nothing separates
+        flat[f"quanta_source/{layer}"] = 0.905
+    ev = gather_evidence(pd.DataFrame(), flat, Situation(samples_per_class=100, num_classes=10, dataset="digits",
+                                                         backbone="quanta_cnn"))
+    assert ev.quanta_depth is None and any("no layer showed a signal" in i.why_not for i in ev.items)
 
 
 def test_no_runs_no_evidence_and_model_selection_runs_do_not_count(frames):
     runs, quanta = frames
-    s = Situation(samples_per_class=5, num_classes=10)
+    s = Situation(samples_per_class=5, num_classes=10, dataset="digits")
     assert gather_evidence(runs.iloc[0:0], quanta.iloc[0:0], s) is None
     selected = runs.assign(model_selection="True")  # scored on val: not comparable with test curves
     ev = gather_evidence(selected, quanta, s)
-    assert ev.closest_spc is None and ev.quanta_depth == 2
+    assert ev.comparison is None
 
 
 def test_without_a_control_quanta_says_what_is_missing(frames):
-    runs, quanta = frames
+    _, quanta = frames
     trained_only = quanta[quanta["source_kind"] == results.TRAINED_SOURCE]
-    ev = gather_evidence(runs.iloc[0:0], trained_only, Situation(samples_per_class=5, num_classes=10))
-    assert ev.quanta_depth is None and "no random-source control" in ev.notes[0]
+    ev = gather_evidence(pd.DataFrame(), trained_only, Situation(samples_per_class=5, num_classes=10,
+                                                                 dataset="digits", backbone="quanta_cnn"))
+    assert ev.quanta_depth is None and "no random-source control" in ev.items[0].why_not
 
 
 def test_variant_labels_name_their_configuration():

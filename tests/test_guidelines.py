@@ -14,8 +14,14 @@ from tlcore.guidelines import (
     DOMAINS,
     GPU_UTILISATION,
     GPUS,
+    MEDIUM,
+    PRIOR,
     RULES_PATH,
+    STRONG,
+    WEAK,
+    Comparison,
     Evidence,
+    EvidenceItem,
     GuidelineError,
     Situation,
     Speed,
@@ -132,29 +138,87 @@ def test_alternatives_say_how_much_more_or_less_they_cost():
     assert set(notes) == {0, 1, 2, 3, "lp-ft"} and all("x the time" in n for n in notes.values())
 
 
+def _comparison(**changes) -> Comparison:
+    base = dict(dataset="digits", backbone="efficientnet_lite0", strength=STRONG, spc=20, near=True,
+                measured_range=(1, 50), fe_variant="FE linearsvc", ft_configuration=2, fe=(0.88, 0.86, 0.90),
+                ft=(0.93, 0.92, 0.94), diff=0.05, diff_low=0.03, diff_high=0.07, n_pairs=3, verdict="ft_higher")
+    return Comparison(**{**base, **changes})
+
+
 def test_your_runs_override_the_generic_rule():
     s = Situation(samples_per_class=20, num_classes=10, domain="imagenet_like", dataset="digits")
     generic = recommend(s, projection=_projection(s))
     assert generic.method == "fe"
-    ev = Evidence("digits", "efficientnet_lite0", fe_accuracy=(0.88, 0.02), ft_accuracy=(0.93, 0.01),
-                  ft_configuration=2, closest_spc=20, crossover_spc=15.0, crossover_configuration=2,
-                  measured_up_to=50)
+    ev = Evidence("digits", "efficientnet_lite0", comparison=_comparison())
     rec = recommend(s, projection=_projection(s), evidence=ev)
     assert rec.method == "ft" and rec.configuration == 2
-    assert rec.fired[0] == "measured-in-your-runs"
-    assert "overtook feature extraction at about 15 samples per class" in rec.reasons[0].text
+    assert rec.fired[0] == "measured-in-your-runs" and rec.reasons[0].strength == STRONG
+    assert "fine-tuning (configuration 2) scored higher than feature extraction" in rec.reasons[0].text
+    assert "95% interval +3.0 to +7.0 over 3 draws" in rec.reasons[0].text
     assert rec.reasons[0].source.citation == "Measured in your runs"
-    assert "generic rule would have said FE" in rec.reasons[1].text
-    assert rec.accuracy_note.startswith("92%-94%")
+    assert "generic rule would have said FE" in rec.reasons[1].text and rec.reasons[1].strength == PRIOR
+    assert rec.accuracy_note.startswith("92%-94%") and rec.expected_accuracy == (0.93, 0.92, 0.94)
+
+
+def test_a_crossover_range_decides_on_either_side():
+    ev = Evidence("digits", "efficientnet_lite0", comparison=_comparison(near=False, spc=50),
+                  crossover=(12.0, 10.0, 15.0, 2))
+    above = recommend(Situation(samples_per_class=20, num_classes=10, dataset="digits"), evidence=ev)
+    assert above.method == "ft" and "between 10 and 15 samples per class" in above.reasons[0].text
     below = recommend(Situation(samples_per_class=5, num_classes=10, dataset="digits"), evidence=ev)
-    assert below.method == "fe" and "only at about 15" in below.reasons[0].text
+    assert below.method == "fe" and "only between 10 and 15" in below.reasons[0].text
 
 
-def test_quanta_evidence_informs_the_freezing_depth():
-    s = Situation(samples_per_class=100, num_classes=10, domain="medical", dataset="digits")
+def test_a_measured_tie_picks_the_cheaper_option_and_says_so():
+    s = Situation(samples_per_class=20, num_classes=10, dataset="digits", deployment_shift=True)
+    tie = _comparison(diff=0.01, diff_low=-0.02, diff_high=0.04, verdict="not_resolved")
+    rec = recommend(s, projection=_projection(s), evidence=Evidence("digits", "efficientnet_lite0", comparison=tie))
+    assert rec.method == "fe" and rec.fired[0] == "measured-tie"
+    assert "not separated" in rec.reasons[0].text and "cheaper option wins" in rec.reasons[0].text
+    assert rec.pilot and "do not separate" in rec.caution
+
+
+def test_medium_evidence_decides_but_weak_evidence_never_does():
+    s = Situation(samples_per_class=20, num_classes=10, domain="imagenet_like", dataset="digits")
+    medium = recommend(s, evidence=Evidence(comparison=_comparison(strength=MEDIUM, backbone="resnet18")))
+    assert medium.method == "ft" and medium.reasons[0].strength == MEDIUM
+    weak = Evidence(comparison=_comparison(strength=WEAK, dataset="lfw_faces"),
+                    items=(EvidenceItem("comparison", WEAK, "FE and FT on lfw_faces.", used=False,
+                                        why_not="measured on another dataset"),))
+    rec = recommend(s, projection=_projection(s), evidence=weak)
+    assert rec.method == "fe" and "measured-in-your-runs" not in rec.fired  # the generic rule decided
+    assert all(r.strength != WEAK for r in rec.reasons)
+    assert rec.pilot and "weak evidence (measured on another dataset)" in rec.caution
+    assert rec.accuracy_note.startswith("Not known yet: your closest runs (lfw_faces")
+
+
+def test_an_option_ten_times_costlier_is_not_recommended_against_measured_evidence():
+    # 179 per class, same distribution: the published finding says fine-tune (Kumar 2022). Fine-tuning costs
+    # 40 epochs x forward+backward (>= 60x FE here); the user's converged runs up to 20 per class have FE higher.
+    s = Situation(samples_per_class=179, num_classes=10, dataset="digits")
+    assert recommend(s, projection=_projection(s)).method == "ft"
+    lower = _comparison(spc=20, near=False, measured_range=(1, 20), fe=(0.944, 0.93, 0.96), ft=(0.926, 0.91, 0.94),
+                        diff=-0.018, diff_low=-0.03, diff_high=-0.006, verdict="fe_higher")
+    rec = recommend(s, projection=_projection(s), evidence=Evidence("digits", "efficientnet_lite0", comparison=lower))
+    assert rec.method == "fe" and rec.fired[0] == "costly-without-measured-gain"
+    assert "x the cost of feature extraction" in rec.reasons[0].text and "measured up to 20" in rec.reasons[0].text
+    ratio = rec.reasons[0].text.split(" is projected at ")[1].split("x")[0]
+    assert float(ratio) >= 10
+    assert rec.pilot and "fine-tuning may still gain" in rec.caution
+    # measured evidence that fine-tuning scores higher keeps it, whatever it costs
+    higher = replace(lower, ft=(0.97, 0.96, 0.98), diff=0.026, diff_low=0.01, diff_high=0.04, verdict="ft_higher")
+    kept = recommend(s, projection=_projection(s), evidence=Evidence("digits", "efficientnet_lite0",
+                                                                     comparison=higher))
+    assert kept.method == "ft" and "costly-without-measured-gain" not in kept.fired
+    # weak evidence never vetoes either
+    weak = recommend(s, projection=_projection(s), evidence=Evidence(comparison=replace(lower, strength=WEAK)))
+    assert weak.method == "ft"
+
+
+def test_quanta_evidence_informs_the_freezing_depth_only_from_the_chosen_backbone():
+    s = Situation(samples_per_class=100, num_classes=10, domain="medical", dataset="digits", backbone="quanta_cnn")
     assert recommend(s, projection=_projection(s)).configuration == 0  # input shift: train the early layers
-    ev = Evidence(None, None, quanta_depth=4, quanta_layers=7, quanta_backbone="quanta_cnn",
-                  quanta_dataset="digits:5-9")
+    ev = Evidence(quanta_depth=(4, 7), quanta_backbone="quanta_cnn", quanta_dataset="digits:5-9")
     rec = recommend(s, projection=_projection(s), evidence=ev)
     assert rec.method == "ft" and rec.configuration == 2 and "measured-quanta-depth" in rec.fired
     texts = [r.text for r in rec.reasons]
@@ -163,12 +227,16 @@ def test_quanta_evidence_informs_the_freezing_depth():
     # QUANTA on another dataset says nothing about this one
     other = recommend(s, projection=_projection(s), evidence=replace(ev, quanta_dataset="lfw_faces"))
     assert other.configuration == 0 and "measured-quanta-depth" not in other.fired
+    # nor QUANTA of another backbone (the 93.6 h recommendation came from quanta_cnn runs)
+    lite = replace(s, backbone="efficientnet_lite0")
+    assert "measured-quanta-depth" not in recommend(lite, projection=_projection(lite), evidence=ev).fired
 
 
 def test_runs_far_from_the_users_labels_give_no_accuracy_range():
-    ev = Evidence("digits", "efficientnet_lite0", fe_accuracy=(0.87, 0.01), ft_accuracy=(0.28, 0.02),
-                  ft_configuration=0, closest_spc=5, measured_up_to=5)
-    rec = recommend(Situation(samples_per_class=179, num_classes=10, dataset="digits"), evidence=ev)
+    comp = _comparison(spc=5, near=False, measured_range=(1, 5), fe=(0.87, 0.85, 0.89), ft=(0.28, 0.2, 0.36),
+                       verdict="fe_higher")
+    rec = recommend(Situation(samples_per_class=179, num_classes=10, dataset="digits"),
+                    evidence=Evidence("digits", "efficientnet_lite0", comparison=comp))
     assert rec.accuracy_note.startswith("Not measured near 179 samples per class")
     assert "at 5, where feature extraction scored 87% and fine-tuning 28%" in rec.accuracy_note
 

@@ -13,10 +13,11 @@ from tlcore.history import job_runs, measured_speed, recent_runs
 from tlcore.job_charts import curve_figure, live_figures
 from tlcore.jobs import MetricPoint
 from tlcore.planning import (
+    APP_DEFAULTS,
     RunForm,
     build_spec,
     check_dataset,
-    coerce_value,
+    default_spc_grid,
     estimate_cost,
     method_fields,
     parse_spc_grid,
@@ -38,7 +39,8 @@ def test_samples_per_class_grid_parsing():
 @pytest.mark.parametrize("method", list(PARAMS_BY_METHOD))
 def test_every_method_form_builds_its_default_spec(method):
     fields = method_fields(method)
-    defaults = PARAMS_BY_METHOD[method]()
+    # the params classes keep the seeds' defaults (the CLI's); the app changes only what APP_DEFAULTS lists
+    defaults = dataclasses.replace(PARAMS_BY_METHOD[method](), **APP_DEFAULTS.get(method, {}))
     assert fields and all(f.default == getattr(defaults, f.name) for f in fields if f.kind != "choice")
     spec = build_spec(RunForm(method, "digits", params={f.name: f.default for f in fields}))
     if method == "quanta":  # the app never writes exports into the server's working directory
@@ -63,14 +65,20 @@ def test_form_values_become_the_spec_the_cli_would_build():
     assert spec.resolution == 64 and spec.batch_size == 16
     assert spec.params.learning_rate == 1.0 and isinstance(spec.params.learning_rate, float)
     assert spec.params.epochs == 3 and spec.params.resume is None
-    # the backbone's own size is not a resolution override
-    assert build_spec(RunForm("fe", "digits", resolution=224)).resolution is None
+    # a size typed on the form is kept as typed, the backbone's own too: unset, tiny images would run at 64 px
+    assert build_spec(RunForm("fe", "digits", resolution=224)).resolution == 224
+    assert build_spec(RunForm("fe", "digits")).resolution is None
+    assert build_spec(RunForm("quanta", "digits", backbone="quanta_cnn", resolution=32)).resolution is None  # fixed
     # spec validation speaks for the form
     with pytest.raises(SpecError, match=r"'learning_rate' parameter of FineTuningParams must be a float in the "
                                         r"range \(0, inf\). Got -0.1 instead."):
         build_spec(RunForm("ft", "digits", params={"learning_rate": -0.1}))
-    layer = next(f for f in method_fields("quanta") if f.name == "layer_to_transfer")
-    assert coerce_value(layer, " 3 ") == 3 and coerce_value(layer, "features.2") == "features.2"
+    # the layer is picked from the backbone's list: an index on quanta_cnn, a tap name elsewhere
+    quanta = build_spec(RunForm("quanta", "digits", backbone="quanta_cnn",
+                                params={"layer_to_transfer": 3, "source_weights": "random"}))
+    assert quanta.params.layer_to_transfer == 3
+    taps = next(f for f in method_fields("quanta", "efficientnet_lite0") if f.name == "layer_to_transfer")
+    assert taps.options[1] == "_blocks.0" and taps.kind == "choice"
 
 
 def test_the_client_token_changes_with_the_spec_only():
@@ -202,3 +210,17 @@ def test_the_pace_reads_past_many_sweep_points_to_the_jobs(tracker):
             run.log_metrics({"time_total_s": 999.0, "flops_total": 1e10})
     speed = measured_speed(tracker, "fe", "efficientnet_lite0", "cpu")
     assert speed is not None and speed.runs == 1 and speed.seconds_per_flop == pytest.approx(1e-9)
+
+
+def test_the_apps_quanta_defaults_are_the_measured_ones_and_the_seeds_stay_on_the_cli():
+    assert APP_DEFAULTS["quanta"] == {"nb_of_target_epochs": 6, "quanta_lr": 0.05, "nb_of_target_samples": 40}
+    seed = PARAMS_BY_METHOD["quanta"]()
+    assert (seed.nb_of_target_epochs, seed.learning_rate, seed.quanta_lr) == (1, 2e-4, None)
+    layer = next(f for f in method_fields("quanta", "quanta_cnn") if f.name == "layer_to_transfer")
+    assert layer.options == (-1, 0, 1, 2, 3, 4, 5, 6) and layer.default == -1  # picked from a list, not typed
+    assert layer.label_of(-1) == "every layer at once (7)"
+
+
+def test_fine_tuning_defaults_to_fewer_points_without_a_gpu():
+    assert default_spc_grid("ft", gpu=False) == "2,10" and default_spc_grid("ft", gpu=True) == "1,2,5,10"
+    assert default_spc_grid("fe", gpu=False) == "1,2,5,10"

@@ -64,14 +64,23 @@ def test_pareto_front_is_computed_per_dataset():
     assert sorted(zip(front["dataset"], front["cost"], strict=True)) == [("a", 1.0), ("b", 5.0), ("b", 6.0)]
 
 
-def test_pareto_front_of_the_store_on_energy(tradeoffs):
+def test_pareto_front_of_the_store_on_energy_is_per_samples_per_class(tradeoffs):
     pts = results.tradeoff_points(tradeoffs, "energy_kwh")
     front = results.pareto_front(pts, "energy_kwh")
     digits = front[front["dataset"] == "digits"]
-    # Cheapest best: spc=1 split=1 (.54); then spc=5 split=1 (.72); then two runs at 1e-4 and .80 (a tie: both
-    # stay); then FT config 0 spc=10 (.90).
-    assert digits["test_accuracy"].tolist() == [0.54, 0.72, 0.80, 0.80, 0.90]
+    # Accuracies at 1, 5 and 10 samples per class are not comparable: one front each. At 1: FE split 1 (.54,
+    # 1e-5 kWh) dominates every FT run (dearer, less accurate). At 5: FE split 1 (.72). At 10: FE at 1e-4 and the
+    # counters run at 1e-4 tie at .80 (both stay), then FT config 0 (.90) at 1e-3.
+    assert digits[digits["spc"] == 1]["test_accuracy"].tolist() == [0.54]
+    assert digits[digits["spc"] == 5]["test_accuracy"].tolist() == [0.72]
+    assert digits[digits["spc"] == 10]["test_accuracy"].tolist() == [0.80, 0.80, 0.90]
     assert not digits["is_sweep_parent"].any() and (digits["status"] == "FINISHED").all()
+
+
+def test_weak_runs_never_sit_on_a_pareto_front():
+    df = pd.DataFrame({"dataset": "d", "spc": 5.0, "cost": [1.0, 2.0], "acc": [0.9, 0.5], "weak": [True, False]})
+    front = results.pareto_front(df, "cost", "acc")
+    assert front["acc"].tolist() == [0.5]  # the cheaper, more accurate run is capped: not on the front
 
 
 # -- learning curves -------------------------------------------------------------------------------
@@ -367,3 +376,83 @@ def test_mlflow_ui_probe_and_run_links():
         server.server_close()
     assert not results.mlflow_ui_running(url)  # nothing listens any more
     assert results.mlflow_run_url(url + "/", "3", "abc") == f"{url}/#/experiments/3/runs/abc"
+
+
+# -- uncertainty: intervals, paired differences, crossovers -----------------------------------------
+
+
+def _points(rows):
+    """FE/FT points: (method, variant, spc, split, accuracy[, weak])."""
+    recs = []
+    for r in rows:
+        method, variant, spc, split, acc = r[:5]
+        recs.append({"dataset": "d", "backbone": "b", "method": method, "variant": variant, "status": "FINISHED",
+                     "is_sweep_parent": False, "spc": float(spc), "split_index": float(split), "test_accuracy": acc,
+                     "weak": r[5] if len(r) > 5 else False, "quality": "capped" if len(r) > 5 and r[5] else
+                     "converged"})
+    return pd.DataFrame(recs)
+
+
+def test_learning_curves_carry_a_95_percent_interval_and_weak_points():
+    df = _points([("fe", "FE x", 5, 0, 0.80), ("fe", "FE x", 5, 1, 0.85), ("fe", "FE x", 5, 2, 0.90),
+                  ("ft", "FT config 0", 5, 0, 0.30, True), ("ft", "FT config 0", 5, 1, 0.32)])
+    curves = results.learning_curves(df).set_index("variant")
+    # mean .85, sd .05, n 3: half-width t(.975, 2) * .05 / sqrt(3) = 0.124207
+    assert curves.loc["FE x", "ci_low"] == pytest.approx(0.85 - 0.124207, abs=1e-5)
+    assert curves.loc["FE x", "ci_high"] == pytest.approx(0.85 + 0.124207, abs=1e-5)
+    assert not curves.loc["FE x", "weak"]
+    assert curves.loc["FT config 0", "weak"] and curves.loc["FT config 0", "n_weak"] == 1
+    assert curves.loc["FT config 0", "weak_reason"] == "1 capped (still improving)"
+
+
+def test_paired_difference_of_ft_and_fe_on_the_same_draws():
+    df = _points([("fe", "FE x", 5, k, a) for k, a in enumerate((0.70, 0.72, 0.74))]
+                 + [("ft", "FT config 0", 5, k, a) for k, a in enumerate((0.60, 0.63, 0.66))])
+    row = results.paired_differences(df).iloc[0]
+    # differences -.10 -.09 -.08: mean -.09, sd .01, half-width 4.302653 * .01 / sqrt(3) = .024841
+    assert row["diff"] == pytest.approx(-0.09) and row["n_pairs"] == 3
+    assert row["ci_high"] == pytest.approx(-0.09 + 0.024841, abs=1e-5)
+    assert row["verdict"] == "fe_higher"
+    # unpaired, the same numbers would overlap: FE .72 +- .05, FT .63 +- .075; pairing removes the draw effect
+
+
+def test_pairs_with_a_weak_run_are_left_out_and_counted():
+    df = _points([("fe", "FE x", 5, 0, 0.70), ("fe", "FE x", 5, 1, 0.72), ("fe", "FE x", 5, 2, 0.74),
+                  ("ft", "FT config 0", 5, 0, 0.10, True), ("ft", "FT config 0", 5, 1, 0.80),
+                  ("ft", "FT config 0", 5, 2, 0.82)])
+    row = results.paired_differences(df).iloc[0]
+    assert row["n_weak"] == 1 and row["n_pairs"] == 2 and row["diff"] == pytest.approx(0.08)  # .80-.72, .82-.74
+
+
+def test_crossover_is_resolved_only_between_significant_points():
+    fe = {2: (0.60, 0.61, 0.62), 5: (0.70, 0.71, 0.72), 10: (0.80, 0.81, 0.82)}
+    ft = {2: (0.40, 0.42, 0.41), 5: (0.60, 0.80, 0.75), 10: (0.90, 0.92, 0.91)}
+    rows = [("fe", "FE x", spc, k, a) for spc, accs in fe.items() for k, a in enumerate(accs)]
+    rows += [("ft", "FT config 0", spc, k, a) for spc, accs in ft.items() for k, a in enumerate(accs)]
+    paired = results.paired_differences(_points(rows)).set_index("spc")
+    assert paired["verdict"].to_dict() == {2.0: "fe_higher", 5.0: "not_resolved", 10.0: "ft_higher"}
+    cross = results.crossover_intervals(paired.reset_index()).iloc[0]
+    assert cross["resolved"] and (cross["spc_low"], cross["spc_high"]) == (2.0, 10.0)
+    assert 2.0 < cross["spc"] < 10.0 and "between 2 and 10" in cross["note"]
+    # without the FT-better point the crossover is not resolved by these runs
+    unresolved = results.crossover_intervals(paired[paired.index < 10].reset_index()).iloc[0]
+    assert not unresolved["resolved"] and "never clearly higher" in unresolved["note"]
+
+
+def test_runs_logged_without_a_verdict_are_judged_when_read(populated_copy):
+    from tlcore.tracking import Tracker
+
+    uri, _ = populated_copy
+    tracker = Tracker(uri)
+    params = {"method": "ft", "dataset": "digits", "backbone": "efficientnet_lite0", "samples_per_class": 5,
+              "split": 0, "num_classes": 10, "epochs": 4, "patience": 3, "configuration": 0}
+    with tracker.start_run("ft", params, run_name="old capped run") as run:
+        for epoch, loss in enumerate((2.0, 1.5, 1.2, 1.0), start=1):  # still falling at the cap of 4 epochs
+            run.log_metrics({"val_loss": loss}, step=epoch)
+        run.log_metrics({"test_accuracy": 0.6, "n_eval_images": 300, "epochs_run": 4, "stopped_early": 0.0})
+    assert tracker.get_run(run.run_id).data.tags["quality"] == "capped"  # tagged when it finished
+    for tag in ("quality", "quality_reason"):  # as a store written before verdicts existed
+        tracker.client.delete_tag(run.run_id, tag)
+    df = results.load_view(uri, "tradeoffs").set_index("run_id")
+    assert df.loc[run.run_id, "quality"] == "capped" and df.loc[run.run_id, "weak"]
+    assert "still falling" in df.loc[run.run_id, "quality_reason"]

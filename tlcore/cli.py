@@ -308,6 +308,67 @@ def cmd_examples(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_advise(args: argparse.Namespace) -> int:
+    """The Guidelines page's answer on the command line (the same :func:`tlcore.advice.advise`)."""
+    import json
+
+    from tlcore.advice import advise, situation_from_dataset
+    from tlcore.errors import SpecError
+    from tlcore.guidelines import STRENGTH_LABELS, Situation
+    from tlcore.jobs import format_duration
+    from tlcore.planning import format_flops
+
+    answers = dict(domain=args.domain, device=args.device, budget_hours=args.budget_hours,
+                   budget_kwh=args.budget_kwh, tuning_time=args.tuning_time, deployment_shift=args.deployment_shift,
+                   backbone=args.backbone, epochs=args.epochs)
+    if args.dataset:
+        situation = situation_from_dataset(args.dataset, args.data_dir, samples_per_class=args.samples_per_class,
+                                           resolution=args.resolution, **answers)
+    elif args.samples_per_class and args.classes:
+        situation = Situation(samples_per_class=args.samples_per_class, num_classes=args.classes,
+                              resolution=args.resolution, **answers).validate()
+    else:
+        raise SpecError("Give --dataset NAME (its labels are counted), or --samples-per-class N with --classes K.")
+    advice = advise(situation, args.mlflow_path)
+    if args.json:
+        print(json.dumps(advice.to_dict(), indent=2, default=str))
+        return 0
+    rec = advice.recommendation
+    s = advice.situation
+    print(f"Situation: {s.samples_per_class} labelled images per class x {s.num_classes} classes"
+          + (f" ({s.dataset})" if s.dataset else "") + f", {s.domain}, backbone {s.backbone}"
+          + (f" at {s.resolution} px" if s.resolution else "") + ".")
+    print(f"\nRecommendation: {rec.title}")
+    print(f"Expected accuracy: {rec.accuracy_note}")
+    cost = rec.chosen_cost
+    if cost is not None:
+        parts = [format_flops(cost.flops)]
+        if cost.seconds is not None:
+            parts.append(format_duration(cost.seconds))
+        if cost.energy_kwh is not None:
+            parts.append(f"{cost.energy_kwh:.3g} kWh")
+        print("Projected cost: " + " · ".join(parts))
+    if rec.caution:
+        print(f"Caution: {rec.caution}")
+    print("\nWhy:")
+    for r in rec.reasons:
+        print(f"  - [{r.strength}] {r.text}\n      Source: {r.source.citation}")
+    ev = advice.evidence
+    if ev is not None and ev.items:
+        print("\nEvidence from your runs:")
+        for item in ev.items:
+            status = "used" if item.used else f"not used: {item.why_not}"
+            print(f"  - [{item.strength}] {item.text} ({status})")
+    if advice.store_error:
+        print(f"\nThe results store could not be read: {advice.store_error}")
+    print("\nAlternatives:")
+    for o, note in rec.alternatives:
+        when = format_duration(o.seconds) if o.seconds is not None else "time unknown"
+        print(f"  - {o.label}: {format_flops(o.flops)}, {when}" + (f" ({note})" if note else ""))
+    print("\nStrengths: " + "; ".join(STRENGTH_LABELS.values()) + ".")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Parser
 
@@ -460,6 +521,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_examples)
+
+    from tlcore.guidelines import DOMAINS, GPUS, TUNING_TIMES
+
+    p = sub.add_parser("advise", parents=[common], help="feature extraction or fine-tuning, and how deep? The "
+                                                        "Guidelines page's answer, from your runs and published "
+                                                        "findings")
+    g = p.add_argument_group("your labelled data (a dataset, or the numbers)")
+    g.add_argument("--dataset", help="count the labels of this dataset (embedded, torchvision or folder path)")
+    g.add_argument("--samples-per-class", type=int, help="labelled images per class (default: counted)")
+    g.add_argument("--classes", type=int, help="number of classes (with --samples-per-class, without --dataset)")
+    g.add_argument("--data-dir")
+    g = p.add_argument_group("your images, budget and time")
+    g.add_argument("--domain", default="imagenet_like", choices=list(DOMAINS),
+                   help="how close your images are to everyday photos")
+    g.add_argument("--deployment-shift", action="store_true", help="deployed images will differ from the "
+                                                                   "training images")
+    g.add_argument("--device", default="this_machine", choices=["this_machine", *GPUS],
+                   help="where it runs: this machine (its measured pace) or a named GPU")
+    g.add_argument("--budget-hours", type=float, help="compute budget in hours")
+    g.add_argument("--budget-kwh", type=float, help="compute budget in kWh")
+    g.add_argument("--tuning-time", default="hours", choices=list(TUNING_TIMES),
+                   help="time for a hyperparameter search")
+    g.add_argument("--backbone", default="efficientnet_lite0")
+    g.add_argument("--epochs", type=int, default=40, help="most fine-tuning epochs (the projection's bound)")
+    g.add_argument("--resolution", type=int, help="input size in px (default: follows the images)")
+    p.add_argument("--mlflow-path", help="results store whose runs are the evidence (default: as every command)")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON (method, configuration, expected "
+                                                       "accuracy, cost, reasons with source and strength, evidence "
+                                                       "used and ignored)")
+    p.set_defaults(func=cmd_advise)
     return parser
 
 

@@ -28,5 +28,9 @@ class BackboneError(TLError):
     """An unknown backbone, tap or configuration."""
 
 
+class TrainingDiverged(TLError):
+    """The loss became nan or infinite: the run is marked FAILED with the verdict ``diverged``."""
+
+
 class Cancelled(Exception):
     """Raised inside a method when the user asked to stop; the run ends KILLED."""

@@ -1,8 +1,9 @@
-"""What the user's own runs say, for the guideline walkthrough: closest curves, crossover, depth, pace.
+"""What the user's own runs say, for the guideline walkthrough: comparison, crossover, depth, pace.
 
 :func:`gather_evidence` reads the Trade-offs and QUANTA frames of :mod:`tlcore.results` and
-picks the feature-extraction and fine-tuning curves closest to the user's situation (their
-dataset first, then their backbone, then the curves whose samples-per-class range covers theirs);
+grades each piece (strong: the user's dataset and backbone; medium: their dataset, another
+backbone; weak: capped or near-chance runs, other datasets: shown, never deciding), comparing FE
+and FT on the same draws with 95 % intervals (:mod:`tlcore.quality`);
 :func:`machine_speed` turns this machine's finished jobs into a pace, and :func:`calibrate_speed`
 measures one in seconds when there are none. Nothing here imports streamlit.
 """
@@ -12,19 +13,30 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 
-from tlcore.guidelines import Evidence, Situation, Speed
+from tlcore import quality
+from tlcore.guidelines import (
+    DECIDING,
+    MEDIUM,
+    NEAR_FACTOR,
+    STRONG,
+    WEAK,
+    Comparison,
+    Evidence,
+    EvidenceItem,
+    Situation,
+    Speed,
+    same_task_family,
+)
 from tlcore.results import (
-    RANDOM_SOURCE,
-    TRAINED_SOURCE,
-    crossovers,
-    layer_hint,
+    crossover_intervals,
     learning_curves,
-    quanta_summary,
-    quanta_values,
+    paired_differences,
+    quanta_depth,
+    quanta_layer_verdicts,
 )
 
 ACCURACY = "test_accuracy"
@@ -52,116 +64,185 @@ def configuration_of(variant: str) -> int | str | None:
     return None
 
 
-def _closest_pair(points: pd.DataFrame, s: Situation) -> tuple[str, str] | None:
-    """The (dataset, backbone) with both FE and FT curves that best matches the situation."""
-    pairs = []
-    for (dataset, backbone), g in points.groupby(["dataset", "backbone"]):
-        if not {"fe", "ft"} <= set(g["method"]):
+def _strength(dataset: str, backbone: str, s: Situation) -> str:
+    if s.dataset and dataset == s.dataset:
+        return STRONG if backbone == s.backbone else MEDIUM
+    return WEAK
+
+
+def _gap(spc: float, s: Situation) -> float:
+    return abs(math.log(spc) - math.log(s.samples_per_class))
+
+
+def _compare(points: pd.DataFrame, dataset: str, backbone: str, s: Situation) -> tuple[Comparison | None, str]:
+    """The FE-vs-FT comparison of one dataset and backbone at the samples per class closest to the user's,
+    from non-weak runs only; or None and why not."""
+    subset = points[(points["dataset"] == dataset) & (points["backbone"] == backbone)]
+    strong = subset[~subset["weak"].astype(bool)] if "weak" in subset else subset
+    weak_ft = subset[(subset["method"] == "ft") & subset.get("weak", False).astype(bool)]
+    if not {"fe", "ft"} <= set(strong["method"]):
+        if not weak_ft.empty:
+            counts = weak_ft["quality"].map(lambda q: quality.LABELS.get(q, q)).value_counts()
+            why = weak_ft["quality_reason"].dropna()
+            return None, ("its fine-tuning runs are weak evidence (" + ", ".join(f"{n} {k}" for k, n in counts.items())
+                          + (f": {why.iloc[0]}" if len(why) else "") + ")")
+        return None, "it lacks converged runs of both methods"
+    paired = paired_differences(strong, ACCURACY)
+    curves = learning_curves(strong, ACCURACY)
+    fe_curves = curves[curves["variant"].astype(str).str.startswith("FE")]
+    ft_curves = curves[curves["variant"].astype(str).str.startswith("FT")]
+    shared = sorted(set(fe_curves["spc"]) & set(ft_curves["spc"]))
+    if not shared:
+        return None, "its FE and FT runs share no samples-per-class value"
+    spc = min(shared, key=lambda v: (_gap(v, s), -v))
+    fe_at, ft_at = fe_curves[fe_curves["spc"] == spc], ft_curves[ft_curves["spc"] == spc]
+    fe_row = fe_at.loc[fe_at["mean"].idxmax()]
+    ft_row = ft_at.loc[ft_at["mean"].idxmax()]
+    pair = paired[(paired["spc"] == spc) & (paired["reference"] == fe_row["variant"])
+                  & (paired["variant"] == ft_row["variant"])]
+    if not pair.empty and pair.iloc[0]["n_pairs"] > 0:
+        p = pair.iloc[0]
+        diff, lo, hi, n, verdict = p["diff"], p["ci_low"], p["ci_high"], int(p["n_pairs"]), p["verdict"]
+    else:  # draws not shared: an unpaired (Welch) comparison of the splits' means
+        per_split = strong[strong["spc"] == spc]
+        a = per_split[per_split["variant"] == ft_row["variant"]][ACCURACY].to_numpy(float)
+        b = per_split[per_split["variant"] == fe_row["variant"]][ACCURACY].to_numpy(float)
+        diff, lo, hi = quality.welch_interval(a, b)
+        n = int(min(len(a), len(b)))
+        verdict = ("ft_higher" if lo > 0 else "fe_higher" if hi < 0 else "not_resolved") if np.isfinite(lo) \
+            else "not_resolved"
+    measured = (int(min(fe_curves["spc"].min(), ft_curves["spc"].min())),
+                int(max(fe_curves["spc"].max(), ft_curves["spc"].max())))
+    near = 1 / NEAR_FACTOR <= spc / s.samples_per_class <= NEAR_FACTOR
+    return Comparison(
+        dataset=dataset, backbone=backbone, strength=_strength(dataset, backbone, s), spc=int(spc), near=near,
+        measured_range=measured, fe_variant=str(fe_row["variant"]),
+        ft_configuration=configuration_of(ft_row["variant"]),
+        fe=(float(fe_row["mean"]), float(fe_row["ci_low"]), float(fe_row["ci_high"])),
+        ft=(float(ft_row["mean"]), float(ft_row["ci_low"]), float(ft_row["ci_high"])),
+        diff=float(diff), diff_low=float(lo), diff_high=float(hi), n_pairs=n, verdict=str(verdict)), ""
+
+
+def _crossover(points: pd.DataFrame, comp: Comparison) -> tuple | None:
+    subset = points[(points["dataset"] == comp.dataset) & (points["backbone"] == comp.backbone)]
+    if "weak" in subset:
+        subset = subset[~subset["weak"].astype(bool)]
+    cross = crossover_intervals(paired_differences(subset, ACCURACY))
+    cross = cross[cross["resolved"].astype(bool) & (cross["reference"] == comp.fe_variant)]
+    if cross.empty:
+        return None
+    first = cross.sort_values("spc_high").iloc[0]
+    return (float(first["spc"]), float(first["spc_low"]), float(first["spc_high"]),
+            configuration_of(first["variant"]))
+
+
+def _quanta(quanta_runs: pd.DataFrame, s: Situation) -> tuple[dict, list[EvidenceItem]]:
+    """A freezing depth from QUANTA runs of the chosen backbone on this dataset with a layer that separated
+    from its control; every other QUANTA run is listed with why it does not set one."""
+    if quanta_runs.empty or "method" not in quanta_runs:
+        return {}, []
+    verdicts = quanta_layer_verdicts(quanta_runs)
+    if verdicts.empty:
+        return {}, []
+    items, fields = [], {}
+    for (backbone, dataset), g in verdicts.groupby(["backbone", "dataset"], sort=True):
+        where = f"QUANTA on {dataset} ({backbone})"
+        if backbone != s.backbone:
+            items.append(EvidenceItem("quanta", WEAK, where + ".", used=False,
+                                      why_not=f"not your backbone ({s.backbone}): its layers say nothing about "
+                                              f"{s.backbone}'s"))
             continue
-        log_gap = min(abs(math.log(v) - math.log(s.samples_per_class)) for v in g["spc"] if v > 0)
-        pairs.append(((dataset != s.dataset, backbone != s.backbone, round(log_gap, 3), -len(g)),
-                      (dataset, backbone)))
-    return min(pairs)[1] if pairs else None
-
-
-def _at(curve: pd.DataFrame, spc: float) -> tuple[float, float]:
-    row = curve[curve["spc"] == spc].iloc[0]
-    std = float(row["std"]) if pd.notna(row["std"]) else 0.0
-    return float(row["mean"]), std
-
-
-def _quanta_depth(quanta_runs: pd.DataFrame, s: Situation) -> tuple[dict, list[str]]:
-    """Leading layers whose mean final lambda_S beat the random-source control, on the closest target."""
-    values = quanta_values(quanta_runs) if not quanta_runs.empty else pd.DataFrame()
-    if values.empty:
-        return {}, []
-    values = values[values["status"].eq("FINISHED")]
-    summary = quanta_summary(values, layer_hint(quanta_runs))
-    groups = []
-    for (backbone, dataset), g in summary.groupby(["backbone", "dataset"]):
-        kinds = set(g["source_kind"])
-        groups.append(((RANDOM_SOURCE not in kinds or TRAINED_SOURCE not in kinds, dataset != s.dataset,
-                        backbone != s.backbone, -len(g)), backbone, dataset, g))
-    if not groups:
-        return {}, []
-    _, backbone, dataset, g = min(groups, key=lambda t: t[0])
-    trained = g[g["source_kind"] == TRAINED_SOURCE].set_index("layer")
-    control = g[g["source_kind"] == RANDOM_SOURCE].set_index("layer")
-    if trained.empty or control.empty:
-        return {}, [f"QUANTA runs of {backbone} on {dataset} have no "
-                    f"{'random-source control' if control.empty else 'trained source'} beside them, so they do "
-                    "not say how deep the transferable layers go; run QUANTA with source weights = random too."]
-    layers = trained.sort_values("layer_pos").index.intersection(control.index, sort=False)
-    depth = 0
-    for layer in layers:
-        if trained.at[layer, "mean"] > control.at[layer, "mean"]:
-            depth += 1
+        if not same_task_family(dataset, s.dataset):
+            items.append(EvidenceItem("quanta", WEAK, where + ".", used=False,
+                                      why_not="another dataset than yours" if s.dataset else "no dataset picked"))
+            continue
+        matched = g[g["matched"]]
+        if matched.empty:
+            items.append(EvidenceItem("quanta", WEAK, where + ".", used=False,
+                                      why_not="no random-source control with the same settings beside it"))
+            continue
+        settings = matched.groupby("settings_key")["n_trained"].sum().idxmax()
+        chosen = matched[matched["settings_key"] == settings]
+        depth = quanta_depth(chosen)
+        if depth is None:
+            items.append(EvidenceItem("quanta", WEAK, where + ": no layer separated from the random-source control.",
+                                      used=False, why_not="no layer showed a signal against its control"))
+            continue
+        text = (f"{where}: the target kept the source's features in the first {depth[0]} of {depth[1]} layers "
+                "against the random-source control.")
+        if not fields:
+            fields = {"quanta_depth": depth, "quanta_backbone": backbone, "quanta_dataset": dataset}
+            items.append(EvidenceItem("quanta", STRONG, text))
         else:
-            break
-    n_runs = int(trained["n"].max())
-    note = (f"QUANTA on {dataset} ({backbone}, {n_runs} trained-source run(s) and their random-source control): "
-            f"lambda_S beat the control in the first {depth} of {len(layers)} layers.")
-    return {"quanta_depth": depth, "quanta_layers": len(layers), "quanta_backbone": backbone,
-            "quanta_dataset": dataset}, [note]
+            items.append(EvidenceItem("quanta", STRONG, text, used=False, why_not="another QUANTA task was used"))
+    return fields, items
 
 
 def gather_evidence(runs: pd.DataFrame, quanta_runs: pd.DataFrame, situation: Situation) -> Evidence | None:
-    """The evidence closest to ``situation`` in the store's frames, or None when there is none.
+    """What the store's runs say about ``situation``, each piece with its strength, or None when nothing.
 
-    ``runs``: the Trade-offs view (FE and FT runs); ``quanta_runs``: the QUANTA view.
+    ``runs``: the Trade-offs view (FE and FT runs, with verdicts); ``quanta_runs``: the QUANTA view.
+    The comparison comes from the strongest (dataset, backbone) with both methods: the user's dataset
+    and backbone (strong), their dataset with another backbone (medium), anything else (weak, shown
+    only). Weak runs (capped, near chance) never enter a comparison.
     """
     s = situation
     points = _usable_points(runs)
-    fields: dict = {}
-    notes: list[str] = []
+    items: list[EvidenceItem] = []
+    candidates = []
+    for (dataset, backbone), g in points.groupby(["dataset", "backbone"]) if not points.empty else []:
+        if not {"fe", "ft"} <= set(g["method"]):
+            continue
+        strength = _strength(dataset, backbone, s)
+        comp, why = _compare(points, dataset, backbone, s)
+        rank = {STRONG: 0, MEDIUM: 1, WEAK: 2}[strength]
+        if comp is None:
+            items.append(EvidenceItem("comparison", WEAK, f"FE and FT runs on {dataset} with {backbone}.", used=False,
+                                      why_not=why))
+            continue
+        if strength == WEAK:
+            items.append(EvidenceItem("comparison", WEAK, comp.describe(), used=False,
+                                      why_not="measured on another dataset" if s.dataset else
+                                      "no dataset picked: runs on other data do not decide"))
+        candidates.append((rank, _gap(comp.spc, s), -len(g), comp))
+    comp = min(candidates, key=lambda c: c[:3])[3] if candidates else None
+    crossover = None
     curves_out = None
-    pair = _closest_pair(points, s) if not points.empty else None
-    if pair is not None:
-        dataset, backbone = pair
-        subset = points[(points["dataset"] == dataset) & (points["backbone"] == backbone)]
-        curves = learning_curves(subset, ACCURACY)
-        fe_variants = [v for v in curves["variant"].unique() if str(v).startswith("FE")]
-        ft_variants = [v for v in curves["variant"].unique() if str(v).startswith("FT")]
-        # one FE curve: the classifier with the best mean accuracy over the points it has
-        fe_variant = max(fe_variants, key=lambda v: curves[curves["variant"] == v]["mean"].mean())
-        fe_curve = curves[curves["variant"] == fe_variant]
-        ft_curves = {v: curves[curves["variant"] == v] for v in ft_variants}
-        shared = sorted(set(fe_curve["spc"]) & set().union(*(set(c["spc"]) for c in ft_curves.values())))
-        fields.update(dataset=dataset, backbone=backbone)
-        if shared:
-            closest = min(shared, key=lambda v: (abs(math.log(v) - math.log(s.samples_per_class)), v))
-            best_ft = max((v for v in ft_variants if closest in set(ft_curves[v]["spc"])),
-                          key=lambda v: _at(ft_curves[v], closest)[0])
-            fields.update(fe_accuracy=_at(fe_curve, closest), ft_accuracy=_at(ft_curves[best_ft], closest),
-                          ft_configuration=configuration_of(best_ft), closest_spc=int(closest),
-                          measured_up_to=int(min(fe_curve["spc"].max(),
-                                                 max(c["spc"].max() for c in ft_curves.values()))))
-        # where a fine-tuning curve ends above FE: its last upward crossing is where it overtook
-        cross = crossovers(curves[curves["variant"].isin([fe_variant, *ft_variants])])
-        overtakes = []
-        for variant, c in ft_curves.items():
-            grid = sorted(set(c["spc"]) & set(fe_curve["spc"]))
-            if not grid or _at(c, grid[-1])[0] <= _at(fe_curve, grid[-1])[0]:
-                continue
-            ups = cross[(cross["variant"] == variant) & cross["direction"].str.startswith(variant)]
-            if not ups.empty:
-                overtakes.append((float(ups["spc"].iloc[-1]), str(variant)))
-        if overtakes:
-            spc, variant = min(overtakes)
-            fields.update(crossover_spc=spc, crossover_configuration=configuration_of(variant))
-        n_fe, n_ft = int((subset["method"] == "fe").sum()), int((subset["method"] == "ft").sum())
-        notes.append(f"Closest runs: {dataset} with {backbone}: {n_fe} feature-extraction and {n_ft} fine-tuning "
-                     f"point(s), {int(subset['spc'].min())}-{int(subset['spc'].max())} samples per class"
-                     + ("" if dataset == s.dataset else f" (not your dataset{f' {s.dataset}' if s.dataset else ''})")
-                     + ".")
-        curves_out = curves.assign(configuration=curves["variant"].map(configuration_of))
-    quanta_fields, quanta_notes = _quanta_depth(quanta_runs, s)
-    fields.update(quanta_fields)
-    notes += quanta_notes
-    if not fields and not notes:
+    if comp is not None:
+        subset = points[(points["dataset"] == comp.dataset) & (points["backbone"] == comp.backbone)]
+        curves_out = learning_curves(subset, ACCURACY)
+        curves_out = curves_out.assign(configuration=curves_out["variant"].map(configuration_of))
+        if comp.strength in DECIDING:
+            items.insert(0, EvidenceItem("comparison", comp.strength, comp.describe(), used=comp.near,
+                                         why_not="" if comp.near else f"measured at {comp.spc} samples per class, not "
+                                                                      f"near your {s.samples_per_class}"))
+            crossover = _crossover(points, comp)
+            if crossover is not None:
+                items.append(EvidenceItem("crossover", comp.strength,
+                                          f"Fine-tuning (configuration {crossover[3]}) overtook feature extraction "
+                                          f"{comp.where} between {crossover[1]:g} and {crossover[2]:g} samples per "
+                                          "class (95% intervals)."))
+            others = [c[3] for c in candidates if c[3] is not comp and c[3].strength in DECIDING and c[3].near
+                      and c[3].verdict != "not_resolved" and comp.verdict != "not_resolved"
+                      and c[3].verdict != comp.verdict]
+            if others:
+                items.append(EvidenceItem("conflict", others[0].strength,
+                                          f"Your runs disagree: {comp.where} says {comp.verdict.replace('_', ' ')}, "
+                                          f"{others[0].where} says {others[0].verdict.replace('_', ' ')}.",
+                                          used=False, why_not="the stronger evidence decides"))
+        weak_runs = subset[subset["weak"].astype(bool)] if "weak" in subset else subset.iloc[0:0]
+        if len(weak_runs):
+            counts = weak_runs["quality"].map(lambda q: quality.LABELS.get(q, q)).value_counts()
+            items.append(EvidenceItem("weak runs", WEAK, f"{len(weak_runs)} run(s) {comp.where} are weak evidence ("
+                                      + ", ".join(f"{n} {k}" for k, n in counts.items()) + ").", used=False,
+                                      why_not="left out of every comparison"))
+    quanta_fields, quanta_items = _quanta(quanta_runs, s)
+    items += quanta_items
+    if comp is None and not items and not quanta_fields:
         return None
-    ev = Evidence(dataset=fields.pop("dataset", None), backbone=fields.pop("backbone", None), **fields)
-    return replace(ev, notes=tuple(notes), curves=curves_out)
+    return Evidence(dataset=comp.dataset if comp else None, backbone=comp.backbone if comp else None,
+                    comparison=comp if comp is not None else None, crossover=crossover, items=tuple(items),
+                    curves=curves_out, **quanta_fields)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,9 +280,11 @@ def machine_speed(tracker, runs: pd.DataFrame, backbone: str, device_type: str) 
                  + (f"; power {watts:.0f} W, the median of those runs' energy over time" if watts else ""))
 
 
-def calibrate_speed(backbone: str, device: str = "auto", batch: int = 8, repeats: int = 3) -> Speed:
+def calibrate_speed(backbone: str, device: str = "auto", batch: int = 8, repeats: int = 3,
+                    input_size: int | None = None) -> Speed:
     """Measure this machine's pace now: a forward pass (FE) and a training step (FT) on random
-    images at the backbone's input size, ``repeats`` times each, median. Takes seconds on a CPU."""
+    images at ``input_size`` (default: the backbone's), ``repeats`` times each, median. Takes
+    seconds on a CPU."""
     import torch
 
     from tlcore.devices import resolve_device
@@ -210,7 +293,7 @@ def calibrate_speed(backbone: str, device: str = "auto", batch: int = 8, repeats
 
     dev = resolve_device(device)
     torch.manual_seed(0)
-    size = backbone_config(backbone).preprocessing.input_size
+    size = input_size or backbone_config(backbone).preprocessing.input_size
     model = create_backbone(backbone, weights="random", num_classes=2)
     counts = count_flops(model, size, train=True, batch=2)
     model.to(dev)

@@ -8,7 +8,7 @@ end works from the other, because both build the same :class:`ExperimentSpec` an
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tlcore.errors import SpecError
 from tlcore.registry import Registry
@@ -52,9 +52,21 @@ def available_methods() -> list[str]:
     return methods.names()
 
 
+def resolve_defaults(spec: ExperimentSpec) -> ExperimentSpec:
+    """The spec as it will run: an unset input size follows the images (tiny images run at 64 px,
+    not the backbone's 224; :mod:`tlcore.data.resolution`). The cost estimate uses the same."""
+    if spec.resolution is None and not getattr(spec.params, "resume", None):
+        from tlcore.data.resolution import default_resolution
+
+        size = default_resolution(spec)
+        if size is not None:
+            spec = replace(spec, resolution=size)
+    return spec
+
+
 def run(spec: ExperimentSpec, reporter: Reporter | None = None, tracker: Tracker | None = None) -> RunResult:
     """Validate ``spec`` and run it; MLflow runs end FINISHED, FAILED or KILLED whatever happens."""
-    spec.validate()
+    spec = resolve_defaults(spec.validate())
     _load_methods()
     fn = methods.get(spec.method)
     return fn(spec, reporter or Reporter(), tracker or Tracker(spec.mlflow_path))

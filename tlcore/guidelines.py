@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from tlcore.errors import SpecError, TLError
@@ -81,6 +82,7 @@ class Situation:
     dataset: str | None = None
     epochs: int = 40
     use_crops: bool = False
+    resolution: int | None = None  # input size; None = the backbone's (tiny images: see tlcore.data.resolution)
 
     def validate(self) -> Situation:
         def bad(name: str, allowed: str, value: Any) -> SpecError:
@@ -290,8 +292,9 @@ def project_costs(situation: Situation, speed: Speed | None, flops_fe_per_image:
         f"{situation.num_classes} classes){', 10 crops each' if situation.use_crops else ''}.",
         f"Fine-tuning runs {situation.epochs} epochs (an upper bound: early stopping usually ends sooner); LP-FT "
         f"adds {lp_epochs} linear-probe epochs.",
-        f"FLOPs counted for {situation.backbone} at its input size (forward for FE; forward + backward of the "
-        "trained layers for FT).",
+        f"FLOPs counted for {situation.backbone} at "
+        + (f"{situation.resolution} px" if situation.resolution else "its input size")
+        + " (forward for FE; forward + backward of the trained layers for FT).",
         f"Speed: {speed.how}." if speed else "Speed: not known yet (no finished job of this backbone on this "
                                              "machine); only the compute is projected.",
         "Energy: " + ("not projected (no power figure for this device)." if speed is None or speed.watts is None else
@@ -302,32 +305,118 @@ def project_costs(situation: Situation, speed: Speed | None, flops_fe_per_image:
 
 
 # ---------------------------------------------------------------------------------------------
-# Evidence from the user's runs
+# Evidence from the user's runs, and how far each piece can be trusted
+
+#: How much a piece of evidence can weigh (the page shows it beside each reason):
+STRONG = "strong"  # measured on the user's dataset and backbone, with converged runs
+MEDIUM = "medium"  # measured on the user's dataset with another backbone
+WEAK = "weak"  # capped or near-chance runs, or another dataset: shown, never deciding
+PRIOR = "prior"  # a published finding
+PROJECTION = "projection"  # the cost projection (about cost, not accuracy)
+DECIDING = (STRONG, MEDIUM)
+STRENGTH_LABELS = {
+    STRONG: "strong: measured on your dataset and backbone, converged runs",
+    MEDIUM: "medium: measured on your dataset with another backbone",
+    WEAK: "weak: shown, never deciding",
+    PRIOR: "prior: a published finding",
+    PROJECTION: "cost projection",
+}
+#: Measurements within this factor of the user's samples per class count as made "at" it.
+NEAR_FACTOR = 2.0
+#: An option projected to cost this many times the cheapest one needs measured evidence that it scores higher.
+COSTLY_RATIO = 10.0
+
+
+@dataclass(frozen=True)
+class EvidenceItem:
+    """One thing the user's runs say, how strong it is, and whether the recommendation used it."""
+
+    kind: str  # comparison | crossover | quanta
+    strength: str
+    text: str
+    used: bool = True
+    why_not: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"kind": self.kind, "strength": self.strength, "text": self.text}
+        if not self.used:
+            out["why_not_used"] = self.why_not
+        return out
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Feature extraction against the best fine-tuning configuration at one samples-per-class value,
+    paired by training draw (``diff`` = FT - FE, with its 95 % interval)."""
+
+    dataset: str
+    backbone: str
+    strength: str
+    spc: int
+    near: bool  # within NEAR_FACTOR of the user's samples per class
+    measured_range: tuple[int, int]
+    fe_variant: str
+    ft_configuration: int | str | None
+    fe: tuple[float, float, float]  # mean, 95% low, 95% high (NaN bounds with one draw)
+    ft: tuple[float, float, float]
+    diff: float
+    diff_low: float
+    diff_high: float
+    n_pairs: int
+    verdict: str  # fe_higher | ft_higher | not_resolved
+
+    @property
+    def where(self) -> str:
+        return f"on {self.dataset} with {self.backbone}"
+
+    @property
+    def says_ft_lower(self) -> bool:
+        return self.verdict == "fe_higher" or (self.verdict == "not_resolved" and self.ft[0] <= self.fe[0])
+
+    def describe(self) -> str:
+        interval = (f"{self.diff * 100:+.1f} points, 95% interval {self.diff_low * 100:+.1f} to "
+                    f"{self.diff_high * 100:+.1f} over {self.n_pairs} draws" if np.isfinite(self.diff_low) else
+                    f"{self.diff * 100:+.1f} points from {self.n_pairs} draw{'s' if self.n_pairs != 1 else ''}, too "
+                    "few for an interval")
+        ft = f"fine-tuning (configuration {self.ft_configuration})"
+        scores = f"feature extraction {self.fe[0]:.1%}, {ft} {self.ft[0]:.1%}"
+        if self.verdict == "fe_higher":
+            head = f"feature extraction scored higher than {ft}"
+        elif self.verdict == "ft_higher":
+            head = f"{ft} scored higher than feature extraction"
+        else:
+            head = f"feature extraction and {ft} were not separated (the interval includes 0)"
+        return (f"In your runs {self.where} at {self.spc} samples per class, {head}: {scores} (FT - FE "
+                f"{interval}).")
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the user's own runs say about a situation like theirs.
+    """What the user's own runs say about a situation like theirs, each piece with its strength.
 
-    ``crossover_spc``: the samples per class where a fine-tuning curve overtook feature
-    extraction (None when it never did in the measured range, which ``measured_up_to`` gives).
+    ``comparison``: the strongest FE-vs-FT comparison (None without one); ``crossover``: the
+    resolved crossover of that dataset and backbone, if any, as (spc, low, high, configuration);
+    ``quanta_depth``: (k, n) when QUANTA runs of the chosen backbone on this dataset show a signal
+    against their control; ``items``: everything found, used or not, with why not.
     """
 
-    dataset: str | None
-    backbone: str | None
-    fe_accuracy: tuple[float, float] | None = None  # (mean, std) at the closest samples per class
-    ft_accuracy: tuple[float, float] | None = None
-    ft_configuration: int | str | None = None
-    closest_spc: int | None = None
-    crossover_spc: float | None = None
-    crossover_configuration: int | str | None = None
-    measured_up_to: int | None = None
-    quanta_depth: int | None = None  # layers whose lambda_S beat the random-source control
-    quanta_layers: int | None = None
+    dataset: str | None = None
+    backbone: str | None = None
+    comparison: Comparison | None = None
+    crossover: tuple[float, float, float, int | str | None] | None = None
+    quanta_depth: tuple[int, int] | None = None
     quanta_backbone: str | None = None
     quanta_dataset: str | None = None
-    notes: tuple[str, ...] = ()
+    items: tuple[EvidenceItem, ...] = ()
     curves: Any = field(default=None, compare=False, repr=False)  # the closest learning curves (a DataFrame)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(i.text for i in self.items)
+
+    @property
+    def weak_items(self) -> list[EvidenceItem]:
+        return [i for i in self.items if i.strength == WEAK]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,6 +428,10 @@ class Reason:
     text: str
     rule_id: str
     source: Source
+    strength: str = PRIOR
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "rule": self.rule_id, "source": self.source.citation, "strength": self.strength}
 
 
 @dataclass
@@ -354,6 +447,8 @@ class Recommendation:
     fired: list[str] = field(default_factory=list)
     accuracy_note: str = ""
     pilot: bool = False
+    caution: str = ""  # weak or conflicting evidence: what the user should know before acting
+    expected_accuracy: tuple[float, float, float] | None = None  # mean, 95% low, high (NaN bounds: one draw)
 
     @property
     def title(self) -> str:
@@ -381,56 +476,89 @@ def situation_facts(s: Situation, projection: Projection | None) -> dict[str, An
     return facts
 
 
-def _measured_reason(ev: Evidence, s: Situation) -> tuple[str, int | str | None, str] | None:
-    """A decision from the user's runs, or None when they do not cover this situation."""
-    where = f"on {ev.dataset}" + (f" with {ev.backbone}" if ev.backbone else "")
-    if ev.crossover_spc is not None:
-        config = ev.crossover_configuration
-        if s.samples_per_class >= ev.crossover_spc:
-            return ("ft", config, f"In your runs {where}, fine-tuning (configuration {config}) overtook feature "
-                                  f"extraction at about {ev.crossover_spc:.0f} samples per class; you have "
-                                  f"{s.samples_per_class}.")
-        return ("fe", None, f"In your runs {where}, fine-tuning overtook feature extraction only at about "
-                            f"{ev.crossover_spc:.0f} samples per class; you have {s.samples_per_class}.")
-    if ev.fe_accuracy and ev.ft_accuracy and ev.measured_up_to and s.samples_per_class <= ev.measured_up_to:
-        fe, ft = ev.fe_accuracy[0], ev.ft_accuracy[0]
-        better = "fe" if fe >= ft else "ft"
-        return (better, None if better == "fe" else ev.ft_configuration,
-                f"In your runs {where} up to {ev.measured_up_to} samples per class, "
-                f"{'feature extraction' if better == 'fe' else 'fine-tuning'} scored higher "
-                f"({max(fe, ft):.1%} vs {min(fe, ft):.1%} at {ev.closest_spc} samples per class).")
-    return None
+def _rule_strength(rule: Rule) -> str:
+    return PROJECTION if rule.source == "cost_projection" else PRIOR
+
+
+def _measured_decision(ev: Evidence | None, s: Situation) -> tuple[str, int | str | None, str, str] | None:
+    """(method, configuration, sentence, strength) when the user's runs decide this situation: a
+    comparison of deciding strength at (about) their samples per class, or a resolved crossover."""
+    if ev is None or ev.comparison is None:
+        return None
+    c = ev.comparison
+    if c.strength not in DECIDING:
+        return None
+    if ev.crossover is not None:
+        _spc, low, high, config = ev.crossover
+        if s.samples_per_class >= high:
+            return ("ft", config, f"In your runs {c.where}, fine-tuning (configuration {config}) overtook feature "
+                                  f"extraction between {low:g} and {high:g} samples per class (95% intervals); you "
+                                  f"have {s.samples_per_class}.", c.strength)
+        if s.samples_per_class <= low:
+            return ("fe", None, f"In your runs {c.where}, fine-tuning overtook feature extraction only between "
+                                f"{low:g} and {high:g} samples per class; you have {s.samples_per_class}.", c.strength)
+    if not c.near:
+        return None
+    if c.verdict == "fe_higher":
+        return "fe", None, c.describe(), c.strength
+    if c.verdict == "ft_higher":
+        return "ft", c.ft_configuration, c.describe(), c.strength
+    return None  # measured, but not resolved: the cost decides (see recommend)
 
 
 def recommend(situation: Situation, book: RuleBook | None = None, projection: Projection | None = None,
               evidence: Evidence | None = None) -> Recommendation:
-    """Evaluate the rules for a situation; the user's runs, when they cover it, decide first."""
+    """Evaluate the rules for a situation; measured evidence of deciding strength comes first.
+
+    The order, strongest first: your runs on your dataset and backbone with converged runs (strong),
+    your dataset with another backbone (medium), published findings (prior). Weak runs (capped,
+    near chance, another dataset) are listed and never decide. Two rules always hold: QUANTA sets a
+    freezing depth only from the chosen backbone on your dataset with a layer that separated from
+    its control; an option projected at 10x or more the cost of the cheapest is not recommended
+    when measured evidence says it scores no higher.
+    """
     s = situation.validate()
     book = book or load_rules()
     facts = situation_facts(s, projection)
     reasons: list[Reason] = []
     fired: list[str] = []
+    cautions: list[str] = []
+    measured_src = book.sources.get("your_runs")
 
     method_rules = sorted((r for r in book.rules if r.kind == "method"), key=lambda r: -r.priority)
     chosen = next(r for r in method_rules if rule_matches(r, facts))
     method = chosen.recommend["method"]
     configuration = chosen.recommend.get("configuration", 0 if method == "ft" else None)
     layers = chosen.recommend.get("layers")
-    measured = _measured_reason(evidence, s) if evidence is not None and "your_runs" in book.sources else None
+    comp = evidence.comparison if evidence is not None else None
+    measured = _measured_decision(evidence, s) if measured_src is not None else None
     if measured is not None and not (chosen.id == "ft-over-budget" and measured[0] == "ft"):
-        method, measured_config, text = measured
+        method, measured_config, text, strength = measured
         configuration = measured_config if method == "ft" else None
         layers = "all" if method == "fe" else None
-        reasons.append(Reason(text, "measured-in-your-runs", book.sources["your_runs"]))
+        reasons.append(Reason(text, "measured-in-your-runs", measured_src, strength))
         fired.append("measured-in-your-runs")
         if chosen.recommend["method"] != method:
             reasons.append(Reason(f"(The generic rule would have said {chosen.recommend['method'].upper()}: "
-                                  f"{chosen.because})", chosen.id, book.sources[chosen.source]))
+                                  f"{chosen.because})", chosen.id, book.sources[chosen.source], PRIOR))
         else:
-            reasons.append(Reason(chosen.because, chosen.id, book.sources[chosen.source]))
+            reasons.append(Reason(chosen.because, chosen.id, book.sources[chosen.source], _rule_strength(chosen)))
         fired.append(chosen.id)
+    elif (comp is not None and comp.strength in DECIDING and comp.near and comp.verdict == "not_resolved"
+          and measured_src is not None and chosen.id != "ft-over-budget"):
+        # measured at the user's label count but not separated: the cheaper option, said plainly
+        method, configuration, layers = "fe", None, "all"
+        reasons.append(Reason(comp.describe() + " With no measured difference, the cheaper option wins.",
+                              "measured-tie", measured_src, comp.strength))
+        fired.append("measured-tie")
+        if chosen.recommend["method"] != "fe":
+            reasons.append(Reason(f"(The generic rule would have said {chosen.recommend['method'].upper()}: "
+                                  f"{chosen.because})", chosen.id, book.sources[chosen.source], PRIOR))
+        fired.append(chosen.id)
+        cautions.append("Your runs do not separate the two methods at your number of labels; the pilot with more "
+                        "draws, or more labels, would.")
     else:
-        reasons.append(Reason(chosen.because, chosen.id, book.sources[chosen.source]))
+        reasons.append(Reason(chosen.because, chosen.id, book.sources[chosen.source], _rule_strength(chosen)))
         fired.append(chosen.id)
     facts["method"] = method
 
@@ -450,34 +578,60 @@ def recommend(situation: Situation, book: RuleBook | None = None, projection: Pr
             configuration, config_fixed = rec["configuration"], True
             depth_reason = len(reasons)
         pilot = pilot or bool(rec.get("pilot"))
-        reasons.append(Reason(rule.because, rule.id, book.sources[rule.source]))
+        reasons.append(Reason(rule.because, rule.id, book.sources[rule.source], _rule_strength(rule)))
         fired.append(rule.id)
 
     if method == "ft" and configuration is None:
         configuration = 0
-    if (evidence is not None and method == "ft" and evidence.quanta_depth is not None and evidence.quanta_layers
-            and configuration != "lp-ft" and same_task_family(evidence.quanta_dataset, s.dataset)):
-        share = evidence.quanta_depth / evidence.quanta_layers
-        suggested = min(3, int(share * 4))
+    # QUANTA sets the depth only from the chosen backbone on this dataset, with a layer that showed a signal
+    if (evidence is not None and method == "ft" and evidence.quanta_depth is not None and configuration != "lp-ft"
+            and evidence.quanta_backbone == s.backbone and same_task_family(evidence.quanta_dataset, s.dataset)
+            and measured_src is not None):
+        k, n = evidence.quanta_depth
+        suggested = min(3, int(k / n * 4))
         if depth_reason is not None and suggested != configuration:
             old = reasons[depth_reason]
             reasons[depth_reason] = Reason(f"(The generic advice would have said configuration {configuration}: "
-                                           f"{old.text})", old.rule_id, old.source)
+                                           f"{old.text})", old.rule_id, old.source, old.strength)
         reasons.append(Reason(
-            f"In your QUANTA runs ({evidence.quanta_backbone or evidence.backbone} on "
-            f"{evidence.quanta_dataset or evidence.dataset}), lambda_S stayed above the random-source control for "
-            f"the first {evidence.quanta_depth} of {evidence.quanta_layers} layers: those transfer, which supports "
-            f"freezing about {suggested}/4 of the network (configuration {suggested}).",
-            "measured-quanta-depth", book.sources["your_runs"]))
+            f"In your QUANTA runs ({evidence.quanta_backbone} on {evidence.quanta_dataset}), lambda_S stayed above "
+            f"the random-source control for the first {k} of {n} layers (95% intervals): those transfer, which "
+            f"supports freezing about {suggested}/4 of the network (configuration {suggested}).",
+            "measured-quanta-depth", measured_src, STRONG))
         fired.append("measured-quanta-depth")
         configuration = suggested
 
-    chosen_cost: OptionCost | None = None
+    def cost_of(o: OptionCost) -> float:
+        return o.seconds if o.seconds is not None else o.flops
+
+    def option_for(m: str, config) -> OptionCost | None:
+        key = (m, config if m == "ft" else None)
+        return next((o for o in projection.options if (o.method, o.configuration if o.method == "ft" else None)
+                     == key), None) if projection is not None else None
+
+    # an option 10x costlier than the cheapest needs measured evidence that it scores higher
+    chosen_cost = option_for(method, configuration)
+    if (projection is not None and chosen_cost is not None and method == "ft" and comp is not None
+            and comp.strength in DECIDING and comp.says_ft_lower and measured_src is not None):
+        cheapest = min(projection.options, key=cost_of)
+        ratio = cost_of(chosen_cost) / max(cost_of(cheapest), 1e-12)
+        if ratio >= COSTLY_RATIO and cheapest.method == "fe":
+            beyond = "" if comp.near else (f" (measured up to {comp.measured_range[1]} samples per class; you have "
+                                           f"{s.samples_per_class}: the pilot at more labels would tell)")
+            reasons.insert(0, Reason(
+                f"{chosen_cost.label} is projected at {ratio:.0f}x the cost of feature extraction, and your runs "
+                f"{comp.where} do not show it scoring higher: {comp.describe()}{beyond} Feature extraction is "
+                "recommended until a run shows the gain is worth the cost.", "costly-without-measured-gain",
+                measured_src, comp.strength))
+            fired.insert(0, "costly-without-measured-gain")
+            method, configuration, layers = "fe", None, "all"
+            chosen_cost = option_for("fe", None)
+            if not comp.near:
+                cautions.append("Your runs stop below your number of labels; fine-tuning may still gain there.")
+                pilot = True
+
     alternatives: list[tuple[OptionCost, str]] = []
     if projection is not None:
-        key = (method, configuration if method == "ft" else None)
-        chosen_cost = next((o for o in projection.options if (o.method, o.configuration if o.method == "ft" else None)
-                            == key), None)
         for o in projection.options:
             if o is chosen_cost:
                 continue
@@ -490,28 +644,44 @@ def recommend(situation: Situation, book: RuleBook | None = None, projection: Pr
                 note = f"{ratio:.1f}x the compute" if ratio >= 1 else f"{1 / ratio:.1f}x less compute"
             alternatives.append((o, note))
 
-    accuracy_note = ""
-    near = evidence is not None and evidence.closest_spc is not None and (
-        s.samples_per_class / 2 <= evidence.closest_spc <= s.samples_per_class * 2)
-    if evidence is not None and evidence.closest_spc is not None and not near:
-        fe, ft = evidence.fe_accuracy, evidence.ft_accuracy
-        accuracy_note = (f"Not measured near {s.samples_per_class} samples per class: your closest runs "
-                         f"({evidence.dataset}, {evidence.backbone}) are at {evidence.closest_spc}, where feature "
-                         f"extraction scored {fe[0]:.0%} and fine-tuning {ft[0]:.0%}. The pilot measures it.")
-    elif near:
-        acc = evidence.fe_accuracy if method == "fe" else evidence.ft_accuracy
-        if acc is not None and acc[1] > 0:
-            lo, hi = max(0.0, acc[0] - acc[1]), min(1.0, acc[0] + acc[1])
-            accuracy_note = (f"{lo:.0%}-{hi:.0%} (balanced accuracy of your runs on {evidence.dataset} at "
-                             f"{evidence.closest_spc} samples per class, mean ± std over splits)")
-        elif acc is not None:
-            accuracy_note = (f"about {acc[0]:.0%} (balanced accuracy of your runs on {evidence.dataset} at "
-                             f"{evidence.closest_spc} samples per class; one split, so no spread yet)")
-    if not accuracy_note:
-        accuracy_note = ("Not known yet: no published source gives an accuracy for your data, and your store has "
-                         "no comparable runs. The pilot measures it.")
+    # weak or conflicting evidence: say so, point to the pilot
+    if evidence is not None:
+        weak = evidence.weak_items
+        if weak and (comp is None or comp.strength not in DECIDING):
+            cautions.append("Your runs here are weak evidence (" + "; ".join(i.why_not or i.text for i in weak[:2])
+                            + "): they are shown but do not decide.")
+        conflicts = [i for i in evidence.items if i.kind == "conflict"]
+        if conflicts:
+            cautions.append(conflicts[0].text)
+    if cautions:
+        pilot = True
+
+    accuracy_note, expected = _expected_accuracy(s, method, comp)
+    caution = " ".join(dict.fromkeys(cautions))
+    if caution:
+        caution += " Run the pilot to measure it on your images."
     return Recommendation(method, configuration if method == "ft" else None, layers, reasons, alternatives,
-                          chosen_cost, projection, evidence, fired, accuracy_note, pilot)
+                          chosen_cost, projection, evidence, fired, accuracy_note, pilot, caution, expected)
+
+
+def _expected_accuracy(s: Situation, method: str, comp: Comparison | None) -> tuple[str, tuple | None]:
+    if comp is None:
+        return ("Not known yet: no published source gives an accuracy for your data, and your store has no "
+                "comparable runs. The pilot measures it.", None)
+    fe, ft = comp.fe, comp.ft
+    if comp.strength not in DECIDING:
+        return (f"Not known yet: your closest runs ({comp.dataset}, {comp.backbone}) are weak evidence. The pilot "
+                "measures it.", None)
+    if not comp.near:
+        return (f"Not measured near {s.samples_per_class} samples per class: your closest runs ({comp.dataset}, "
+                f"{comp.backbone}) are at {comp.spc}, where feature extraction scored {fe[0]:.0%} and fine-tuning "
+                f"{ft[0]:.0%}. The pilot measures it.", None)
+    acc = fe if method == "fe" else ft
+    where = f"balanced accuracy of your runs on {comp.dataset} at {comp.spc} samples per class"
+    if np.isfinite(acc[1]):
+        return (f"{max(0.0, acc[1]):.0%}-{min(1.0, acc[2]):.0%} ({where}: mean {acc[0]:.1%}, 95% interval over "
+                "draws)", acc)
+    return f"about {acc[0]:.0%} ({where}; one draw, so no interval yet)", acc
 
 
 def same_task_family(a: str | None, b: str | None) -> bool:
@@ -556,20 +726,25 @@ def situation_for(facts: dict[str, Any], base: Situation | None = None) -> Situa
 
 
 PILOT_SPC = (1, 2, 5, 10)
+PILOT_DRAWS = 3  # draws per value: the fewest that give a paired 95% interval a chance to exclude 0
 
 
 def pilot_specs(situation: Situation, rec: Recommendation, dataset: str, resolution: int | None = None,
                 seed: int = 0) -> list:
     """The cheap experiments that would confirm ``rec`` on the user's data: a feature-extraction
-    curve at small samples per class and one fine-tuning configuration on the same grid (one
-    split each, so it costs minutes, not the budget)."""
+    curve at small samples per class and one fine-tuning configuration at the two largest of them,
+    three draws each (so FE and FT compare on the same draws with an interval), at the input size
+    the images call for: minutes, not the budget."""
     from tlcore.specs import ExperimentSpec, FeatureExtractionParams, FineTuningParams
 
     grid = tuple(v for v in PILOT_SPC if v <= situation.samples_per_class) or (situation.samples_per_class,)
     config = rec.configuration if rec.method == "ft" and rec.configuration is not None else (
         0 if situation.shift == "input" else 2)
-    common = dict(backbone=situation.backbone, samples_per_class=grid, resolution=resolution, seed=seed,
-                  tags={"pilot": "guidelines"})
-    fe = ExperimentSpec("fe", dataset, splits=3, params=FeatureExtractionParams(), **common)
-    ft = ExperimentSpec("ft", dataset, splits=1, params=FineTuningParams(configuration=config), **common)
+    common = dict(backbone=situation.backbone, resolution=resolution or situation.resolution, seed=seed,
+                  splits=PILOT_DRAWS, tags={"pilot": "guidelines"})
+    fe = ExperimentSpec("fe", dataset, samples_per_class=grid, params=FeatureExtractionParams(), **common)
+    # fine-tuning on the two largest values only, but with as many draws as FE: a paired comparison needs
+    # several draws to carry an interval, and fine-tuning costs far more per point
+    ft = ExperimentSpec("ft", dataset, samples_per_class=grid[-2:], params=FineTuningParams(configuration=config),
+                        **common)
     return [fe.validate(), ft.validate()]

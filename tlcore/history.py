@@ -15,12 +15,13 @@ from typing import Any
 
 import pandas as pd
 
+from tlcore.quality import QUALITY_REASON_TAG, QUALITY_TAG
 from tlcore.tracking import EXPERIMENTS, TAG_HOST, Tracker
 
 RUN_COLUMNS = ("run_id", "experiment", "method", "status", "start_time", "run_name", "dataset", "backbone",
                "samples_per_class", "split", "configuration", "classifier", "device", "accuracy",
                "accuracy_metric", "time_total_s", "flops_total", "energy_kwh", "co2_kg", "energy_method",
-               "sweep_parent", "error")
+               "sweep_parent", "error", "quality", "quality_reason")
 
 
 def _experiment_ids(tracker: Tracker, methods: list[str] | None = None) -> dict[str, str]:
@@ -52,7 +53,28 @@ def _row(run, experiments: dict[str, str]) -> dict[str, Any]:
         "time_total_s": m.get("time_total_s"), "flops_total": m.get("flops_total"),
         "energy_kwh": m.get("energy_kwh"), "co2_kg": m.get("co2_kg"), "energy_method": p.get("energy_method", ""),
         "sweep_parent": t.get("sweep_parent") == "true", "error": t.get("error", ""),
+        "quality": t.get(QUALITY_TAG), "quality_reason": t.get(QUALITY_REASON_TAG),
     }
+
+
+def _judge_missing(tracker: Tracker, runs: list, rows: list[dict[str, Any]]) -> None:
+    """Runs logged before verdicts were tagged are judged as they are read (tlcore.quality's rules)."""
+    from tlcore.quality import judge_run
+
+    for run, row in zip(runs, rows, strict=True):
+        if row["quality"] or row["status"] not in ("FINISHED", "FAILED"):
+            continue
+        method = row["method"]
+        losses = []
+        if method in ("ft", "source", "quanta") and row["status"] == "FINISHED":
+            hist = sorted(tracker.client.get_metric_history(run.info.run_id, "val_loss"),
+                          key=lambda m: (m.step, m.timestamp))
+            by_step = {m.step: m.value for m in hist}
+            losses = [by_step[k] for k in sorted(by_step)]
+        verdict = judge_run(method, row["status"], run.data.params, run.data.metrics, losses,
+                            run.data.tags.get("error_type"))
+        if verdict is not None:
+            row["quality"], row["quality_reason"] = verdict.quality, verdict.reason
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -66,8 +88,10 @@ def recent_runs(tracker: Tracker, limit: int = 8) -> pd.DataFrame:
         return _frame([])
     runs = tracker.client.search_runs(list(experiments), "", max_results=limit * 4,
                                       order_by=["attributes.start_time DESC"])
-    rows = [_row(r, experiments) for r in runs if r.data.tags.get("sweep_parent") != "true"]
-    return _frame(rows[:limit])
+    runs = [r for r in runs if r.data.tags.get("sweep_parent") != "true"][:limit]
+    rows = [_row(r, experiments) for r in runs]
+    _judge_missing(tracker, runs, rows)
+    return _frame(rows)
 
 
 def job_runs(tracker: Tracker, run_ids: list[str]) -> pd.DataFrame:

@@ -105,6 +105,41 @@ def description_choices(backbone: str) -> tuple[tuple[str | None, ...], tuple[st
     return tuple(names), tuple(labels)
 
 
+#: Where the app's defaults differ from the params classes' (which keep the seeds' values for the CLI), and why.
+#: QUANTA: the seed's 1 epoch at lr 2e-4 moves lambda_S by ~0.0002 on the embedded tasks (0.90025 -> 0.9004), so
+#: nothing separates a trained source from the control; measured on digits 0-4 -> 5-9 (docs/evidence.md), 6 target
+#: epochs with the QUANTA weights at lr 0.05 and 40 images per class separate them at layer 0.
+APP_DEFAULTS: dict[str, dict[str, Any]] = {
+    "quanta": {"nb_of_target_epochs": 6, "quanta_lr": 0.05, "nb_of_target_samples": 40},
+}
+APP_DEFAULT_NOTES = {
+    "quanta": "The app's defaults differ from the seed's (1 target epoch at lr 2e-4, which leaves lambda_S at "
+              "0.900 on small tasks): 6 epochs, the QUANTA weights at lr 0.05, 40 images per class. The command "
+              "line keeps the seed's values.",
+}
+
+
+def default_spc_grid(method: str, gpu: bool) -> str:
+    """The Run page's samples-per-class grid: the full small grid, except fine-tuning without a GPU, where each
+    point trains for up to 40 epochs and two values keep the job to minutes on a laptop CPU."""
+    return "2,10" if method == "ft" and not gpu else "1,2,5,10"
+
+
+def quanta_layer_choices(backbone: str) -> tuple[tuple, tuple[str, ...]]:
+    """The layers QUANTA can mix on ``backbone``: -1 (every layer at once) and each one, in network order."""
+    from tlcore.models import backbone_config
+    from tlcore.models.quanta_layer import quanta_points
+
+    try:
+        points = quanta_points(backbone_config(backbone))
+    except Exception:
+        return (-1,), ("every layer at once",)
+    options = (-1, *(p.index if p.key == str(p.index) else p.key for p in points))
+    labels = (f"every layer at once ({len(points)})",
+              *(f"{p.key}: {p.module}" if p.key == str(p.index) else p.key for p in points))
+    return options, labels
+
+
 def method_fields(method: str, backbone: str | None = None) -> list[FormField]:
     """The parameters of ``method`` the Run page shows, with the params class's defaults."""
     if method not in PARAMS_BY_METHOD:
@@ -159,11 +194,13 @@ def method_fields(method: str, backbone: str | None = None) -> list[FormField]:
               advanced=True, optional=True),
         ]
     elif method == "quanta":
+        layer_options, layer_labels = quanta_layer_choices(backbone)
         fields = [
             F("source_weights", "Source weights", "text", "'default' (the backbone's pretrained weights), 'random' "
               "(the control), a weights file, or the run id of a finished source training."),
-            F("layer_to_transfer", "Layer to transfer", "layer", "-1 for every layer, an index (0..6 for "
-              "quanta_cnn) or a tap name."),
+            F("layer_to_transfer", "Layer to transfer", "choice", "Every layer at once (one QUANTA pair each, "
+              "trained together), or one layer of the backbone.", options=layer_options,
+              option_labels=layer_labels),
             F("nb_of_target_samples", "Training samples per class", "int", "Empty: every training image.",
               minimum=1, optional=True),
             F("nb_of_target_epochs", "Target epochs", "int", minimum=1),
@@ -185,10 +222,11 @@ def method_fields(method: str, backbone: str | None = None) -> list[FormField]:
               advanced=True, optional=True),
         ]
     out = []
+    app_defaults = APP_DEFAULTS.get(method, {})
     for f in fields:
         if not hasattr(defaults, f.name):
             continue  # a field this version of the params class does not have
-        default = getattr(defaults, f.name)
+        default = app_defaults.get(f.name, getattr(defaults, f.name))
         if f.kind == "choice" and default not in f.options and f.options:
             default = f.options[0]
         out.append(FormField(**{**f.__dict__, "default": default}))
@@ -306,7 +344,8 @@ def build_spec(form: RunForm, tracking_uri: str | None = None) -> ExperimentSpec
     if form.resolution:
         from tlcore.models import backbone_config, backbones
 
-        if backbone in backbones and int(form.resolution) != backbone_config(backbone).preprocessing.input_size:
+        # always explicit: an unset size would follow the images (tiny ones run at 64 px), not the form
+        if backbone in backbones and not backbone_config(backbone).fixed_input_size:
             kw["resolution"] = int(form.resolution)
     if form.batch_size:
         kw["batch_size"] = int(form.batch_size)
@@ -342,6 +381,7 @@ class DatasetCheck:
     num_classes: int | None = None
     classes: tuple[str, ...] = ()
     needs_download: bool = False
+    native_size: int | None = None  # the longer side of a typical image, px
 
 
 def check_dataset(name: str, data_dir: str | None = None, download: bool = False) -> DatasetCheck:
@@ -385,7 +425,13 @@ def check_dataset(name: str, data_dir: str | None = None, download: bool = False
         except DatasetError:
             split_dir = None
         parts.append(f"split CSVs in {split_dir}" if split_dir else "splits will be generated (stratified, seeded)")
-    return DatasetCheck(True, "; ".join(parts) + ".", name, ds.kind, len(ds), ds.num_classes, tuple(ds.classes))
+    from tlcore.data.resolution import native_image_size
+
+    native = native_image_size(ds)
+    if native is not None:
+        parts.insert(1, f"images about {native} px")
+    return DatasetCheck(True, "; ".join(parts) + ".", name, ds.kind, len(ds), ds.num_classes, tuple(ds.classes),
+                        native_size=native)
 
 
 @functools.lru_cache(maxsize=1)
@@ -502,14 +548,31 @@ def _train_test_sizes(ds, per_class: int | None) -> tuple[int, int]:
     return n_train, n_test
 
 
-def estimate_cost(spec: ExperimentSpec, tracker=None) -> CostEstimate:
+@functools.lru_cache(maxsize=16)
+def _calibrated(backbone: str, dev_type: str, size: int) -> tuple[float, float, str]:
+    """This machine's FLOP rates for a forward pass and a training step, measured once per process."""
+    from tlcore.evidence import calibrate_speed
+
+    speed = calibrate_speed(backbone, dev_type, input_size=size, repeats=2)
+    return speed.flops_per_s_fe, speed.flops_per_s_ft, speed.how.split(":")[0]
+
+
+#: A job projected to take longer than this asks the user to confirm (the Run page shows the projection).
+CONFIRM_ABOVE_S = 600.0
+
+
+def estimate_cost(spec: ExperimentSpec, tracker=None, calibrate: bool = False) -> CostEstimate:
     """Images x FLOPs per image, and a time from this machine's pace on similar finished runs.
 
     Loads the dataset and plans the splits exactly as the method will, so a samples-per-class
     value a class cannot supply fails here, before any run is opened. The FLOPs of FE assume
-    each image is extracted once per job (features are reused across the curve).
+    each image is extracted once per job (features are reused across the curve). With
+    ``calibrate``, a machine that has no finished job of this kind yet times a forward pass and a
+    training step (a few seconds, once per process) so the projection is never blank.
     """
-    spec.validate()
+    from tlcore.experiments import resolve_defaults
+
+    spec = resolve_defaults(spec.validate())
     size = spec.input_size
     notes: list[str] = []
     upper = False
@@ -577,6 +640,15 @@ def estimate_cost(spec: ExperimentSpec, tracker=None) -> CostEstimate:
             speed, basis = None, f"the results store could not be read ({type(exc).__name__})"
         if speed is not None:
             seconds, basis = flops * speed.seconds_per_flop, speed.basis
+    if seconds is None and calibrate:
+        try:
+            rate_fe, rate_ft, how = _calibrated(spec.backbone, dev_type, size)
+        except Exception:  # a pace we cannot measure: the time stays unknown
+            pass
+        else:
+            seconds = flops / (rate_fe if spec.method == "fe" else rate_ft)
+            basis = (f"no finished {METHOD_NOUNS[spec.method]} job of {spec.backbone} on {dev_type} here yet, so "
+                     f"from a pace {how}; loading data and models comes on top")
     if seconds is None and not basis:
         basis = (f"no finished {METHOD_NOUNS[spec.method]} run of {spec.backbone} on {dev_type} on this "
                  "machine yet; the first one will calibrate the estimate")

@@ -17,12 +17,14 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from tlcore.quality import LABELS
 from tlcore.results import ACCURACY_METRICS, COST_AXES, ENERGY_AXES, RANDOM_SOURCE, TRAINED_SOURCE, natural_key
 
 PALETTE = qualitative.Plotly + qualitative.D3
 SOURCE_COLORS = {TRAINED_SOURCE: "#1f77b4", RANDOM_SOURCE: "#9e9e9e"}
 WEBGL_ABOVE = 1500  # points; SVG scatter gets sluggish past a few thousand
 SYMBOL_SOLID, SYMBOL_OPEN = 0, 100  # plotly's codes for "circle" and "circle-open"
+WEAK_OPACITY = 0.25  # runs that earned less (capped, near chance) are drawn faded
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), hovermode="closest",
                legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title=None))
 
@@ -58,6 +60,13 @@ def _str(series: pd.Series) -> pd.Series:
     return series.astype(object).where(series.notna(), "—").astype(str)
 
 
+def _wrap(text: str, width: int = 70) -> str:
+    """Hover text wraps only at <br>: break long sentences so the hover box stays readable."""
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(str(text), width)) if text and text != "—" else ""
+
+
 def _spc_text(series: pd.Series) -> np.ndarray:
     return np.array(["—" if not np.isfinite(v) else f"{v:g}" for v in series.astype(float)], dtype=object)
 
@@ -88,36 +97,53 @@ def tradeoff_scatter(points: pd.DataFrame, cost: str, accuracy: str = "test_accu
         hover = hover + "<br>energy: " + _str(points["energy_method"])
     estimated = (points["energy_estimated"].fillna(False).astype(bool) if energy_axis and "energy_estimated" in points
                  else pd.Series(False, index=points.index))
+    weak = points["weak"].fillna(False).astype(bool) if "weak" in points else pd.Series(False, index=points.index)
+    if weak.any():
+        hover = hover.where(~weak, hover + "<br><b>weak evidence: " + _str(points.get("quality", pd.Series(
+            "", index=points.index))).map(lambda q: LABELS.get(q, q)) + "</b><br>" + _str(points.get(
+                "quality_reason", pd.Series("", index=points.index))).map(_wrap))
     fig = go.Figure()
     groups = sorted(points.groupby(color, sort=False, dropna=False), key=lambda kv: natural_key(str(kv[0])))
     for name, group in groups:
         name = "—" if pd.isna(name) else str(name)
         hollow = estimated.loc[group.index].to_numpy()
-        # Solid and hollow points of one group are two traces with one legend entry: a per-point
-        # symbol array would be validated point by point (slow with thousands of points).
-        for part, symbol in ((group[~hollow], SYMBOL_SOLID), (group[hollow], SYMBOL_OPEN)):
+        faded = weak.loc[group.index].to_numpy()
+        # Solid, hollow and faded points of one group are separate traces with one legend entry: a
+        # per-point symbol array would be validated point by point (slow with thousands of points).
+        shown_legend = False
+        for mask, symbol, opacity in ((~hollow & ~faded, SYMBOL_SOLID, 0.85), (hollow & ~faded, SYMBOL_OPEN, 0.85),
+                                      (~hollow & faded, SYMBOL_SOLID, WEAK_OPACITY),
+                                      (hollow & faded, SYMBOL_OPEN, WEAK_OPACITY)):
+            part = group[mask]
             if part.empty:
                 continue
             fig.add_trace(scatter(
                 x=part[cost].to_numpy(float), y=_pct(part[accuracy]), mode="markers", name=name, legendgroup=name,
-                showlegend=symbol == SYMBOL_SOLID or not (~hollow).any(),
+                showlegend=not shown_legend,
                 customdata=part["run_id"].to_numpy(object), hovertext=hover.loc[part.index].to_numpy(object),
-                marker=dict(color=colors.get(name, "#555"), size=9, symbol=symbol, opacity=0.85,
+                marker=dict(color=colors.get(name, "#555"), size=9, symbol=symbol, opacity=opacity,
                             line=dict(width=1.5, color=colors.get(name, "#555"))),
                 hovertemplate=(f"%{{hovertext}}<br>accuracy %{{y:.1f}}%<br>{cost_label}: %{{x:.4g}}"
                                "<extra>%{customdata}</extra>"),
             ))
+            shown_legend = True
     if estimated.any():
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="hollow: estimated energy",
                                  marker=dict(symbol=SYMBOL_OPEN, color="#555", size=9), hoverinfo="skip"))
+    if weak.any():
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="faded: weak evidence (capped, near chance)",
+                                 marker=dict(color="#555", size=9, opacity=WEAK_OPACITY), hoverinfo="skip"))
     if front is not None and not front.empty:
-        multi = front["dataset"].nunique() > 1
         dashes = ("dash", "dot", "dashdot", "longdash", "longdashdot")
-        for i, (dataset, part) in enumerate(front.groupby("dataset", sort=True)):
+        keys = [k for k in ("dataset", "spc") if k in front]
+        multi = front[keys].drop_duplicates().shape[0] > 1
+        for i, (key, part) in enumerate(front.groupby(keys, sort=True)):
             part = part.sort_values(cost)
+            key = key if isinstance(key, tuple) else (key,)
+            label = " · ".join(f"{v:g} per class" if k == "spc" else str(v) for k, v in zip(keys, key, strict=True))
             fig.add_trace(go.Scatter(
                 x=part[cost].to_numpy(float), y=_pct(part[accuracy]), mode="lines", line_shape="hv",
-                name=f"Pareto front · {dataset}" if multi else "Pareto front",
+                name=f"Pareto front · {label}" if multi else "Pareto front",
                 line=dict(color="#222", dash=dashes[i % len(dashes)], width=1.5), hoverinfo="skip"))
     fig.update_layout(**_LAYOUT, height=520, clickmode="event+select",
                       xaxis_title=cost_label + (" (log)" if log_x else ""),
@@ -129,32 +155,83 @@ def tradeoff_scatter(points: pd.DataFrame, cost: str, accuracy: str = "test_accu
 def learning_curve_figure(curves: pd.DataFrame, crossings: pd.DataFrame | None = None, title: str = "",
                           colors: dict[str, str] | None = None) -> go.Figure:
     """Accuracy vs samples per class (log axis) for one dataset and backbone: a line per variant,
-    error bars one standard deviation over splits, crossings marked with an X."""
+    error bars the 95 % interval of the mean over splits (absent with one split), points that rest
+    on weak runs (capped, near chance) hollow and faded with the reason on hover, crossings marked
+    with an X (their interval as a horizontal bar when they carry one)."""
     if curves.empty:
         return empty_figure("No finished run with a samples-per-class value and an accuracy.")
     colors = colors or colors_for(curves["variant"])
     fig = go.Figure()
     for variant in sorted(curves["variant"].unique(), key=natural_key):
         c = curves[curves["variant"] == variant].sort_values("spc")
-        std = _pct(c["std"].fillna(0.0))
+        mean = _pct(c["mean"])
+        lo = _pct(c["ci_low"]) if "ci_low" in c else np.full(len(c), np.nan)
+        hi = _pct(c["ci_high"]) if "ci_high" in c else np.full(len(c), np.nan)
+        weak = c["weak"].fillna(False).astype(bool).to_numpy() if "weak" in c else np.zeros(len(c), bool)
+        reason = c["weak_reason"].fillna("").astype(str).to_numpy() if "weak_reason" in c else np.full(len(c), "")
+        note = np.where(weak, "<br><b>weak evidence: " + reason + "</b>", "")
+        color = colors.get(str(variant))
         fig.add_trace(go.Scatter(
-            x=c["spc"].to_numpy(float), y=_pct(c["mean"]), mode="lines+markers", name=str(variant),
-            line=dict(color=colors.get(str(variant))), error_y=dict(type="data", array=std, visible=True, width=3),
-            customdata=np.column_stack([_pct(c["std"]), c["n_splits"], _pct(c["min"]), _pct(c["max"])]),
-            hovertemplate=(f"<b>{variant}</b><br>%{{x}} per class: %{{y:.1f}}% ± %{{customdata[0]:.1f}}"
-                           "<br>%{customdata[1]} split(s), range %{customdata[2]:.1f}–%{customdata[3]:.1f}%"
-                           "<extra></extra>")))
+            x=c["spc"].to_numpy(float), y=mean, mode="lines+markers", name=str(variant), legendgroup=str(variant),
+            line=dict(color=color, dash="dot" if weak.all() else "solid"),
+            marker=dict(size=9, symbol=np.where(weak, SYMBOL_OPEN, SYMBOL_SOLID),
+                        opacity=np.where(weak, 0.5, 1.0), line=dict(width=2, color=color)),
+            error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi - mean),
+                         arrayminus=np.nan_to_num(mean - lo), visible=bool(np.isfinite(lo).any()), width=3),
+            customdata=np.column_stack([_pct(c["std"]), c["n_splits"], _pct(c["min"]), _pct(c["max"]), lo, hi,
+                                        note]),
+            hovertemplate=(f"<b>{variant}</b><br>%{{x}} per class: %{{y:.1f}}%, 95% interval %{{customdata[4]:.1f}}"
+                           "–%{customdata[5]:.1f}% (std %{customdata[0]:.1f})<br>%{customdata[1]} split(s), range "
+                           "%{customdata[2]:.1f}–%{customdata[3]:.1f}%%{customdata[6]}<extra></extra>")))
     if crossings is not None and not crossings.empty:
-        fig.add_trace(go.Scatter(
-            x=crossings["spc"].to_numpy(float), y=_pct(crossings["accuracy"]), mode="markers",
-            name="crossover", marker=dict(symbol="x", size=14, color="#000", line=dict(width=1)),
-            customdata=np.column_stack([crossings["direction"].astype(str)]),
-            hovertemplate="%{customdata[0]}<br>at ≈%{x:.1f} per class, %{y:.1f}%<extra></extra>"))
+        cross = crossings[crossings["spc"].notna()]
+        if not cross.empty:
+            has_range = {"spc_low", "spc_high"} <= set(cross.columns)
+            y = _pct(cross["accuracy"]) if "accuracy" in cross else np.full(len(cross), np.nan)
+            text = cross["direction"] if "direction" in cross else cross.get("note", pd.Series("", index=cross.index))
+            fig.add_trace(go.Scatter(
+                x=cross["spc"].to_numpy(float), y=y, mode="markers", name="crossover",
+                marker=dict(symbol="x", size=14, color="#000", line=dict(width=1)),
+                error_x=dict(type="data", symmetric=False, array=(cross["spc_high"] - cross["spc"]).to_numpy(float),
+                             arrayminus=(cross["spc"] - cross["spc_low"]).to_numpy(float), visible=True)
+                if has_range else None,
+                customdata=np.column_stack([text.astype(str)]),
+                hovertemplate="%{customdata[0]}<br>at ≈%{x:.1f} per class<extra></extra>"))
     ticks = sorted(curves["spc"].unique())
     fig.update_layout(**_LAYOUT, height=420, title=title, xaxis_title="Samples per class (log)",
                       yaxis_title="Test accuracy (balanced, %)")
     if title:  # room for the title above the legend row (they overlapped at the default top margin)
         fig.update_layout(margin=dict(t=90), title=dict(y=0.97, yanchor="top"))
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    return fig
+
+
+def paired_difference_figure(paired: pd.DataFrame, title: str = "") -> go.Figure:
+    """FT minus FE accuracy per samples per class (paired by training draw), with 95 % intervals and a
+    zero line: above zero fine-tuning scored higher on the same images; an interval across zero is not
+    resolved by these runs."""
+    if paired.empty:
+        return empty_figure("Needs FE and FT runs trained on the same draws (same samples per class and split).")
+    fig = go.Figure()
+    colors = colors_for(paired["variant"] + " − " + paired["reference"])
+    for (ref, variant), part in paired.groupby(["reference", "variant"], sort=True):
+        part = part.sort_values("spc")
+        name = f"{variant} − {ref}"
+        d = _pct(part["diff"])
+        lo, hi = _pct(part["ci_low"]), _pct(part["ci_high"])
+        fig.add_trace(go.Scatter(
+            x=part["spc"].to_numpy(float), y=d, mode="lines+markers", name=name,
+            line=dict(color=colors[name]),
+            error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi - d), arrayminus=np.nan_to_num(d - lo),
+                         visible=bool(np.isfinite(lo).any()), width=3),
+            customdata=np.column_stack([lo, hi, part["n_pairs"], part["n_weak"], part["verdict"].astype(str)]),
+            hovertemplate=(f"<b>{name}</b><br>%{{x}} per class: %{{y:+.1f}} points, 95% interval "
+                           "%{customdata[0]:+.1f} to %{customdata[1]:+.1f}<br>%{customdata[2]} pair(s); "
+                           "%{customdata[3]} left out as weak; %{customdata[4]}<extra></extra>")))
+    fig.add_hline(y=0.0, line_dash="dot", line_color="#555")
+    ticks = sorted(paired["spc"].unique())
+    fig.update_layout(**_LAYOUT, height=380, title=title, xaxis_title="Samples per class (log)",
+                      yaxis_title="FT − FE accuracy (points, same draws)")
     fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     return fig
 
@@ -196,8 +273,20 @@ def cost_ratio_figure(ratio: pd.DataFrame, cost: str = "time_total_s") -> go.Fig
 # QUANTA
 
 
+def _fitted_range(lo: np.ndarray, hi: np.ndarray, pad: float = 0.15, floor: float = 0.004) -> list[float]:
+    """An axis range that fits the values (with their error bars) instead of a fixed 0-1."""
+    vals = np.concatenate([np.asarray(lo, float), np.asarray(hi, float)])
+    vals = vals[np.isfinite(vals)]
+    if len(vals) == 0:
+        return [0.0, 1.0]
+    a, b = float(vals.min()), float(vals.max())
+    span = max(b - a, floor)
+    return [a - pad * span, b + pad * span]
+
+
 def lambda_bars(summary: pd.DataFrame, title: str = "") -> go.Figure:
-    """Final lambda_S per layer (mean ± std over runs), the random-source control beside."""
+    """Final lambda_S per layer (mean ± std over runs), the random-source control beside, as points on
+    an axis that fits them (lambda_S often moves by thousandths: a 0-1 axis hides every difference)."""
     if summary.empty:
         return empty_figure("No QUANTA run has logged lambda_S yet.")
     order = summary.sort_values("layer_pos")["layer"].drop_duplicates().astype(str).tolist()
@@ -206,20 +295,58 @@ def lambda_bars(summary: pd.DataFrame, title: str = "") -> go.Figure:
         part = summary[summary["source_kind"] == kind].sort_values("layer_pos")
         if part.empty:
             continue
-        fig.add_trace(go.Bar(
-            x=part["layer"].astype(str), y=part["mean"].to_numpy(float), name=kind,
-            marker_color=SOURCE_COLORS[kind],
+        fig.add_trace(go.Scatter(
+            x=part["layer"].astype(str), y=part["mean"].to_numpy(float), name=kind, mode="markers",
+            marker=dict(color=SOURCE_COLORS[kind], size=11, symbol="circle" if kind == TRAINED_SOURCE else "diamond"),
             # one run has no spread: no error bar rather than a zero-height cap
             error_y=dict(type="data", array=part["std"].fillna(0.0).to_numpy(float),
                          visible=bool(part["std"].notna().any())),
             customdata=np.column_stack([part["std"], part["n"], part["min"], part["max"]]),
-            hovertemplate=(f"<b>layer %{{x}}</b> ({kind})<br>λ_S %{{y:.3f}} ± %{{customdata[0]:.3f}}"
-                           "<br>%{customdata[1]} run(s), range %{customdata[2]:.3f}–%{customdata[3]:.3f}"
+            hovertemplate=(f"<b>layer %{{x}}</b> ({kind})<br>λ_S %{{y:.4f}} ± %{{customdata[0]:.4f}}"
+                           "<br>%{customdata[1]} run(s), range %{customdata[2]:.4f}–%{customdata[3]:.4f}"
                            "<extra></extra>")))
-    fig.update_layout(**_LAYOUT, height=420, barmode="group", title=title, xaxis_title="Layer (network order)",
+    std = summary["std"].fillna(0.0).to_numpy(float)
+    fig.update_layout(**_LAYOUT, height=400, title=title, xaxis_title="Layer (network order)",
                       yaxis_title="Final λ_S (share of the source's features)")
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=order)
-    fig.update_yaxes(range=[0, 1.05])
+    fig.update_yaxes(range=_fitted_range(summary["mean"] - std, summary["mean"] + std), tickformat=".3f")
+    return fig
+
+
+VERDICT_COLORS = {1: "#2ca02c", -1: "#d62728", 0: "#9e9e9e"}
+
+
+def lambda_delta_figure(verdicts: pd.DataFrame, title: str = "") -> go.Figure:
+    """lambda_S of the trained source minus the random-source control's, per layer, with its interval
+    and the layer's verdict as the colour (green: the target keeps the source's features; red: it
+    prefers its own; grey: no signal), on an axis that fits the data, zero drawn."""
+    part = verdicts[verdicts["matched"]] if not verdicts.empty else verdicts
+    if part.empty:
+        return empty_figure("Needs QUANTA runs with a trained source and a random-source control of the same "
+                            "settings.")
+    part = part.sort_values("layer_pos")
+    fig = go.Figure()
+    for (task,), g in part.groupby(["source_task"], sort=True):
+        d = g["delta"].to_numpy(float)
+        lo, hi = g["low"].to_numpy(float), g["high"].to_numpy(float)
+        colors = [VERDICT_COLORS[int(v)] for v in g["direction"]]
+        fig.add_trace(go.Scatter(
+            x=g["layer"].astype(str), y=d, mode="markers", name=f"source {task}",
+            marker=dict(color=colors, size=12, line=dict(width=1, color="#333")),
+            error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi - d), arrayminus=np.nan_to_num(d - lo),
+                         visible=bool(np.isfinite(lo).any()), width=4),
+            customdata=np.column_stack([g["meaning"], g["reason"].map(_wrap), g["n_trained"], g["n_control"]]),
+            hovertemplate=("<b>layer %{x}</b>: %{customdata[0]}<br>Δλ_S %{y:+.4f}<br>%{customdata[1]}"
+                           "<extra></extra>")))
+    fig.add_hline(y=0.0, line_dash="dot", line_color="#555", annotation_text="control",
+                  annotation_position="top left")
+    fig.update_layout(**_LAYOUT, height=400, title=title, showlegend=part["source_task"].nunique() > 1,
+                      xaxis_title="Layer (network order)",
+                      yaxis_title="λ_S trained source − control")
+    order = part["layer"].astype(str).drop_duplicates().tolist()
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order)
+    fig.update_yaxes(range=_fitted_range(np.append(part["low"].fillna(part["delta"]), 0.0),
+                                         np.append(part["high"].fillna(part["delta"]), 0.0)), tickformat="+.3f")
     return fig
 
 

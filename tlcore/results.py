@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tlcore import quality
 from tlcore.errors import TLError
 from tlcore.tracking import EXPERIMENTS, TAG_ERROR, TAG_ERROR_TYPE, sqlite_path
 
@@ -63,6 +64,8 @@ TAG_COLUMNS = {
     "sweep_parent": "sweep_parent",
     TAG_ERROR: "error",
     TAG_ERROR_TYPE: "error_type",
+    quality.QUALITY_TAG: "quality",
+    quality.QUALITY_REASON_TAG: "quality_reason",
 }
 INFO_COLUMNS = ("run_id", "run_name", "experiment", "experiment_id", "method", "status", "start_time", "end_time")
 
@@ -74,7 +77,8 @@ class RunColumns:
     params: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     metric_prefixes: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ("mlflow.parentRunId", "sweep_id", "sweep_parent", TAG_ERROR)
+    tags: tuple[str, ...] = ("mlflow.parentRunId", "sweep_id", "sweep_parent", TAG_ERROR, TAG_ERROR_TYPE,
+                             quality.QUALITY_TAG, quality.QUALITY_REASON_TAG)
 
     def __post_init__(self) -> None:
         names = [*self.params, *self.metrics, *(TAG_COLUMNS.get(t, t) for t in self.tags), *INFO_COLUMNS]
@@ -85,22 +89,24 @@ class RunColumns:
 
 _POINT_PARAMS = ("dataset", "backbone", "weights", "samples_per_class", "split", "model_selection", "device",
                  "energy_method")
+# What a verdict needs (tlcore.quality.judge_run) for runs that were logged before verdicts were tagged.
+_VERDICT_PARAMS = ("num_classes", "epochs", "patience", "classifier_converged", "n_test_images", "train_hash")
+_VERDICT_METRICS = ("stopped_early", "epochs_run", "n_eval_images")
 _COSTS = tuple(COST_AXES)
 TRADEOFF_COLUMNS = RunColumns(
-    params=(*_POINT_PARAMS, "classifier", "configuration", "optimizer", "learning_rate"),
-    metrics=(*ACCURACY_METRICS, BEST_VAL_METRIC, *_COSTS),
+    params=(*_POINT_PARAMS, "classifier", "configuration", "optimizer", "learning_rate", *_VERDICT_PARAMS),
+    metrics=(*ACCURACY_METRICS, BEST_VAL_METRIC, *_COSTS, *_VERDICT_METRICS),
 )
 QUANTA_COLUMNS = RunColumns(
     params=(*_POINT_PARAMS, "source_task", "source_weights", "source_run_id", "layer_to_transfer", "quanta_layers",
-            "configuration", "nb_of_target_epochs", "learning_rate", "quanta_lr"),
-    metrics=(*ACCURACY_METRICS, *SOURCE_ACCURACY_METRICS, "time_total_s", "energy_kwh"),
+            "configuration", "nb_of_target_epochs", "learning_rate", "quanta_lr", *_VERDICT_PARAMS),
+    metrics=(*ACCURACY_METRICS, *SOURCE_ACCURACY_METRICS, "time_total_s", "energy_kwh", *_VERDICT_METRICS),
     metric_prefixes=(QUANTA_PREFIX,),
 )
 RUNS_COLUMNS = RunColumns(
-    params=(*_POINT_PARAMS, "classifier", "configuration", "optimizer", "learning_rate", "epochs", "seed",
-            "layer_to_transfer", "source_weights", "source_task", "use_crops"),
-    metrics=(*ACCURACY_METRICS, BEST_VAL_METRIC, *_COSTS, "images_processed"),
-    tags=("mlflow.parentRunId", "sweep_id", "sweep_parent", TAG_ERROR, TAG_ERROR_TYPE),
+    params=(*_POINT_PARAMS, "classifier", "configuration", "optimizer", "learning_rate", "seed",
+            "layer_to_transfer", "source_weights", "source_task", "use_crops", *_VERDICT_PARAMS),
+    metrics=(*ACCURACY_METRICS, BEST_VAL_METRIC, *_COSTS, "images_processed", *_VERDICT_METRICS),
 )
 VIEWS: dict[str, RunColumns] = {"tradeoffs": TRADEOFF_COLUMNS, "quanta": QUANTA_COLUMNS, "runs": RUNS_COLUMNS}
 
@@ -128,7 +134,63 @@ def load_runs(uri: str, columns: RunColumns, methods: Iterable[str] | None = Non
             raw = _read_client(uri, columns, names, archived)
     else:
         raw = _read_client(uri, columns, names, archived)
-    return _tidy(raw, columns)
+    df = _tidy(raw, columns)
+    if quality.QUALITY_TAG in columns.tags:
+        df = add_verdicts(df, uri)
+    return df
+
+
+def add_verdicts(df: pd.DataFrame, uri: str | None = None) -> pd.DataFrame:
+    """Fill ``quality``/``quality_reason`` for runs logged without a verdict, judged by the same rules
+    (:func:`tlcore.quality.judge_run`) as runs that carry one; adds ``weak`` (bool).
+
+    Training runs need their validation-loss history: read in one query, for those runs only."""
+    if df.empty:
+        return df.assign(weak=pd.Series(dtype=bool))
+    df = df.copy()
+    for col in ("quality", "quality_reason"):
+        if col not in df:
+            df[col] = pd.Series(np.nan, index=df.index, dtype=object)
+    todo = df["quality"].isna() & df["status"].isin(["FINISHED", "FAILED"])
+    if todo.any():
+        trained = todo & df["method"].isin(["ft", "source", "quanta"]) & df["status"].eq("FINISHED")
+        losses: dict[str, list[float]] = {}
+        if uri is not None and trained.any():
+            hist = metric_histories(uri, df.loc[trained, "run_id"].tolist(), keys=("val_loss",), max_points=None)
+            for rid, g in hist.groupby("run_id", sort=False):
+                by_step = dict(zip(g["step"], g["value"], strict=True))  # sorted by step then time: latest wins
+                losses[rid] = [by_step[k] for k in sorted(by_step)]
+        # the test-set size of runs that did not log one: what the dataset's other runs logged
+        sizes = df.get("n_eval_images", pd.Series(np.nan, index=df.index))
+        typical = sizes.groupby(df.get("dataset", pd.Series("", index=df.index)).astype(str)).median()
+        param_cols = [c for c in df.columns if c in {*_VERDICT_PARAMS, "samples_per_class", "classifier"}]
+        metric_cols = [c for c in df.columns if c in {*_VERDICT_METRICS, "test_accuracy", "val_accuracy"}]
+        judged_q, judged_r = [], []
+        for idx in df.index[todo]:
+            row = df.loc[idx]
+            params = {c: row[c] for c in param_cols if pd.notna(row[c])}
+            metrics = {c: row[c] for c in metric_cols if pd.notna(row[c])}
+            if row["method"] == "ft" and pd.notna(row.get(BEST_VAL_METRIC)) and "test_accuracy" not in metrics:
+                metrics["val_accuracy"] = row[BEST_VAL_METRIC]
+            fallback = typical.get(str(row.get("dataset")))
+            verdict = quality.judge_run(str(row["method"]), str(row["status"]), params, metrics,
+                                        losses.get(row["run_id"]), row.get("error_type") if isinstance(
+                                            row.get("error_type"), str) else None,
+                                        int(fallback) if fallback is not None and pd.notna(fallback) else None)
+            judged_q.append(verdict.quality if verdict else np.nan)
+            judged_r.append(verdict.reason if verdict else np.nan)
+        df.loc[todo, "quality"] = judged_q
+        df.loc[todo, "quality_reason"] = judged_r
+    # a sweep's parent without a verdict: from its children's
+    parents = df["quality"].isna() & df["is_sweep_parent"].astype(bool) & df["status"].eq("FINISHED")
+    if parents.any() and "parent_run_id" in df:
+        for idx in df.index[parents]:
+            kids = df.loc[df["parent_run_id"] == df.at[idx, "run_id"], "quality"]
+            verdict = quality.summarize(kids.tolist())
+            if verdict is not None:
+                df.at[idx, "quality"], df.at[idx, "quality_reason"] = verdict.quality, verdict.reason
+    df["weak"] = df["quality"].map(quality.is_weak).astype(bool)
+    return df
 
 
 def _store_error(uri: str, exc: Exception) -> TLError:
@@ -589,8 +651,13 @@ def pareto_mask(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
 
 
 def pareto_front(df: pd.DataFrame, cost: str, accuracy: str = "test_accuracy",
-                 by: Sequence[str] = ("dataset",)) -> pd.DataFrame:
-    """The front's runs per group (accuracies are comparable within one dataset only), by cost."""
+                 by: Sequence[str] = ("dataset", "spc")) -> pd.DataFrame:
+    """The front's runs per group, by cost. Accuracies compare only within one dataset and one
+    samples-per-class value (more labels score higher for any method), so those are the groups;
+    weak runs (capped, near chance) never sit on a front."""
+    if "weak" in df:
+        df = df[~df["weak"].astype(bool)]
+    by = [b for b in by if b in df]
     if df.empty:
         return df.assign(on_front=pd.Series(dtype=bool)).iloc[0:0]
     parts = []
@@ -611,13 +678,16 @@ def tradeoff_points(df: pd.DataFrame, cost: str, accuracy: str = "test_accuracy"
 
 def learning_curves(df: pd.DataFrame, accuracy: str = "test_accuracy",
                     keys: Sequence[str] = ("dataset", "backbone", "variant")) -> pd.DataFrame:
-    """Accuracy vs samples per class: mean and spread over splits, per curve.
+    """Accuracy vs samples per class: mean, spread and a 95 % interval over splits, per curve.
 
     Runs of the same (spc, split) are averaged first, so a re-run does not weigh a split twice;
-    the spread is then over splits (std is NaN with one split). A split whose run failed or is
-    missing is simply absent: ``n_splits`` says how many were averaged.
+    the spread is then over splits (std and the interval are NaN with one split). A split whose
+    run failed or is missing is simply absent: ``n_splits`` says how many were averaged.
+    ``n_weak`` counts the runs with a weak verdict (capped, near chance: :mod:`tlcore.quality`);
+    ``weak`` marks a point that rests on any of them, ``weak_reason`` says why.
     """
-    cols = [*keys, "spc", "mean", "std", "min", "max", "n_splits", "n_runs"]
+    cols = [*keys, "spc", "mean", "std", "ci_low", "ci_high", "min", "max", "n_splits", "n_runs", "n_weak", "weak",
+            "weak_reason"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     pts = df[df["status"].eq("FINISHED") & ~df["is_sweep_parent"].astype(bool)
@@ -625,12 +695,110 @@ def learning_curves(df: pd.DataFrame, accuracy: str = "test_accuracy",
     if pts.empty:
         return pd.DataFrame(columns=cols)
     pts["split_key"] = pts["split_index"].fillna(-1)
-    per_split = pts.groupby([*keys, "spc", "split_key"], dropna=False).agg(acc=(accuracy, "mean"),
-                                                                          runs=(accuracy, "size")).reset_index()
+    pts["is_weak"] = pts["weak"].astype(bool) if "weak" in pts else False
+    pts["verdict"] = pts.get("quality", np.nan)
+    per_split = pts.groupby([*keys, "spc", "split_key"], dropna=False).agg(
+        acc=(accuracy, "mean"), runs=(accuracy, "size"), weak=("is_weak", "sum")).reset_index()
     curves = per_split.groupby([*keys, "spc"], dropna=False).agg(
         mean=("acc", "mean"), std=("acc", "std"), min=("acc", "min"), max=("acc", "max"),
-        n_splits=("acc", "size"), n_runs=("runs", "sum")).reset_index()
+        n_splits=("acc", "size"), n_runs=("runs", "sum"), n_weak=("weak", "sum")).reset_index()
+    intervals = per_split.groupby([*keys, "spc"], dropna=False)["acc"].apply(
+        lambda a: pd.Series(quality.t_interval(a.tolist())[1:], index=["ci_low", "ci_high"])).unstack()
+    curves = curves.merge(intervals.reset_index(), on=[*keys, "spc"], how="left")
+    curves["n_weak"] = curves["n_weak"].astype(int)
+    curves["weak"] = curves["n_weak"] > 0
+    reasons = pts[pts["is_weak"]].groupby([*keys, "spc"], dropna=False)["verdict"].agg(
+        lambda v: ", ".join(f"{n} {quality.LABELS.get(k, k)}" for k, n in v.value_counts().items()))
+    curves = curves.merge(reasons.rename("weak_reason").reset_index(), on=[*keys, "spc"], how="left")
+    curves["weak_reason"] = curves["weak_reason"].where(curves["weak"], "")
     return curves.sort_values([*keys, "spc"]).reset_index(drop=True)[cols]
+
+
+def paired_differences(df: pd.DataFrame, accuracy: str = "test_accuracy") -> pd.DataFrame:
+    """Fine-tuning minus feature extraction at each samples-per-class value, paired by training draw.
+
+    Runs trained on the same images (same ``train_hash``, or, for runs logged before it, the same
+    split index) form a pair; ``diff`` is the mean FT - FE difference over pairs with its 95 %
+    Student-t interval (NaN with one pair) and ``verdict``: ``ft_higher``/``fe_higher`` when the
+    interval excludes 0, else ``not_resolved``. ``n_weak`` counts pairs with a weak run in them:
+    such pairs are left out of ``diff`` (and listed) so a capped run never tips a comparison.
+    """
+    cols = ["dataset", "backbone", "reference", "variant", "spc", "diff", "ci_low", "ci_high", "n_pairs", "n_weak",
+            "fe_mean", "ft_mean", "verdict"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    pts = df[df["status"].eq("FINISHED") & ~df["is_sweep_parent"].astype(bool) & df["spc"].notna()
+             & df[accuracy].notna() & df["method"].isin(["fe", "ft"])].copy()
+    if pts.empty:
+        return pd.DataFrame(columns=cols)
+    if "train_hash" in pts and pts["train_hash"].notna().any():
+        pts["pair_key"] = pts["train_hash"].astype(object).where(pts["train_hash"].notna(),
+                                                                 "split" + pts["split_index"].map(str))
+    else:
+        pts["pair_key"] = "split" + pts["split_index"].map(str)
+    pts["is_weak"] = pts["weak"].astype(bool) if "weak" in pts else False
+    per = pts.groupby(["dataset", "backbone", "method", "variant", "spc", "pair_key"], dropna=False).agg(
+        acc=(accuracy, "mean"), weak=("is_weak", "any")).reset_index()
+    fe = per[per["method"] == "fe"].rename(columns={"variant": "reference", "acc": "fe", "weak": "fe_weak"})
+    ft = per[per["method"] == "ft"].rename(columns={"acc": "ft", "weak": "ft_weak"})
+    pairs = ft.drop(columns="method").merge(fe.drop(columns="method"),
+                                            on=["dataset", "backbone", "spc", "pair_key"])
+    rows = []
+    for key, g in pairs.groupby(["dataset", "backbone", "reference", "variant", "spc"], sort=True):
+        weak = g["fe_weak"] | g["ft_weak"]
+        ok = g[~weak]
+        diff, lo, hi = quality.t_interval((ok["ft"] - ok["fe"]).tolist()) if len(ok) else (np.nan,) * 3
+        if len(ok) >= 2 and np.isfinite(lo) and (lo > 0 or hi < 0):
+            verdict = "ft_higher" if diff > 0 else "fe_higher"
+        else:
+            verdict = "not_resolved"
+        rows.append({**dict(zip(["dataset", "backbone", "reference", "variant", "spc"], key, strict=True)),
+                     "diff": diff, "ci_low": lo, "ci_high": hi, "n_pairs": len(ok), "n_weak": int(weak.sum()),
+                     "fe_mean": float(ok["fe"].mean()) if len(ok) else np.nan,
+                     "ft_mean": float(ok["ft"].mean()) if len(ok) else np.nan, "verdict": verdict})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def crossover_intervals(paired: pd.DataFrame) -> pd.DataFrame:
+    """Where fine-tuning overtakes feature extraction, with the range these runs pin it to.
+
+    Per (dataset, backbone, FE variant, FT variant): the crossover is resolved only when FE is
+    significantly better at a smaller samples-per-class value and FT significantly better at a
+    larger one (paired 95 % intervals); its interval is then [last FE-better value, first
+    FT-better value] and ``spc`` the log-interpolated zero of the mean difference inside it.
+    Otherwise ``resolved`` is False and ``note`` says what the runs show instead.
+    """
+    cols = ["dataset", "backbone", "reference", "variant", "resolved", "spc", "spc_low", "spc_high", "note"]
+    rows = []
+    if paired.empty:
+        return pd.DataFrame(columns=cols)
+    for key, g in paired.groupby(["dataset", "backbone", "reference", "variant"], sort=True):
+        g = g.sort_values("spc")
+        fe_better = g[g["verdict"] == "fe_higher"]["spc"].tolist()
+        ft_better = g[g["verdict"] == "ft_higher"]["spc"].tolist()
+        base = dict(zip(["dataset", "backbone", "reference", "variant"], key, strict=True))
+        lows = [v for v in fe_better if any(u > v for u in ft_better)]
+        if lows:
+            low = max(lows)
+            high = min(u for u in ft_better if u > low)
+            inside = g[(g["spc"] >= low) & (g["spc"] <= high) & g["diff"].notna()]
+            crossing = find_crossings(inside["spc"].to_numpy(float), np.zeros(len(inside)),
+                                      inside["diff"].to_numpy(float))
+            ups = [x for x, _, d in crossing if d > 0]
+            spc = ups[-1] if ups else float(np.sqrt(low * high))
+            rows.append({**base, "resolved": True, "spc": spc, "spc_low": low, "spc_high": high,
+                         "note": f"{key[3]} overtakes {key[2]} between {low:g} and {high:g} samples per class"})
+            continue
+        if ft_better and not fe_better:
+            note = f"{key[3]} scored higher at {', '.join(f'{v:g}' for v in ft_better)} samples per class; no point " \
+                   f"where {key[2]} was clearly higher"
+        elif fe_better and not ft_better:
+            note = f"{key[2]} scored higher at {', '.join(f'{v:g}' for v in fe_better)} samples per class; " \
+                   f"{key[3]} never clearly higher"
+        else:
+            note = "not resolved by these runs: no samples-per-class value separates them (95% intervals)"
+        rows.append({**base, "resolved": False, "spc": np.nan, "spc_low": np.nan, "spc_high": np.nan, "note": note})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def find_crossings(x: Sequence[float], reference: Sequence[float], other: Sequence[float],
@@ -705,6 +873,21 @@ def crossovers(curves: pd.DataFrame, log_x: bool = True) -> pd.DataFrame:
                                  "direction": f"{var} overtakes {ref}" if direction > 0 else
                                  f"{ref} overtakes {var}"})
     return pd.DataFrame(rows, columns=cols)
+
+
+def crossover_marks(cross: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """The resolved crossovers of :func:`crossover_intervals` placed on their FE curve (``accuracy``
+    interpolated on the log samples-per-class axis, as drawn), with ``direction`` for the hover."""
+    marks = cross[cross["resolved"].astype(bool)] if not cross.empty else cross
+    if marks.empty:
+        return marks.assign(accuracy=pd.Series(dtype=float), direction=pd.Series(dtype=object))
+    at = []
+    for m in marks.itertuples():
+        ref = curves[(curves["dataset"] == m.dataset) & (curves["backbone"] == m.backbone)
+                     & (curves["variant"] == m.reference)].sort_values("spc")
+        at.append(float(np.interp(np.log(m.spc), np.log(ref["spc"].to_numpy(float)), ref["mean"].to_numpy(float)))
+                  if len(ref) else np.nan)
+    return marks.assign(accuracy=at, direction=marks["note"])
 
 
 def cost_ratio(df: pd.DataFrame, cost: str = "time_total_s") -> pd.DataFrame:
@@ -847,6 +1030,79 @@ def lambda_steps(histories: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"size": "n"})[cols]
 
 
+#: The settings a QUANTA run and its random-source control must share to be compared (``transfer_mode``:
+#: every layer at once, or one layer per run).
+QUANTA_SETTINGS = ("backbone", "dataset", "transfer_mode", "nb_of_target_epochs", "learning_rate", "quanta_lr",
+                   "samples_per_class")
+
+
+def quanta_layer_verdicts(df: pd.DataFrame) -> pd.DataFrame:
+    """Per layer: final lambda_S of the trained-source runs minus the random-source control's, with
+    the same settings (:data:`QUANTA_SETTINGS`), and the verdict of :func:`tlcore.quality.judge_layer`.
+
+    One row per (settings, source task, layer): ``delta`` and its interval (``low``, ``high``),
+    ``quality`` (signal / no_signal), ``direction`` (+1 the target keeps the source's features,
+    -1 it prefers its own, 0 no signal), ``meaning`` and ``reason``; ``trained``/``control`` are
+    the means, ``n_trained``/``n_control`` the runs; ``settings`` names the group for people.
+    Trained-source runs with no control of the same settings get ``matched`` False.
+    """
+    cols = ["backbone", "dataset", "source_task", "settings", "settings_key", "layer", "layer_pos", "trained",
+            "control", "delta", "low", "high", "n_trained", "n_control", "quality", "direction", "meaning", "reason",
+            "matched"]
+    layers = quanta_layers(df)
+    if df.empty or not layers:
+        return pd.DataFrame(columns=cols)
+    runs = df[df["method"].eq("quanta") & df["status"].eq("FINISHED") & ~df["is_sweep_parent"].astype(bool)].copy()
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    for col in ("layer_to_transfer", *QUANTA_SETTINGS, "source_task"):
+        if col not in runs:
+            runs[col] = np.nan
+    every = runs["layer_to_transfer"].astype(str).isin(["-1", "all"])
+    runs["transfer_mode"] = np.where(every, "every layer at once", "one layer per run")
+    runs["settings_key"] = runs[list(QUANTA_SETTINGS)].apply(lambda col: col.map(str)).agg("|".join, axis=1)
+    order = layer_order(layers, layer_hint(runs))
+    pos = {name: i for i, name in enumerate(order)}
+    rows = []
+    for key, group in runs.groupby("settings_key", sort=False):
+        control = group[group["source_kind"] == RANDOM_SOURCE]
+        trained = group[group["source_kind"] == TRAINED_SOURCE]
+        first = group.iloc[0]
+        settings = (f"{first['nb_of_target_epochs']} epoch(s), lr {first['learning_rate']}, QUANTA lr "
+                    f"{first['quanta_lr']}, {first['samples_per_class']} per class, {first['transfer_mode']}")
+        for task, t_runs in trained.groupby(trained["source_task"].astype(str), sort=True):
+            for layer in order:
+                col = QUANTA_PREFIX + layer
+                t_vals = t_runs[col].dropna().to_numpy(float) if col in t_runs else np.array([])
+                c_vals = control[col].dropna().to_numpy(float) if col in control else np.array([])
+                if len(t_vals) == 0:
+                    continue
+                v = quality.judge_layer(layer, t_vals, c_vals, [quality.LAMBDA_START])
+                rows.append({"backbone": first["backbone"], "dataset": first["dataset"], "source_task": task,
+                             "settings": settings, "settings_key": key, "layer": layer, "layer_pos": pos[layer],
+                             "trained": float(t_vals.mean()),
+                             "control": float(c_vals.mean()) if len(c_vals) else np.nan, "delta": v.delta,
+                             "low": v.low, "high": v.high, "n_trained": v.n_trained, "n_control": v.n_control,
+                             "quality": v.quality, "direction": v.direction, "meaning": v.meaning,
+                             "reason": v.reason, "matched": len(c_vals) > 0})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def quanta_depth(verdicts: pd.DataFrame) -> tuple[int, int] | None:
+    """(k, n): the target kept the source's features (signal, above the control) in the first k of its n
+    layers; None when no layer shows any signal (then the runs do not speak about depth)."""
+    if verdicts.empty or not (verdicts["quality"] == quality.SIGNAL).any():
+        return None
+    ordered = verdicts.sort_values("layer_pos")
+    k = 0
+    for direction in ordered["direction"]:
+        if direction > 0:
+            k += 1
+        else:
+            break
+    return k, len(ordered)
+
+
 def quanta_caveat(summary: pd.DataFrame) -> str | None:
     """The sentence a page must show when lambda_S has no random-source control beside it."""
     if summary.empty:
@@ -890,6 +1146,9 @@ def display_table(df: pd.DataFrame, accuracy: Sequence[str] = ("test_accuracy",)
             out[COST_AXES.get(col, col)] = df[col]
     if any(c in ENERGY_AXES for c in costs) and "energy_method" in df:
         out["energy method"] = df["energy_method"]
+    if "quality" in df:
+        out["verdict"] = df["quality"].map(lambda q: quality.LABELS.get(q, q) if isinstance(q, str) else "")
+        out["why"] = df["quality_reason"].fillna("") if "quality_reason" in df else ""
     out["status"] = df["status"]
     out["started"] = df["start_time"]
     out["run_id"] = df["run_id"]

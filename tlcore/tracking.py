@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tlcore import __version__
-from tlcore.errors import Cancelled, TLError
+from tlcore.errors import Cancelled, TLError, TrainingDiverged
 
 EXPERIMENTS = {
     "fe": "Feature extraction",
@@ -327,8 +327,36 @@ class RunHandle:
     # -- lifecycle ------------------------------------------------------------------------------
     def finish(self) -> None:
         if self.ended is None:
+            self.record_verdict()
             self.client.set_terminated(self.run_id, "FINISHED")
             self.ended = "FINISHED"
+
+    def record_verdict(self, status: str = "FINISHED") -> None:
+        """Tag what the run earned (``quality``, ``quality_reason``: :mod:`tlcore.quality`) from what it
+        logged. Judging never fails a run: on any error the run simply carries no verdict (the pages
+        judge it again when they read it)."""
+        from tlcore import quality
+
+        try:
+            run = self.client.get_run(self.run_id)
+            params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+            method = tags.get("method") or params.get("method", "")
+            if params.get("samples_per_class") == "sweep" or tags.get("sweep_parent") == "true":
+                children = self.client.search_runs([self.experiment_id],
+                                                   f"tags.`mlflow.parentRunId` = '{self.run_id}'", max_results=10000)
+                verdict = quality.summarize([c.data.tags.get(quality.QUALITY_TAG) for c in children])
+            else:
+                losses = []
+                if method in ("ft", "source", "quanta"):
+                    history = sorted(self.client.get_metric_history(self.run_id, "val_loss"),
+                                     key=lambda m: (m.step, m.timestamp))
+                    by_step = {m.step: m.value for m in history}  # a resumed epoch keeps its latest value
+                    losses = [by_step[k] for k in sorted(by_step)]
+                verdict = quality.judge_run(method, status, params, metrics, losses, tags.get(TAG_ERROR_TYPE))
+            if verdict is not None:
+                self.set_tags(verdict.tags())
+        except Exception as exc:  # a verdict is a label, never a reason to lose a run
+            logging.getLogger(__name__).debug("no verdict for run %s: %s", self.run_id, exc)
 
     def kill(self, reason: str = "Cancelled by the user; metrics logged before that are kept.") -> None:
         if self.ended is None:
@@ -342,7 +370,12 @@ class RunHandle:
             return
         message = str(exc) if isinstance(exc, TLError) else f"{type(exc).__name__}: {exc}"
         try:
-            self.set_tags({TAG_ERROR: message or type(exc).__name__, TAG_ERROR_TYPE: type(exc).__name__})
+            tags = {TAG_ERROR: message or type(exc).__name__, TAG_ERROR_TYPE: type(exc).__name__}
+            if isinstance(exc, TrainingDiverged):
+                from tlcore.quality import DIVERGED_VERDICT
+
+                tags.update(DIVERGED_VERDICT.tags())
+            self.set_tags(tags)
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             self.log_text(tb, "error.txt")
         finally:

@@ -268,6 +268,13 @@ def backbone_picker(key: str = "backbone", default: str = "efficientnet_lite0") 
 
 
 @st.cache_data(show_spinner=False, ttl=3600)
+def has_gpu() -> bool:
+    """Whether jobs here run on an accelerator (CUDA or MPS): CPU-only machines get smaller defaults."""
+    from tlcore.devices import hardware_info
+
+    return hardware_info().gpu_count > 0
+
+
 def hardware_line() -> str:
     from tlcore.devices import hardware_info
 

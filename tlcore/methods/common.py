@@ -113,9 +113,16 @@ def common_params(spec: ExperimentSpec, ds: ImageDataset, splits: SplitSet) -> d
     }
 
 
+def split_hash(indices: np.ndarray) -> str:
+    """A short fingerprint of a set of images: runs trained on the same draw pair up across methods."""
+    import hashlib
+
+    return hashlib.sha1(np.sort(np.asarray(indices, dtype=np.int64)).tobytes()).hexdigest()[:12]
+
+
 def point_params(point: SplitPoint) -> dict[str, Any]:
     return {"samples_per_class": point.spc, "split": point.split, "n_train_images": len(point.train),
-            "eval_set": point.eval_set}
+            "eval_set": point.eval_set, "train_hash": split_hash(point.train)}
 
 
 class Sweep:

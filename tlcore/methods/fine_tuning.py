@@ -39,7 +39,7 @@ from torch import nn
 from tlcore.data import ImageDataset
 from tlcore.data.loading import N_CROPS, ImageBatches, Preprocessing, default_num_workers, make_loader, normalize_batch
 from tlcore.devices import resolve_device, synchronize
-from tlcore.errors import BackboneError, SpecError, TLError
+from tlcore.errors import BackboneError, SpecError, TLError, TrainingDiverged
 from tlcore.experiments import RunResult, register_method
 from tlcore.measure import CostMeter, CostReport, flops_per_image
 from tlcore.measure.energy import EnergySettings
@@ -617,8 +617,8 @@ def train_point(ctx: Context, point: common.SplitPoint, run: RunHandle, reporter
                     run.heartbeat()
                 train_loss, train_accuracy = loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
                 if not math.isfinite(train_loss):
-                    raise TLError(f"Training diverged at epoch {epoch} of {point.label} (the loss is {train_loss}); "
-                                  f"lower --learning-rate (now {p.learning_rate}).")
+                    raise TrainingDiverged(f"Training diverged at epoch {epoch} of {point.label} (the loss is "
+                                           f"{train_loss}); lower --learning-rate (now {p.learning_rate}).")
 
                 # -- evaluate on val
                 reporter.update(stage=f"{point.label}: epoch {epoch}/{p.epochs}, validating")
@@ -661,6 +661,7 @@ def train_point(ctx: Context, point: common.SplitPoint, run: RunHandle, reporter
             assert best_state is not None
             model.load_state_dict(best_state)
             final: dict[str, float] = {"best_epoch": float(best["epoch"]), "epochs_run": float(epoch),
+                                       "n_eval_images": float(len(point.eval)),
                                        "stopped_early": float(stopped), "best_val_accuracy": best["val_accuracy"],
                                        "best_val_plain_accuracy": best["val_plain_accuracy"]}
             if point.eval_set == "test":

@@ -54,6 +54,7 @@ from tlcore.methods.supervised import (
     METRIC_NAMES,
     ClassificationMeter,
     batches_on_device,
+    check_finite_loss,
     configure_device,
     epoch_loader,
     eval_loader,
@@ -618,6 +619,7 @@ def _run_one(plan: QuantaPlan, run: RunHandle, reporter: Reporter, cost: CostMet
             cost.add_flops(flops_forward * len(plan.splits.val))
             lam_epoch = net.lambda_source().tolist()
             train = meter.compute()
+            check_finite_loss(train["loss"], epoch, f"QUANTA run {r}", params.learning_rate)
             extra = {"val_loss": val["loss"], "val_accuracy": val["accuracy"], "epoch_time_s": time.perf_counter() - t0}
             history["epochs"].append(epoch)
             history["lambda_s"].append(lam_epoch)

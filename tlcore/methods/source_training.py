@@ -30,6 +30,7 @@ from tlcore.measure import CostMeter, EnergySettings, count_flops
 from tlcore.methods.supervised import (
     ClassificationMeter,
     batches_on_device,
+    check_finite_loss,
     configure_device,
     epoch_loader,
     eval_loader,
@@ -136,7 +137,10 @@ def train_source(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> 
                 with meter.lap("eval"):
                     val = evaluate(model, model, eval_loader(ds, splits.val, prep, spec.batch_size, device,
                                                              spec.num_workers), prep, device, ds.num_classes)
-                epoch_metrics = {**prefixed("train", train_meter.compute()), "val_loss": val["loss"],
+                train_metrics = train_meter.compute()
+                check_finite_loss(train_metrics["loss"], epoch, f"the source training on {spec.dataset}",
+                                  params.learning_rate)
+                epoch_metrics = {**prefixed("train", train_metrics), "val_loss": val["loss"],
                                  "val_accuracy": val["accuracy"], "epoch_time_s": time.perf_counter() - t0}
                 run.log_metrics(epoch_metrics, step=epoch)
                 reporter.log_metrics({k: epoch_metrics[k] for k in ("train_loss", "train_accuracy", "val_accuracy")},

@@ -23,6 +23,7 @@ from torchvision.transforms import v2
 
 from tlcore.data import ImageDataset
 from tlcore.data.loading import Batch, ImageBatches, Preprocessing, make_loader, normalize_batch
+from tlcore.errors import TrainingDiverged
 
 METRIC_NAMES = ("loss", "accuracy", "precision", "recall", "tp", "tn", "fp", "fn", "top3_accuracy")
 
@@ -194,6 +195,15 @@ class ClassificationMeter:
             "tp": tp, "tn": tn, "fp": fp, "fn": fn,
             "top3_accuracy": top3 / n,
         }
+
+
+def check_finite_loss(loss: float, epoch: int, what: str, learning_rate: float) -> None:
+    """Stop a run whose training loss became nan or infinite (the run ends FAILED, verdict ``diverged``)."""
+    import math
+
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"Training diverged at epoch {epoch} of {what} (the loss is {loss}); lower the "
+                               f"learning rate (now {learning_rate:g}).")
 
 
 def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:

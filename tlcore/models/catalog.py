@@ -40,7 +40,8 @@ def backbone_table() -> list[dict]:
             weights = "none (trained from scratch: train-source)"
         rows.append({"name": name, "params_m": bb.count_parameters() / 1e6, "gflops": flops / 1e9,
                      "input_size": size, "taps": len(cfg.taps), "weights": weights,
-                     "offline": any(status.values()), "description": cfg.description, "family": cfg.family})
+                     "offline": any(status.values()), "description": cfg.description, "family": cfg.family,
+                     "fixed_input_size": cfg.fixed_input_size})
     return rows
 
 
