@@ -123,10 +123,11 @@ def test_a_csv_path_that_exists_nowhere_is_one_sentence(work, store_dir, capsys)
 
 
 def test_the_seeds_vgg16_descriptions_map_onto_vgg16s_taps():
-    from tlcore.models import backbone_config
-    from tlcore.models.keras_names import guess_backbone, map_tensors
-    from tlcore.models.descriptions import load_description
     from seed_layout import VGG_TENSORS
+
+    from tlcore.models import backbone_config
+    from tlcore.models.descriptions import load_description
+    from tlcore.models.keras_names import guess_backbone, map_tensors
 
     assert map_tensors(VGG_TENSORS, "vgg16") == backbone_config("vgg16").taps  # all 13 convs + fc1 + fc2
     assert map_tensors(["block4_conv2/Relu:0", "block5_pool/MaxPool:0"], "vgg16") == ("features.20", "features.30")
@@ -209,3 +210,46 @@ def test_precomputed_crops_of_a_named_dataset_and_a_missing_crop(work, store_dir
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "marbled_te01.jpg has 9" in err[0] and "marbled_te01_crop_0.jpg" in err[0], err
     assert len(runs_of(store_dir, "Feature extraction")) == 1  # no second run was opened
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. ResNet-152 freezes as the seed counts: 38/76/114 of its 151 main convolutions
+
+
+def test_resnet152_freezes_the_seeds_main_convolutions_only():
+    from torch import nn
+
+    from tlcore.models.catalog import meta_backbone
+
+    bb = meta_backbone("resnet152")
+    main_convs = [n for n, m in bb.net.named_modules() if isinstance(m, nn.Conv2d) and "downsample" not in n]
+    assert len(main_convs) == 151
+    for config, n in ((1, 38), (2, 76), (3, 114)):
+        frozen = {p.removeprefix("net.") for p in bb.apply_freezing(config, bn_trainable=True)}
+        assert frozen == {f"{c}.weight" for c in main_convs[:n]}  # no shortcut conv, no BatchNorm
+    assert main_convs[37] == "layer3.1.conv1"  # the seed's 38th: conv4_block2_1_conv
+    frozen = {p.removeprefix("net.") for p in bb.apply_freezing(1)}  # our default also freezes their BatchNorm
+    assert "layer3.1.bn1.weight" in frozen and "layer3.0.downsample.0.weight" not in frozen
+
+
+def test_ft_resnet152_seed_command_line_trains_shortcuts_and_batchnorm(monkeypatch):
+    import torch
+    from torch import nn
+
+    import tlcore.cli as cli
+    from tlcore.methods import fine_tuning as ft
+    from tlcore.models import create_backbone
+
+    specs = []
+    monkeypatch.setattr(cli, "_run_spec", lambda spec, args: specs.append(spec) or 0)
+    # fine_tuning.py --architecture ResNet152 --source ImageNet --dataset flowers102 (the seed: no -c = 1)
+    assert cli.main(["ft", "--architecture", "ResNet152", "--source", "random", "--dataset", "flowers102",
+                     "--bn-trainable"]) == 0
+    spec = specs[0]
+    assert (spec.backbone, spec.params.configuration) == ("resnet152", 1)
+    model = ft.build_model(create_backbone("resnet152", "random"), 3, spec.params.configuration,
+                           ft.bn_statistics(spec.params), torch.device("cpu"))
+    main_convs = [m for n, m in model.net.named_modules() if isinstance(m, nn.Conv2d) and "downsample" not in n]
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    assert sum(p.numel() for p in frozen) == sum(m.weight.numel() for m in main_convs[:38])
+    assert all(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))  # batch statistics
