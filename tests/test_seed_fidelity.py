@@ -253,3 +253,48 @@ def test_ft_resnet152_seed_command_line_trains_shortcuts_and_batchnorm(monkeypat
     frozen = [p for p in model.parameters() if not p.requires_grad]
     assert sum(p.numel() for p in frozen) == sum(m.weight.numel() for m in main_convs[:38])
     assert all(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))  # batch statistics
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. the seed's --mlflow-path ../mlruns, file: URIs, and the seeds' metric names in MLflow
+
+
+def _seed_fe(store: str, *extra: str) -> list[str]:
+    return ["fe", "--classifier", "LinearSVC", "--dataset", "textures", "--split-path", "../splits/textures",
+            "--model-selection", "--mlflow-path", store, "--job", "3", *extra, "--backbone", "efficientnet_lite0",
+            *FAST]
+
+
+def test_mlflow_path_folder_is_what_mlflow_ui_in_that_folder_opens_with_the_seeds_names(work, monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking._tracking_service.utils import _get_default_tracking_uri
+
+    (work / "src").mkdir()
+    monkeypatch.chdir(work / "src")  # the seed runs src/feature_extraction.py with its default ../mlruns
+    assert main(_seed_fe("../mlruns", "--seed-metric-names")) == 0
+    assert "Open the results in MLflow's UI: mlflow ui --backend-store-uri sqlite:///" in capsys.readouterr().out
+    monkeypatch.chdir(work / "mlruns")  # the seed's README: `mlflow ui` in that folder
+    client = MlflowClient(_get_default_tracking_uri())  # the store `mlflow ui` opens there
+    [run] = client.search_runs([client.get_experiment_by_name("Feature extraction").experiment_id])
+    m, p = run.data.metrics, run.data.params
+    assert m["Val accuracy"] == pytest.approx(100 * m["val_accuracy"])  # the seed's name, in %
+    assert {k: p[k] for k in ("Classifier", "Model selection", "Using crops", "Job number", "Dataset")} == {
+        "Classifier": "<class 'sklearn.svm._classes.LinearSVC'>", "Model selection": "True",
+        "Using crops": "False", "Job number": "3", "Dataset": "textures"}
+    assert "Postprocessing time" in m and "Total execution time" in m
+
+
+def test_file_uris_and_existing_file_stores_stay_file_stores(work, monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+
+    uri = (work / "mlruns_fs").as_uri()
+    (work / "src").mkdir()
+    monkeypatch.chdir(work / "src")
+    assert main(_seed_fe(uri)) == 0
+    assert f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {uri}" in capsys.readouterr().out
+    assert main(_seed_fe("../mlruns_fs")) == 0  # a folder that already is a file store is used as one
+    assert not (work / "mlruns_fs" / "mlflow.db").exists()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("Feature extraction").experiment_id])
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)

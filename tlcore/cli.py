@@ -184,6 +184,10 @@ def _run_spec(spec, args: argparse.Namespace) -> int:
         reporter.close()
     if result.summary:
         print(result.summary)
+    if result.run_ids or result.parent_run_id:
+        from tlcore.tracking import mlflow_ui_command, resolve_tracking_uri
+
+        print(f"Open the results in MLflow's UI: {mlflow_ui_command(resolve_tracking_uri(spec.mlflow_path))}")
     return 0
 
 
