@@ -182,8 +182,14 @@ class SourcePlan:
         return self.path.stem if self.path else (self.run_id or "source")[:8]
 
 
-def read_checkpoint(path: str | os.PathLike, what: str = "Source weights") -> tuple[dict[str, torch.Tensor], dict]:
-    """A state dict and the tlcore meta saved with it (empty for a bare state dict)."""
+def read_checkpoint(path: str | os.PathLike, what: str = "Source weights",
+                    arch: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """A state dict and the tlcore meta saved with it (empty for a bare state dict); a Keras file
+    (the seed's ``SourceModel.weights.h5``) is mapped onto ``arch``."""
+    from tlcore.models.keras_weights import is_keras_file, keras_state_dict
+
+    if arch is not None and is_keras_file(path):
+        return keras_state_dict(path, arch), {"architecture": arch, "format": "keras"}
     return read_weights_file(path, what)
 
 
@@ -212,7 +218,7 @@ def _check_input_size(trained_at: Any, input_size: int) -> None:
 
 def _load_trained(cfg: BackboneConfig, path: Path, origin: str, fallback_classes: int,
                   input_size: int) -> tuple[Backbone, dict, int]:
-    state, meta = read_checkpoint(path)
+    state, meta = read_checkpoint(path, arch=cfg.name)
     if meta.get("architecture") and meta["architecture"] != cfg.name:
         raise WeightsError(f"Source weights {origin} are a {meta['architecture']} network, not {cfg.name}; pass "
                            f"--architecture {meta['architecture']} or weights of a {cfg.name}.")

@@ -130,6 +130,7 @@ class Backbone(nn.Module):
         self.weights_name = weights or "random"
         self.frozen_bn: list[nn.Module] = []
         self.frozen_params: list[str] = []
+        self.preprocessing_override: Preprocessing | None = None  # Keras weights expect Keras' input
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,7 +138,7 @@ class Backbone(nn.Module):
 
     @property
     def preprocessing(self) -> Preprocessing:
-        return self.cfg.preprocessing
+        return self.preprocessing_override or self.cfg.preprocessing
 
     def module(self, path: str) -> nn.Module:
         try:
@@ -429,8 +430,21 @@ def create_backbone(name: str, weights: str | None = "default", download: bool =
                 f"Unknown weights {w!r} for {name}: not a file and not one of "
                 f"{', '.join([*list(cfg.weights), 'random'])}."
             )
-        load_weights_into(net, read_weights_file(p)[0], str(p), name, cfg.head_path)
+        prep = None
+        from tlcore.models.keras_weights import is_keras_file
+
+        if is_keras_file(p):  # the seeds' Keras files (h5py, imported only here)
+            from tlcore.models.keras_weights import load_keras_into
+
+            prep = load_keras_into(net, p, name, cfg.preprocessing.input_size, cfg.head_path)
+        else:
+            load_weights_into(net, read_weights_file(p)[0], str(p), name, cfg.head_path)
         used = str(p.resolve())
+        bb = Backbone(net, cfg, used)
+        bb.preprocessing_override = prep
+        if num_classes is not None:
+            bb.reset_classifier(num_classes)
+        return bb
     bb = Backbone(net, cfg, used)
     if num_classes is not None:
         bb.reset_classifier(num_classes)
