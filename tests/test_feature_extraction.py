@@ -402,8 +402,8 @@ def test_a_description_with_unknown_taps_lists_the_valid_ones(no_runs_after, tmp
 
 
 def test_an_unregistered_classifier(no_runs_after):
-    with pytest.raises(SpecError, match="Available: linearsvc, svc, sgd, knn, logreg"):
-        experiments.run(_spec(params=FeatureExtractionParams(classifier="xgboost")), Recorder(), no_runs_after)
+    with pytest.raises(SpecError, match="Available: linearsvc, svc, sgd, knn, logreg, xgboost"):
+        experiments.run(_spec(params=FeatureExtractionParams(classifier="forest")), Recorder(), no_runs_after)
 
 
 # ---------------------------------------------------------------------------------------------

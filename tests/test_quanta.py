@@ -271,20 +271,26 @@ def test_export_files_hold_the_seed_contents(control_run):
     assert out.name == "random_digits4_0-1_to_digits4_2-3"
     names = export_names(0, "all")
     assert sorted(p.name for p in out.iterdir()) == sorted(names.values())
-    quantas = [json.loads(line) for line in open(out / names["quantas"])]
-    assert [q["layer"] for q in quantas] == [str(i) for i in range(7)]
-    for q in quantas:
-        assert q["epochs"] == [0, 1, 2] and len(q["lambda_s"]) == 3
-        assert all(abs(s + t - 1) < 1e-6 for s, t in zip(q["lambda_s"], q["lambda_t"], strict=True))
-        a, b = q["weights"]
-        assert a == pytest.approx(-b) and q["lambda_s"][-1] == pytest.approx(1 / (1 + math.exp(-2 * a)), abs=1e-6)
-    training = [json.loads(line) for line in open(out / names["training"])]
-    assert [t["epoch"] for t in training] == [1, 2] and set(METRIC_NAMES) <= set(training[0])
+    # the seed's fields (issue 16): {"<layer>": {"quanta_weights": [[w_S, w_T] per epoch], "quantas": {...}}}
+    [quantas] = [json.loads(line) for line in open(out / names["quantas"])]
+    assert list(quantas) == [str(i) for i in range(7)]
+    for q in quantas.values():
+        assert q["epochs"] == [0, 1, 2] and len(q["quanta_weights"]) == 3 and len(q["quantas"]["source"]) == 3
+        lam_s, lam_t = q["quantas"]["source"], q["quantas"]["target"]
+        assert all(abs(s + t - 1) < 1e-6 for s, t in zip(lam_s, lam_t, strict=True))
+        assert q["quanta_weights"][0] == pytest.approx([1.1, -1.1])
+        a, b = q["quanta_weights"][-1]
+        assert a == pytest.approx(-b) and lam_s[-1] == pytest.approx(1 / (1 + math.exp(-2 * a)), abs=1e-6)
+    [training] = [json.loads(line) for line in open(out / names["training"])]
+    keras = {"loss", "categorical_accuracy", "precision", "recall", "true_positives", "true_negatives",
+             "false_positives", "false_negatives", "top_k_categorical_accuracy"}
+    assert list(training) == ["0", "1"] and keras <= set(training["0"]) and "val_categorical_accuracy" in training["0"]
+    assert len(METRIC_NAMES) == len(keras)
     [target_test] = [json.loads(line) for line in open(out / names["testing_target"])]
     run = Tracker(spec.mlflow_path).get_run(result.run_ids[0])
-    assert target_test["accuracy"] == pytest.approx(run.data.metrics["test_accuracy"])
+    assert target_test["categorical_accuracy"] == pytest.approx(run.data.metrics["test_accuracy"])
     [source_test] = [json.loads(line) for line in open(out / names["testing_source"])]
-    assert source_test["evaluated"] and source_test["n_images"] == 8
+    assert source_test["evaluated"] and source_test["n_images"] == 8 and keras <= set(source_test)
     state, meta = read_checkpoint(out / names["source_model"])
     assert meta["num_classes"] == 2 and "layer0.weight" in state
     ckpt = torch.load(out / names["target_model"], weights_only=True)
@@ -302,8 +308,8 @@ def test_the_same_seed_gives_the_same_lambdas_and_files_are_rewritten_not_append
         assert lambda_history(tracker, first.run_ids[0], i) == lambda_history(tracker, second.run_ids[0], i)
     out = Path(second.artifacts["exports"])
     names = export_names(0, "all")
-    assert len(open(out / names["quantas"]).readlines()) == 7
-    assert len(open(out / names["training"]).readlines()) == 2
+    assert len(open(out / names["quantas"]).readlines()) == 1  # one line per run, as the seed's: not appended
+    assert len(open(out / names["training"]).readlines()) == 1
     # the first run's artifact copy of its checkpoint is still its own
     folder = tracker.client.download_artifacts(first.run_ids[0], f"models/{names['target_model']}")
     assert torch.load(folder, weights_only=True)["mlflow_run_id"] == first.run_ids[0]

@@ -19,6 +19,10 @@ EXIT_USER_ERROR = 2
 EXIT_BUG = 1
 EXIT_CANCELLED = 130
 
+MLFLOW_PATH_HELP = ("where results are stored: a folder (an sqlite store inside; a folder named mlruns, or one that "
+                    "already is one, is an MLflow file store as the seed's ../mlruns), a file: URI (a file store) or "
+                    "another tracking URI; default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
+
 
 # ---------------------------------------------------------------------------------------------
 # Argument helpers
@@ -45,9 +49,10 @@ def _common_parent() -> argparse.ArgumentParser:
 def _data_args(p: argparse.ArgumentParser, dataset_required: bool = True) -> None:
     g = p.add_argument_group("data")
     if dataset_required:
-        g.add_argument("--dataset", required=True,
+        g.add_argument("-d", "--dataset", required=True,
                        help="embedded name (digits, lfw_faces), torchvision name (cifar10, dtd, ...) or folder path; "
-                            "a class filter carves a task: digits:0-4, cifar10:cat,dog")
+                            "a class filter carves a task: digits:0-4, cifar10:cat,dog; with --split-path any name "
+                            "(the seed's textures, flowers102, ...) reads its images from the CSVs' paths")
     g.add_argument("--split-path", help="folder with the seed's split CSVs (val.csv, test.csv, "
                                         "train_samples_XX_split_K.csv); default: <dataset>/splits, else generated")
     g.add_argument("--splits", type=int, help="draws per samples-per-class value to run (default: all, 5)")
@@ -68,10 +73,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
-    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("-b", "--batch-size", type=int, default=None)
     g.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: half the cores)")
-    g.add_argument("--mlflow-path", help="folder where results are stored (an sqlite store inside), or a tracking "
-                                         "URI; default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    g.add_argument("--mlflow-path", help=MLFLOW_PATH_HELP)
+    g.add_argument("--seed-metric-names", action="store_true",
+                   help="also log the seeds' metric and param names (tl-tradeoff's 'Test accuracy' in %%, ...; "
+                        "QUANTA's Keras names), for notebooks written against the seeds' MLflow runs")
     g.add_argument("--job", help="a job id, kept as a tag (the seed's --job)")
     g.add_argument("--country", default=None, help="3-letter ISO code of the electricity grid for CO2 (default FRA)")
     g.add_argument("--carbon-intensity", type=float, default=None, help="force gCO2e/kWh instead of the country's")
@@ -88,6 +95,8 @@ def _spec_kwargs(args: argparse.Namespace) -> dict:
         num_workers=args.num_workers, mlflow_path=args.mlflow_path, job=args.job,
         measure_energy=not args.no_energy, carbon_intensity_g_per_kwh=args.carbon_intensity,
     )
+    if args.seed_metric_names:
+        kw["tags"] = {"seed_metric_names": "true"}
     if args.country:
         kw["country_iso_code"] = args.country.upper()
     if args.batch_size is not None:
@@ -175,6 +184,10 @@ def _run_spec(spec, args: argparse.Namespace) -> int:
         reporter.close()
     if result.summary:
         print(result.summary)
+    if result.run_ids or result.parent_run_id:
+        from tlcore.tracking import mlflow_ui_command, resolve_tracking_uri
+
+        print(f"Open the results in MLflow's UI: {mlflow_ui_command(resolve_tracking_uri(spec.mlflow_path))}")
     return 0
 
 
@@ -193,12 +206,17 @@ def cmd_fe(args: argparse.Namespace) -> int:
         else:
             weights = weights or item
     backbone = args.backbone
-    if backbone is None and description:  # a description names its backbone
+    if description:  # a description names its backbone (and the seed's, its input size)
         from tlcore.models import load_description
 
-        backbone = load_description(description).backbone
+        desc = load_description(description, backbone=backbone)
+        backbone = backbone or desc.backbone
+        if args.resolution is None and desc.input_size:
+            args.resolution = desc.input_size
+    from tlcore.methods.classifiers import classifiers
+
     params = FeatureExtractionParams(
-        classifier=args.classifier, model_description=description,
+        classifier=classifiers.canonical(args.classifier), model_description=description,
         taps=tuple(t.strip() for t in args.taps.split(",") if t.strip()) if args.taps else None,
         standardize=args.standardize, discretize=not args.no_discretize, threshold_high=args.threshold_high,
         threshold_low=args.threshold_low, cache=not args.no_cache, cache_dir=args.cache_dir)
@@ -256,7 +274,7 @@ def cmd_quanta(args: argparse.Namespace) -> int:
     params = QuantaParams(
         source_task=args.source_task, source_weights=args.source_weights, layer_to_transfer=layer,
         nb_of_runs=args.nb_of_runs, nb_of_target_epochs=args.nb_of_target_epochs,
-        nb_of_target_samples=args.nb_of_target_samples, augment_data=args.augment_data,
+        nb_of_target_samples=args.nb_of_target_samples or None, augment_data=args.augment_data,
         learning_rate=args.learning_rate, quanta_lr=args.quanta_lr, outdir=args.outdir,
         train_from_previous_training=args.train_from_previous_training, show_only_build=args.show_only_build)
     seed = args.seed
@@ -268,20 +286,30 @@ def cmd_quanta(args: argparse.Namespace) -> int:
               num_workers=args.num_workers, resolution=args.resolution, download_weights=args.download_weights)
     if args.batch_size is not None:
         kw["batch_size"] = args.batch_size
+    if args.seed_metric_names:
+        kw["tags"] = {"seed_metric_names": "true"}
     spec = ExperimentSpec("quanta", args.target_task, backbone=args.architecture, params=params, **kw)
     return _run_spec(spec, args)
 
 
 def cmd_train_source(args: argparse.Namespace) -> int:
+    from tlcore.errors import SpecError
     from tlcore.specs import ExperimentSpec, SourceTrainingParams
 
+    if not args.dataset:
+        raise SpecError("train-source needs the task to train on: -s/--source_task (the seed's name) or --dataset, "
+                        "e.g. -s cifar10 or --dataset digits:0-4.")
     params = SourceTrainingParams(epochs=args.epochs, learning_rate=args.learning_rate,
-                                  augment_data=args.augment_data, out=args.out)
+                                  augment_data=args.augment_data, out=args.out, outdir=args.outdir,
+                                  nb_of_samples=args.nb_of_samples or None, show_only_build=args.show_only_build,
+                                  train_from_previous_training=args.train_from_previous_training)
     kw = dict(seed=args.seed, device=args.device, mlflow_path=args.mlflow_path, job=args.job,
               measure_energy=not args.no_energy, data_dir=args.data_dir, download=args.download,
               num_workers=args.num_workers)
     if args.batch_size is not None:
         kw["batch_size"] = args.batch_size
+    if args.seed_metric_names:
+        kw["tags"] = {"seed_metric_names": "true"}
     spec = ExperimentSpec("source", args.dataset, backbone=args.architecture, weights="random", params=params, **kw)
     return _run_spec(spec, args)
 
@@ -411,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("feature extraction")
     g.add_argument("--backbone", default=None, help="registered backbone (python -m tlcore backbones); default: the "
                                                     "model description's, else efficientnet_lite0")
-    g.add_argument("--model", nargs="+", metavar="PATH",
+    g.add_argument("-m", "--model", nargs="+", metavar="PATH",
                    help="the seed's --model WEIGHTS DESCRIPTION: a weights file and/or a model description "
                         "(JSON path or shipped name)")
     g.add_argument("--weights", default=None, help="imagenet (default), random, or a state_dict file")
@@ -419,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "efficientnet_lite0_50)")
     g.add_argument("--taps", help="comma-separated layer names (overrides the description)")
     g.add_argument("--classifier", default="linearsvc",
-                   help="linearsvc (default, sklearn defaults), svc, sgd (tol 5e-4), knn, logreg")
+                   help="linearsvc (default, sklearn defaults), svc, sgd (tol 5e-4), knn, logreg, xgboost; the seed's "
+                        "names LinearSVC, SVC, SGDClassifier, KNN, XGBoost work too")
     g.add_argument("--standardize", choices=["train", "per_set"], default="train",
                    help="statistics for standardisation: training set (FNE) or each set its own (the seed)")
     g.add_argument("--no-discretize", action="store_true", help="keep standardised values (no {-1,0,1})")
@@ -439,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="registered backbone (python -m tlcore backbones); --architecture is the seed's name")
     g.add_argument("--source", default="imagenet", help="weights source: imagenet, random, or a weights file")
     g.add_argument("-m", "--model", help="weights file (the seed's --model)")
-    g.add_argument("-c", "--configuration", default="0", help="0 (train all), 1, 2, 3 (freeze ~1/4, 1/2, 3/4) or lp-ft")
+    g.add_argument("-c", "--configuration", default="1",
+                   help="0 (train all), 1 (default, the seed's), 2, 3 (freeze ~1/4, 1/2, 3/4) or lp-ft")
     g.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
     g.add_argument("--learning-rate", type=float, default=0.01)
     g.add_argument("--weight-decay", type=float, default=1e-4)
@@ -461,19 +491,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quanta", parents=[common], help="QUANTA: per-layer transferability (lambda_S)")
     g = p.add_argument_group("QUANTA (the seed's flags)")
-    g.add_argument("-o", "--outdir", default="./expe", help="where the seed's export files go (default ./expe)")
+    g.add_argument("-o", "--output_dir", "--outdir", dest="outdir", default="./expe",
+                   help="where the seed's export files go (default ./expe)")
     g.add_argument("-s", "--source_task", default=None,
                    help="the source task (a dataset name): names the export folder and scores the source on its "
                         "test set (default: the task saved with the weights)")
     g.add_argument("-sw", "--source_weights", default="default",
                    help="source weights: a file, a Source training run id, 'random' (the control) or "
                         "'imagenet'/'default' (the backbone's pretrained weights)")
-    g.add_argument("-t", "--target_task", required=True, help="target dataset (e.g. digits:5-9, cifar100)")
+    g.add_argument("-t", "--target_task", required=True,
+                   help="target dataset (e.g. digits:5-9, cifar100, mnist, fashion_mnist)")
     g.add_argument("-l", "--layer_to_transfer", default="-1", help="layer index (0..6 for quanta_cnn), a tap "
                                                                    "name, or -1 for every layer")
     g.add_argument("-r", "--nb_of_runs", type=int, default=1)
-    g.add_argument("--nb_of_target_epochs", type=int, default=1)
-    g.add_argument("--nb_of_target_samples", type=int, default=None, help="training samples per class")
+    g.add_argument("--nb_of_target_epochs", "--nb_of_epochs", dest="nb_of_target_epochs", type=int, default=1)
+    g.add_argument("--nb_of_target_samples", "--nb_of_samples", dest="nb_of_target_samples", type=int, default=None,
+                   help="training samples per class (the seed's 0 = all)")
     g.add_argument("--seed", type=int, default=0, help="runs are seeded with seed + run index")
     g.add_argument("--augment_data", action="store_true")
     g.add_argument("--train_from_previous_training", metavar="PATH", help="resume a saved target checkpoint")
@@ -487,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--device", default="auto")
     g.add_argument("--num-workers", type=int, default=None)
-    g.add_argument("--mlflow-path")
+    g.add_argument("--mlflow-path", help=MLFLOW_PATH_HELP)
+    g.add_argument("--seed-metric-names", action="store_true", help="also log QUANTA's Keras metric names")
     g.add_argument("--job")
     g.add_argument("--data-dir")
     g.add_argument("--download", action="store_true")
@@ -495,18 +529,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_quanta)
 
-    p = sub.add_parser("train-source", parents=[common], help="train a source network (QUANTA's source)")
+    p = sub.add_parser("train-source", parents=[common], help="train a source network (QUANTA's source; the seed's "
+                                                              "train_source_model.py)")
     p.add_argument("--architecture", "--backbone", dest="architecture", default="quanta_cnn")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("-s", "--source_task", "--dataset", dest="dataset",
+                   help="the task to train on (a dataset name: cifar10, mnist, digits:0-4, a folder, ...)")
+    p.add_argument("-o", "--output_dir", "--outdir", dest="outdir", default="./expe",
+                   help="the seed's export folder: weights and metrics go to OUTPUT_DIR/{source}_training/")
+    p.add_argument("--epochs", "--nb_of_epochs", dest="epochs", type=int, default=1,
+                   help="training epochs (default 1, the seed's)")
+    p.add_argument("--nb_of_samples", type=int, default=None,
+                   help="training images per class (default, or the seed's 0: every training image)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the weights to this file")
     p.add_argument("--augment_data", "--augment-data", dest="augment_data", action="store_true")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--train_from_previous_training", metavar="PATH",
+                   help="start from these weights (a source.pt, or the seed's source.keras / .weights.h5) and train "
+                        "--nb_of_epochs more")
+    p.add_argument("--show_only_build", action="store_true", help="print the network and train nothing")
+    p.add_argument("-b", "--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=2e-4)
     p.add_argument("--device", default="auto")
     p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--mlflow-path")
+    p.add_argument("--mlflow-path", help=MLFLOW_PATH_HELP)
+    p.add_argument("--seed-metric-names", action="store_true", help="also log the seed's Keras metric names")
     p.add_argument("--job")
     p.add_argument("--data-dir")
     p.add_argument("--download", action="store_true")
@@ -554,6 +600,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """A user error's sentence; one re-raised by a DataLoader worker carries the worker's traceback
+    in its text, and its own message is then the last line."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and any("Traceback" in line for line in lines):
+        last = lines[-1]
+        return last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith("Error") else last
+    return " ".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -568,7 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TLError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except (Cancelled, KeyboardInterrupt):
         print("cancelled: the run was stopped and is marked KILLED in MLflow.", file=sys.stderr)

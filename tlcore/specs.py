@@ -67,7 +67,7 @@ class FeatureExtractionParams(_Validated):
         super().validate()
         from tlcore.methods.classifiers import classifiers
 
-        if self.classifier not in classifiers:
+        if not classifiers.knows(self.classifier):
             raise SpecError(f"The 'classifier' parameter of FeatureExtractionParams must be a registered classifier. "
                             f"{classifiers.unknown_message(self.classifier)}")
 
@@ -162,12 +162,20 @@ class SourceTrainingParams(_Validated):
     learning_rate: float = 2e-4
     augment_data: bool = False
     out: str | None = None
+    outdir: str | None = None  # the seed's export folder: {outdir}/{source}_training/
+    nb_of_samples: int | None = None  # training images per class; None = all
+    show_only_build: bool = False
+    train_from_previous_training: str | None = None  # weights to start from (ours or the seed's Keras files)
 
     _constraints: ClassVar = {
         "epochs": [_POS_INT],
         "learning_rate": [Interval(float, 0, None, closed="neither")],
         "augment_data": [_BOOL],
         "out": [_STR, _NONE],
+        "outdir": [_STR, _NONE],
+        "nb_of_samples": [_POS_INT, _NONE],
+        "show_only_build": [_BOOL],
+        "train_from_previous_training": [_STR, _NONE],
     }
 
 

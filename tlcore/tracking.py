@@ -49,14 +49,57 @@ def _abs_sqlite(uri: str) -> str:
     return f"sqlite:///{path}"
 
 
+def is_file_store(folder: Path) -> bool:
+    """Whether a folder already is an MLflow file store (the seed's ``../mlruns``): ``<id>/meta.yaml``."""
+    try:
+        return any(p.is_dir() and p.name.isdigit() and (p / "meta.yaml").exists() for p in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _file_store_uri(path: Path) -> str:
+    """A file store the user asked for (a ``file:`` URI, or a folder that already is one). MLflow 3
+    refuses file stores unless ``MLFLOW_ALLOW_FILE_STORE`` opts in; asking for one is that opt-in."""
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return path.resolve().as_uri()
+
+
+def file_store_path(uri: str) -> Path | None:
+    """The folder of a ``file:`` store URI, else None."""
+    if uri.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(uri).path))
+    return None
+
+
+def store_folder(uri: str) -> Path | None:
+    """The folder things kept *beside* a local store go in (feature cache, journal): the sqlite
+    file's folder, or the folder holding a file store; None for a tracking server."""
+    if (path := sqlite_path(uri)) is not None:
+        return path.parent
+    if (path := file_store_path(uri)) is not None:
+        return path.parent
+    return None
+
+
 def resolve_tracking_uri(mlflow_path: str | os.PathLike | None = None) -> str:
     """``--mlflow-path`` (a folder: results live inside it, or a URI), else ``MLFLOW_TRACKING_URI``,
-    else ``sqlite:///<cwd>/mlflow.db``; always absolute."""
+    else ``sqlite:///<cwd>/mlflow.db``; always absolute.
+
+    A folder gets an sqlite store inside (``mlflow ui`` started in that folder opens it: MLflow's
+    default store is ``./mlflow.db``), unless it already is a file store (the seed's ``../mlruns``
+    with its runs), which is kept as one; a ``file:`` URI is a file store.
+    """
     if mlflow_path:
         s = str(mlflow_path)
+        if s.startswith("file:"):
+            return _file_store_uri(file_store_path(s) or Path(s[5:]))
         if "://" in s:
             return _abs_sqlite(s) if s.startswith("sqlite:///") else s
         folder = Path(s).expanduser().resolve()
+        if is_file_store(folder):
+            return _file_store_uri(folder)
         if folder.suffix == ".db":
             folder.parent.mkdir(parents=True, exist_ok=True)
             return f"sqlite:///{folder}"
@@ -64,6 +107,8 @@ def resolve_tracking_uri(mlflow_path: str | os.PathLike | None = None) -> str:
         return f"sqlite:///{folder / DB_NAME}"
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
+        if env.startswith("file:"):
+            return resolve_tracking_uri(env)
         if env.startswith("sqlite:///"):
             return _abs_sqlite(env)
         if "://" not in env:
@@ -93,8 +138,11 @@ def store_description(uri: str) -> str:
 
 
 def mlflow_ui_command(uri: str) -> str:
+    """The command that opens this store in MLflow's UI (a file store needs MLflow 3's opt-in)."""
     root = artifact_root(uri)
     cmd = f"mlflow ui --backend-store-uri {uri}"
+    if file_store_path(uri) is not None:
+        cmd = f"MLFLOW_ALLOW_FILE_STORE=true {cmd}"
     if root:
         cmd += f" --default-artifact-root {root}"
     return cmd
@@ -196,6 +244,8 @@ class Tracker:
         all_tags.update({k: str(v) for k, v in (tags or {}).items()})
         run = self.client.create_run(eid, tags=all_tags, run_name=run_name)
         handle = RunHandle(self, run.info.run_id, eid)
+        if all_tags.get("seed_metric_names") == "true":
+            handle.seed_names = method
         if params:
             handle.log_params(params)
         return handle
@@ -207,6 +257,8 @@ class Tracker:
         except Exception:
             raise TLError(f"No run with id {run_id!r} in {self.uri}; check the id and --mlflow-path.") from None
         handle = RunHandle(self, run_id, run.info.experiment_id)
+        if run.data.tags.get("seed_metric_names") == "true":
+            handle.seed_names = run.data.tags.get("method")
         self.client.update_run(run_id, status="RUNNING")
         pid = os.getpid()
         handle.set_tags({TAG_PID: str(pid), TAG_HOST: socket.gethostname(),
@@ -266,6 +318,7 @@ class RunHandle:
     experiment_id: str
     _last_heartbeat: float = 0.0
     ended: str | None = None
+    seed_names: str | None = None  # a method: also log the seed's metric and param names (--seed-metric-names)
 
     @property
     def client(self):
@@ -274,6 +327,11 @@ class RunHandle:
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
+        params = dict(params)
+        if self.seed_names:
+            from tlcore.seed_names import seed_params
+
+            params.update(seed_params(self.seed_names, params))
         items = [Param(str(k), _stringify(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
@@ -283,6 +341,11 @@ class RunHandle:
 
         now = int(time.time() * 1000)
         items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items() if v is not None]
+        if self.seed_names:
+            from tlcore.seed_names import seed_metrics
+
+            named, seed_step = seed_metrics(self.seed_names, dict(metrics), int(step))
+            items += [Metric(k, v, now, seed_step) for k, v in named.items()]
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i:i + 500])
         self.heartbeat()

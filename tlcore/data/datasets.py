@@ -22,6 +22,9 @@ from tlcore.errors import DatasetError
 from tlcore.registry import Registry
 
 PARTITIONS = ("train", "val", "test")
+#: Folder (and CSV column) names of the partitions: the seed's own DTD and Flowers102 CSVs say "validation".
+PARTITION_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                     "test": "test", "testing": "test"}
 
 
 class ImageSource(Protocol):
@@ -285,14 +288,14 @@ def scan_folder(root: Path) -> ImageDataset:
     if not root.is_dir():
         raise DatasetError(f"Dataset folder {root} does not exist or is not a folder.")
     sub = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    split_dirs = [p for p in sub if p.name in PARTITIONS]
+    split_dirs = [p for p in sub if p.name.lower() in PARTITION_ALIASES]
     entries: list[tuple[Path, str, str | None]] = []
     if split_dirs:
         for sd in split_dirs:
             for label_dir in sorted(p for p in sd.iterdir() if p.is_dir()):
                 for f in sorted(label_dir.iterdir()):
                     if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
-                        entries.append((f, label_dir.name, sd.name))
+                        entries.append((f, label_dir.name, PARTITION_ALIASES[sd.name.lower()]))
     else:
         for label_dir in sub:
             if label_dir.name == "splits":
@@ -386,8 +389,13 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("TLCORE_DATA_DIR", Path.home() / ".cache" / "tlcore" / "datasets")).expanduser()
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> ImageDataset:
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False,
+                 split_path: str | Path | None = None) -> ImageDataset:
     """Resolve a dataset name: a registered name, a folder path, each with an optional class filter.
+
+    With ``split_path`` (the seed's ``--dataset textures --split-path DIR``), a name that is not an
+    existing folder names the images the split CSVs list, read from the CSVs' paths, even when it is
+    also a registered name (the seed's ``flowers102`` is its own files, not torchvision's).
 
     Example:
         >>> ds = load_dataset("digits:0-4")
@@ -399,7 +407,11 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     name = str(name).strip()
     base, flt = split_class_filter(name)
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    if base in datasets:
+    if split_path and not Path(base).expanduser().is_dir():
+        from tlcore.data.splits import csv_dataset
+
+        ds = csv_dataset(base, split_path)
+    elif base in datasets:
         key = (base, str(data_dir))
         ds = _CACHE.get(key)
         if ds is None:

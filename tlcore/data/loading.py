@@ -60,18 +60,57 @@ def normalize_batch(x: torch.Tensor, prep: Preprocessing, device: torch.device, 
     return x.to(dtype)
 
 
-def _crop_paths(image_path: Path, root: Path, crops_dir: Path) -> list[Path]:
-    rel = image_path.relative_to(root)
-    folder = crops_dir / rel.parent
+def _crop_folder(image_path: Path, root: Path | None, crops_dir: Path) -> Path:
+    """Where an image's crops live: the same place under ``crops_dir`` as the image under its
+    dataset root, else (the seed's rule) ``crops_dir/<split>/<label>/``."""
+    try:
+        rel = image_path.relative_to(root) if root is not None else None
+    except ValueError:
+        rel = None
+    if rel is None:
+        rel = Path(*image_path.parts[-3:])
+    return crops_dir / rel.parent
+
+
+def _crop_paths(image_path: Path, root: Path | None, crops_dir: Path,
+                listing: dict[Path, list[str]] | None = None) -> list[Path]:
+    folder = _crop_folder(image_path, root, crops_dir)
     stem, ext = image_path.stem, image_path.suffix
     pattern = re.compile(rf"^{re.escape(stem)}_crop_(\d+){re.escape(ext)}$")
-    found = []
-    if folder.is_dir():
-        for p in folder.iterdir():
-            m = pattern.match(p.name)
-            if m:
-                found.append((int(m.group(1)), p))
+    if listing is not None and folder in listing:
+        names = listing[folder]
+    else:
+        names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+        if listing is not None:
+            listing[folder] = names
+    found = [(int(m.group(1)), folder / n) for n in names if (m := pattern.match(n))]
     return [p for _, p in sorted(found)]
+
+
+def check_precomputed_crops(ds: ImageDataset, indices: np.ndarray, crops_dir: str | Path) -> None:
+    """Refuse, before any run opens, a crops folder that lacks some image's 10 crops (one sentence
+    naming the first such image and where its crops were looked for)."""
+    crops_dir = Path(crops_dir).expanduser()
+    if ds.kind != "folder":
+        raise DatasetError("--precomputed-crops needs a folder dataset (the crops mirror its layout).")
+    if not crops_dir.is_dir():
+        raise DatasetError(f"Crops folder {crops_dir} does not exist; make the crops or drop --precomputed-crops to "
+                           "crop on the fly (--use-crops).")
+    src: FileSource = ds.source  # type: ignore[assignment]
+    listing: dict[Path, list[str]] = {}
+    short = []
+    for i in np.unique(np.asarray(indices, dtype=np.int64)):
+        path = src.paths[int(i)]
+        found = _crop_paths(path, ds.root, crops_dir, listing)
+        if len(found) != N_CROPS:
+            short.append((path, len(found)))
+    if short:
+        path, n = short[0]
+        folder = _crop_folder(path, ds.root, crops_dir)
+        raise DatasetError(
+            f"{len(short)} image(s) lack their {N_CROPS} precomputed crops in {crops_dir}, first: {path} has {n} "
+            f"(expected {folder / (path.stem + '_crop_0' + path.suffix)} ... _crop_{N_CROPS - 1}); make the missing "
+            "crops, or drop --precomputed-crops to crop on the fly with --use-crops.")
 
 
 class ImageBatches(Dataset):

@@ -198,15 +198,87 @@ def find_split_dir(ds: ImageDataset, split_path: str | Path | None) -> Path | No
     return None
 
 
+def _csv_roots(split_dir: Path) -> list[Path]:
+    """Where a CSV's relative paths may start: the working directory (the seed opened them from
+    there), the split folder and its parents (``data/splits/dtd/`` beside ``data/textures/``)."""
+    split_dir = Path(split_dir).resolve()
+    return [Path.cwd(), split_dir, *list(split_dir.parents)[:3]]
+
+
 def _resolve(rel: str, ds: ImageDataset, split_dir: Path) -> Path:
     p = Path(rel)
     if p.is_absolute():
         return p
-    roots = [r for r in (ds.root, ds.root.parent if ds.root else None, split_dir) if r is not None]
+    roots = [r for r in (ds.root, ds.root.parent if ds.root else None) if r is not None] + _csv_roots(split_dir)
     for r in roots:
         if (r / p).exists():
             return (r / p).resolve()
     return (roots[0] / p).resolve()
+
+
+def _csv_rows(split_dir: Path) -> list[tuple[str, str, str, str]]:
+    """(file, relative path, partition column, label) of every row of a split folder's CSVs."""
+    files = [split_dir / n for n in ("all_images.csv", "val.csv", "test.csv") if (split_dir / n).is_file()]
+    files += sorted(p for p in split_dir.iterdir() if _TRAIN_RE.match(p.name))
+    rows = []
+    for path in files:
+        with open(path, newline="") as f:
+            for line_no, row in enumerate(csv.reader(f), 1):
+                if not row or not row[0].strip():
+                    continue
+                if len(row) < 4:
+                    raise DatasetError(f"{path.name}, line {line_no}: expected 4 columns "
+                                       f"(relative_path,split,filename,label), got {len(row)}.")
+                rows.append((path.name, row[0].strip(), row[1].strip(), row[3].strip()))
+    return rows
+
+
+def csv_dataset(name: str, split_path: str | Path) -> ImageDataset:
+    """The seed's ``--dataset NAME --split-path DIR``: the images its split CSVs list, read from the
+    CSVs' paths (relative to the working directory, the split folder or its parents, or absolute).
+
+    Classes are the sorted labels of the CSVs, partitions their split column (``validation`` is
+    val). The dataset root is the folder holding the split folders (``textures/`` for
+    ``textures/train/marbled/x.jpg``), so precomputed crops mirror it as in the seed.
+    """
+    from tlcore.data.datasets import PARTITION_ALIASES, FileSource
+
+    split_dir = Path(split_path).expanduser()
+    if not split_dir.is_dir():
+        raise DatasetError(f"Split folder {split_dir} does not exist; pass the folder that holds val.csv and test.csv.")
+    rows = _csv_rows(split_dir)
+    if not rows:
+        raise DatasetError(f"Split folder {split_dir} has no split CSVs (val.csv, test.csv, "
+                           f"train_samples_XX_split_K.csv) naming the images of dataset {name!r}.")
+    roots = _csv_roots(split_dir)
+    seen: dict[str, tuple[Path, str, str]] = {}
+    missing = []
+    for _file, rel, part, label in rows:
+        if rel in seen:
+            continue
+        p = Path(rel).expanduser()
+        found = p if p.is_absolute() and p.is_file() else next(
+            ((r / p).resolve() for r in roots if not p.is_absolute() and (r / p).is_file()), None)
+        if found is None:
+            missing.append(rel)
+            continue
+        seen[rel] = (found, PARTITION_ALIASES.get(part.lower(), "train"), label)
+    if missing:
+        where = ", ".join(str(r) for r in roots[:3])
+        raise DatasetError(f"{len(missing)} image(s) listed in the split CSVs in {split_dir} for dataset {name!r} do "
+                           f"not exist, first: {missing[0]} (relative paths are read from {where} or the split "
+                           "folder's parents); run from the folder the CSV paths start in, or fix the paths.")
+    files = sorted({v[0] for v in seen.values()})
+    info = {v[0]: v for v in seen.values()}
+    classes = sorted({v[2] for v in seen.values()})
+    index = {c: i for i, c in enumerate(classes)}
+    tops = {f.parents[2] for f in files if len(f.parents) > 2}
+    root = tops.pop() if len(tops) == 1 else None
+    return ImageDataset(
+        name=name, classes=classes, source=FileSource(files, root),
+        labels=np.array([index[info[f][2]] for f in files], dtype=np.int64),
+        partition=np.array([info[f][1] for f in files], dtype=object), root=root,
+        description=f"{name}: the images listed by the split CSVs in {split_dir}", kind="folder")
 
 
 def load_split_csvs(ds: ImageDataset, split_dir: str | Path, n_splits: int | None = None) -> SplitSet:

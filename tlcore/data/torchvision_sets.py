@@ -24,6 +24,9 @@ _SPECS: dict[str, tuple[str, list[tuple[dict, str]], str]] = {
                     "oxford-iiit-pet"),
     "food101": ("Food101", [({"split": "train"}, "train"), ({"split": "test"}, "test")], "food-101"),
     "caltech101": ("Caltech101", [({}, None)], "caltech101"),
+    # QUANTA's other tasks (its -s/-t choices): 28x28 grey, made RGB and resized like any image
+    "mnist": ("MNIST", [({"train": True}, "train"), ({"train": False}, "test")], "MNIST"),
+    "fashion_mnist": ("FashionMNIST", [({"train": True}, "train"), ({"train": False}, "test")], "FashionMNIST"),
 }
 
 
@@ -106,3 +109,6 @@ flowers102 = _make("flowers102", "Oxford Flowers-102: 8,189 images, 102 species 
 oxford_pets = _make("oxford_pets", "Oxford-IIIT Pets: 7,349 images, 37 breeds (download when asked)", 37)
 food101 = _make("food101", "Food-101: 101,000 images, 101 dishes (download when asked)", 101)
 caltech101 = _make("caltech101", "Caltech-101: 9,146 images, 101 objects + background (download when asked)", 101)
+mnist = _make("mnist", "MNIST: 70,000 28x28 handwritten digits, 10 classes (download when asked)", 10)
+fashion_mnist = _make("fashion_mnist", "Fashion-MNIST: 70,000 28x28 clothing images, 10 classes (download when asked)",
+                      10)

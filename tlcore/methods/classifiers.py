@@ -1,5 +1,8 @@
 """Classifiers for feature extraction: a registry of scikit-learn estimators, the seed's choices.
 
+The seed's names (its ``constants.CLASSIFIERS``: ``LinearSVC``, ``SVC``, ``SGDClassifier``, ``KNN``,
+``XGBoost``) are aliases of the registered ones, in any case.
+
 Adding one is one decorated function ``name(random_state, n_samples) -> estimator``::
 
     @register_classifier
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.base import ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.neighbors import KNeighborsClassifier
@@ -60,6 +63,42 @@ def knn(random_state: int, n_samples: int) -> ClassifierMixin:
 @register_classifier
 def logreg(random_state: int, n_samples: int) -> ClassifierMixin:
     return LogisticRegression(max_iter=1000, random_state=random_state)
+
+
+class XGBoostClassifier(ClassifierMixin, BaseEstimator):
+    """xgboost's ``XGBClassifier`` (its defaults, as the seed) on any labels.
+
+    XGBoost wants labels 0..k-1; a few-shot split or a class filter can leave gaps, so labels are
+    encoded here and decoded on the way out. xgboost is imported only when a model is fitted.
+    """
+
+    def __init__(self, random_state: int = 0) -> None:
+        self.random_state = random_state
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> XGBoostClassifier:
+        from xgboost import XGBClassifier
+
+        self.classes_, encoded = np.unique(np.asarray(y), return_inverse=True)
+        self.model_ = XGBClassifier(random_state=self.random_state)
+        self.model_.fit(x, encoded)
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model_.predict_proba(x), dtype=np.float64)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.classes_[self.predict_proba(x).argmax(axis=1)]
+
+
+@register_classifier
+def xgboost(random_state: int, n_samples: int) -> ClassifierMixin:
+    """The seed's ``XGBoost``: gradient-boosted trees with xgboost's defaults."""
+    return XGBoostClassifier(random_state=random_state)
+
+
+for _alias, _name in (("LinearSVC", "linearsvc"), ("SVC", "svc"), ("SGDClassifier", "sgd"), ("KNN", "knn"),
+                      ("XGBoost", "xgboost"), ("LogisticRegression", "logreg")):
+    classifiers.alias(_alias, _name)
 
 
 def build_classifier(name: str, random_state: int = 0, n_samples: int = 5) -> ClassifierMixin:

@@ -49,7 +49,7 @@ def load_data(spec: ExperimentSpec, reporter: Reporter | None = None) -> tuple[I
     with a single draw (the full balanced set, one draw by design): generated splits make that
     many, CSV split sets must hold them.
     """
-    ds = load_dataset(spec.dataset, spec.data_dir, spec.download)
+    ds = load_dataset(spec.dataset, spec.data_dir, spec.download, split_path=spec.split_path)
     wanted = list(spec.samples_per_class) if spec.samples_per_class else None
     if spec.model_selection and wanted:
         wanted = [max(wanted)]
@@ -70,6 +70,11 @@ def load_data(spec: ExperimentSpec, reporter: Reporter | None = None) -> tuple[I
     for w in splits.warnings:
         if reporter is not None:
             reporter.message(w, "warning")
+    if spec.precomputed_crops:  # every crop is checked now: a missing one must not fail a run half-way
+        from tlcore.data.loading import check_precomputed_crops
+
+        used = [splits.val, splits.test, *(d for draws in splits.train.values() for d in draws)]
+        check_precomputed_crops(ds, np.concatenate(used), spec.precomputed_crops)
     return ds, splits
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tlcore.tracking import sqlite_path
+from tlcore.tracking import store_folder
 
 CACHE_FORMAT = 1
 CACHE_DIR_NAME = "feature_cache"
@@ -35,9 +35,9 @@ CACHE_DIR_NAME = "feature_cache"
 def default_cache_root(tracking_uri: str) -> Path:
     """Beside the results store: ``<store folder>/feature_cache`` for a local sqlite store, else
     ``$TLCORE_CACHE_DIR`` or ``~/.cache/tlcore/features`` (a tracking server has no folder of ours)."""
-    path = sqlite_path(tracking_uri)
-    if path is not None and ":memory:" not in tracking_uri:
-        return path.parent / CACHE_DIR_NAME
+    folder = store_folder(tracking_uri)
+    if folder is not None and ":memory:" not in tracking_uri:
+        return folder / CACHE_DIR_NAME
     env = os.environ.get("TLCORE_CACHE_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "tlcore" / "features"
 

@@ -78,6 +78,7 @@ from tlcore.models import (
 from tlcore.models.base import RANDOM_WEIGHTS
 from tlcore.models.quanta_layer import QuantaNetwork, QuantaPoint, layer_label, quanta_points, select_points
 from tlcore.reporting import Reporter
+from tlcore.seed_names import KERAS_METRIC_NAMES
 from tlcore.specs import ExperimentSpec, QuantaParams
 from tlcore.tracking import RunHandle, Tracker
 
@@ -182,8 +183,14 @@ class SourcePlan:
         return self.path.stem if self.path else (self.run_id or "source")[:8]
 
 
-def read_checkpoint(path: str | os.PathLike, what: str = "Source weights") -> tuple[dict[str, torch.Tensor], dict]:
-    """A state dict and the tlcore meta saved with it (empty for a bare state dict)."""
+def read_checkpoint(path: str | os.PathLike, what: str = "Source weights",
+                    arch: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """A state dict and the tlcore meta saved with it (empty for a bare state dict); a Keras file
+    (the seed's ``SourceModel.weights.h5``) is mapped onto ``arch``."""
+    from tlcore.models.keras_weights import is_keras_file, keras_state_dict
+
+    if arch is not None and is_keras_file(path):
+        return keras_state_dict(path, arch), {"architecture": arch, "format": "keras"}
     return read_weights_file(path, what)
 
 
@@ -212,7 +219,7 @@ def _check_input_size(trained_at: Any, input_size: int) -> None:
 
 def _load_trained(cfg: BackboneConfig, path: Path, origin: str, fallback_classes: int,
                   input_size: int) -> tuple[Backbone, dict, int]:
-    state, meta = read_checkpoint(path)
+    state, meta = read_checkpoint(path, arch=cfg.name)
     if meta.get("architecture") and meta["architecture"] != cfg.name:
         raise WeightsError(f"Source weights {origin} are a {meta['architecture']} network, not {cfg.name}; pass "
                            f"--architecture {meta['architecture']} or weights of a {cfg.name}.")
@@ -567,7 +574,8 @@ def _run_one(plan: QuantaPlan, run: RunHandle, reporter: Reporter, cost: CostMet
     optimizer = torch.optim.Adam([{"params": net.target.parameters(), "lr": params.learning_rate},
                                   {"params": net.quanta_parameters(), "lr": quanta_lr}], eps=1e-7)
     start_epoch, global_step = 0, 0
-    history: dict[str, Any] = {"epochs": [0], "lambda_s": [net.lambda_source().tolist()], "training": []}
+    history: dict[str, Any] = {"epochs": [0], "lambda_s": [net.lambda_source().tolist()], "training": [],
+                               "weights": [_quanta_weights(net)]}
     if plan.resume:
         ck = plan.resume
         net.target.net.load_state_dict(ck["target"])
@@ -623,6 +631,7 @@ def _run_one(plan: QuantaPlan, run: RunHandle, reporter: Reporter, cost: CostMet
             extra = {"val_loss": val["loss"], "val_accuracy": val["accuracy"], "epoch_time_s": time.perf_counter() - t0}
             history["epochs"].append(epoch)
             history["lambda_s"].append(lam_epoch)
+            history.setdefault("weights", []).append(_quanta_weights(net))
             history["training"].append({"epoch": epoch, **train, **extra})
             by_key = dict(zip(keys, lam_epoch, strict=True))
             run.log_metrics({**prefixed("train", train), **extra,
@@ -652,6 +661,52 @@ def _run_one(plan: QuantaPlan, run: RunHandle, reporter: Reporter, cost: CostMet
             "target_test": target_test, "source_test": source_test}
 
 
+def _quanta_weights(net: QuantaNetwork) -> list[list[float]]:
+    """Each QUANTA layer's raw weights (w_S, w_T), as the seed's callback recorded them per epoch."""
+    return [[float(w) for w in q.weight.detach().cpu()] for q in net.quanta]
+
+
+def keras_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Our metric set under Keras' names (``accuracy`` -> ``categorical_accuracy``, ``tp`` ->
+    ``true_positives``, ...), the names the seed's files hold; other keys are kept as they are."""
+    return {KERAS_METRIC_NAMES.get(k, k): v for k, v in metrics.items()}
+
+
+def seed_exports(plan: QuantaPlan, result: dict[str, Any]) -> dict[str, dict]:
+    """The four JSON lines of the seed's files, with the seed's fields.
+
+    ``quantas``: ``{"<layer>": {"quanta_weights": [[w_S, w_T] per epoch, the start first], "quantas":
+    {"source": [lambda_S ...], "target": [lambda_T ...]}}}`` (plus ours: the epochs, module and
+    activation); ``training``: Keras' metrics per epoch, keyed by the 0-based epoch; ``testing_*``:
+    one ``model.evaluate`` dict in Keras' names (plus ours: the set, its size).
+    """
+    hist = result["history"]
+    lam = list(zip(*hist["lambda_s"], strict=True))
+    weights = hist.get("weights")
+    quantas = {}
+    for j, p in enumerate(plan.points):
+        lam_s = [float(v) for v in lam[j]]
+        # a checkpoint written before per-epoch weights were kept: w = (a, -a), lambda_S = sigmoid(2a)
+        w = ([row[j] for row in weights] if weights else
+             [[0.5 * float(np.log(v / (1 - v))), -0.5 * float(np.log(v / (1 - v)))] for v in lam_s])
+        quantas[p.key] = {"quanta_weights": w, "quantas": {"source": lam_s, "target": [1.0 - v for v in lam_s]},
+                          "epochs": hist["epochs"], "module": p.module, "activation": p.activation or "identity"}
+    training = {}
+    for i, row in enumerate(hist["training"]):
+        rest = {k: v for k, v in row.items() if k != "epoch"}
+        val = {f"val_{KERAS_METRIC_NAMES[k[4:]]}": v for k, v in rest.items()
+               if k.startswith("val_") and k[4:] in KERAS_METRIC_NAMES}
+        training[str(i)] = {**keras_metrics({k: v for k, v in rest.items() if not k.startswith("val_")}), **val}
+    source = result["source_test"]
+    return {
+        "quantas": quantas,
+        "training": training,
+        "testing_target": {**keras_metrics(result["target_test"]), "dataset": plan.spec.dataset,
+                           "n_images": len(plan.splits.test)},
+        "testing_source": keras_metrics(source) if source.get("evaluated") else dict(source),
+    }
+
+
 def _write_exports(plan: QuantaPlan, r: int, result: dict[str, Any], run: RunHandle,
                    train_idx: np.ndarray) -> dict[str, Path]:
     """The seed's files for run r, rewritten whole, and logged as artifacts of the MLflow run."""
@@ -659,21 +714,9 @@ def _write_exports(plan: QuantaPlan, r: int, result: dict[str, Any], run: RunHan
     out = plan.out_dir
     net: QuantaNetwork = result["net"]
     hist = result["history"]
-    per_layer = list(zip(*hist["lambda_s"], strict=True))
-    quantas = []
-    for j, (p, q) in enumerate(zip(plan.points, net.quanta, strict=True)):
-        lam_s = [float(v) for v in per_layer[j]]
-        quantas.append({"layer": p.key, "module": p.module, "activation": p.activation or "identity",
-                        "weights": [float(w) for w in q.weight.detach().cpu()], "epochs": hist["epochs"],
-                        "lambda_s": lam_s, "lambda_t": [1.0 - v for v in lam_s]})
-    paths = {
-        "quantas": _write_jsonl(out / names["quantas"], quantas),
-        "training": _write_jsonl(out / names["training"], hist["training"]),
-        "testing_target": _write_jsonl(out / names["testing_target"],
-                                       [{"dataset": plan.spec.dataset, "n_images": len(plan.splits.test),
-                                         **result["target_test"]}]),
-        "testing_source": _write_jsonl(out / names["testing_source"], [result["source_test"]]),
-    }
+    rows = seed_exports(plan, result)
+    paths = {key: _write_jsonl(out / names[key], [rows[key]])
+             for key in ("quantas", "training", "testing_target", "testing_source")}
     if plan.source.kind == "trained" and plan.source.path is not None:  # the very file it was loaded from
         paths["source_model"] = _link_or_copy(plan.source.path, out / names["source_model"])
     else:

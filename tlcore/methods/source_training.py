@@ -7,11 +7,15 @@ The weights are saved as a self-describing checkpoint, ``{"state_dict": ..., "tl
 (architecture, dataset, classes, input size, split seed): any ``--weights FILE`` flag reads the
 state dict, and QUANTA also reads the meta (the source task, the input size it was trained at).
 It is logged as the MLflow artifact ``source.pt`` of a ``Source training`` run, and written to
-``--out`` when given.
+``--out`` when given. Like the seed's ``train_source_model.py``, the run also exports to
+``{output_dir}/{source}_training/``: ``source.pt`` (the seed wrote ``source.keras`` and
+``source.weights.h5``), ``training_metrics_of_source.jsonl`` (Keras' metric names keyed by the
+0-based epoch) and ``testing_metrics_of_source.jsonl``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -43,6 +47,7 @@ from tlcore.methods.supervised import (
 )
 from tlcore.models import create_backbone
 from tlcore.reporting import Reporter
+from tlcore.seed_names import KERAS_METRIC_NAMES
 from tlcore.specs import ExperimentSpec, SourceTrainingParams
 from tlcore.tracking import EXPERIMENTS, Tracker
 
@@ -78,6 +83,32 @@ def _check_out(out: str | None) -> None:
         raise TLError(f"The folder of --out {out} is not writable; pick a writable path.")
 
 
+def _per_class(labels: np.ndarray, pool: np.ndarray, n: int, seed: int, name: str) -> np.ndarray:
+    """``n`` training images per class, stratified and seeded (the seed's --nb_of_samples took the first n)."""
+    rng = np.random.default_rng([seed, 104729])
+    chosen = []
+    for c in np.unique(labels[pool]):
+        members = pool[labels[pool] == c]
+        if len(members) < n:
+            raise DatasetError(f"--nb_of_samples {n}: class {int(c)} of {name} has only {len(members)} training "
+                               f"images; use at most {len(members)}.")
+        chosen.append(rng.choice(members, size=n, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def _export(outdir: Path, task: str, state: dict, meta: dict, history: dict, test: dict) -> Path:
+    """The seed's ``{output_dir}/{source}_training/`` folder (rewritten whole)."""
+    from tlcore.methods.quanta import safe_name
+
+    folder = outdir / f"{safe_name(task)}_training"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(state, meta, folder / ARTIFACT_NAME)
+    for name, row in (("training_metrics_of_source.jsonl", history),
+                      ("testing_metrics_of_source.jsonl", {KERAS_METRIC_NAMES.get(k, k): v for k, v in test.items()})):
+        (folder / name).write_text(json.dumps(row) + "\n")
+    return folder
+
+
 @register_method("source")
 def train_source(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> RunResult:
     params: SourceTrainingParams = spec.params
@@ -91,9 +122,23 @@ def train_source(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> 
     train_idx = np.setdiff1d(np.arange(len(ds)), np.union1d(splits.test, splits.val))
     if len(np.unique(ds.labels[train_idx])) < 2:
         raise DatasetError(f"The training set of {ds.name} holds fewer than two classes; a source needs at least two.")
+    if params.nb_of_samples:
+        train_idx = _per_class(ds.labels, train_idx, params.nb_of_samples, spec.seed, ds.name)
     size = spec.input_size
     seed_everything(spec.seed)
-    model = create_backbone(spec.backbone, spec.weights, download=spec.download_weights, num_classes=ds.num_classes)
+    if params.train_from_previous_training:  # the seed's resume: these weights, head included when it fits
+        model = create_backbone(spec.backbone, params.train_from_previous_training)
+        head = [m for m in model.get_classifier().modules() if isinstance(m, torch.nn.Linear)][-1]
+        if head.out_features != ds.num_classes:
+            model.reset_classifier(ds.num_classes)
+    else:
+        model = create_backbone(spec.backbone, spec.weights, download=spec.download_weights,
+                                num_classes=ds.num_classes)
+    if params.show_only_build:
+        n = sum(p.numel() for p in model.parameters())
+        return RunResult("source", summary=f"Source {spec.backbone} for {spec.dataset} ({ds.num_classes} classes, "
+                                           f"{size}x{size}), {n:,} total parameters; no MLflow run, nothing "
+                                           f"trained (--show_only_build).\n{model.net}")
     prep = replace(model.preprocessing, input_size=size)
     configure_device(device)
     channels_last = use_channels_last(device)
@@ -115,6 +160,7 @@ def train_source(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> 
     run = tracker.start_run("source", run_params, tags={**spec.tags, **({"job": spec.job} if spec.job else {})},
                             run_name=f"{spec.backbone} on {spec.dataset}")
     reporter.run_started(run.run_id, EXPERIMENTS["source"], run_params["dataset"])
+    history: dict[str, dict] = {}
     with run:
         with CostMeter(device, energy_settings(spec)) as meter:
             steps_per_epoch = max(1, len(train_idx) // spec.batch_size)
@@ -143,6 +189,7 @@ def train_source(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> 
                 epoch_metrics = {**prefixed("train", train_metrics), "val_loss": val["loss"],
                                  "val_accuracy": val["accuracy"], "epoch_time_s": time.perf_counter() - t0}
                 run.log_metrics(epoch_metrics, step=epoch)
+                history[str(epoch - 1)] = {KERAS_METRIC_NAMES.get(k, k): v for k, v in train_meter.compute().items()}
                 reporter.log_metrics({k: epoch_metrics[k] for k in ("train_loss", "train_accuracy", "val_accuracy")},
                                      step=epoch)
             reporter.update(stage="testing", fraction=0.96)
@@ -159,6 +206,8 @@ def train_source(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> 
                 save_checkpoint(state, meta, Path(tmp) / ARTIFACT_NAME)
                 run.log_artifact(Path(tmp) / ARTIFACT_NAME)
             out_path = save_checkpoint(state, meta, Path(params.out).expanduser()) if params.out else None
+            if params.outdir:
+                _export(Path(params.outdir).expanduser(), spec.dataset, state, meta, history, test)
             run.log_metrics(prefixed("test", test))
         report = meter.report
         run.log_metrics(report.metrics())

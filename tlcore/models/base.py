@@ -64,6 +64,9 @@ class BackboneConfig:
     default_weights: str | None = "imagenet"
     freeze_units: Callable[[nn.Module], list[str]] | None = None
     freeze_counts: dict[int, int] | None = None  # configuration -> units frozen (the seed's counts)
+    # "prefix": everything before the first unit left trainable is frozen; "units": only the frozen units
+    # themselves (and the BatchNorm right after each), as the seed froze ResNet-152's main convolutions
+    freeze_style: str = "prefix"
     head_kind: str = "linear"  # "linear" or "vgg" (two Dense 256 + ReLU, as the seed)
     quanta_points: tuple[tuple[str, str], ...] = ()  # (pre-activation module, activation module)
     fixed_input_size: bool = False  # True when the network cannot take another resolution (ViT)
@@ -127,6 +130,7 @@ class Backbone(nn.Module):
         self.weights_name = weights or "random"
         self.frozen_bn: list[nn.Module] = []
         self.frozen_params: list[str] = []
+        self.preprocessing_override: Preprocessing | None = None  # Keras weights expect Keras' input
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +138,7 @@ class Backbone(nn.Module):
 
     @property
     def preprocessing(self) -> Preprocessing:
-        return self.cfg.preprocessing
+        return self.preprocessing_override or self.cfg.preprocessing
 
     def module(self, path: str) -> nn.Module:
         try:
@@ -223,8 +227,11 @@ class Backbone(nn.Module):
         """Freeze the first units for a configuration (0 = train everything); returns frozen parameter names.
 
         Frozen parameters are those registered before the first parameter of the first unit
-        left trainable, so the frozen part is always a prefix of the network. BatchNorm layers
-        in it use their running statistics unless ``bn_trainable`` (the seed's behaviour).
+        left trainable, so the frozen part is always a prefix of the network; with the "units"
+        style only the frozen units and the BatchNorm after each (ResNet-152: the seed's main
+        convolutions, shortcut convolutions stay trainable). BatchNorm layers in the frozen part
+        use their running statistics and keep their scale and shift unless ``bn_trainable`` (the
+        seed: every BatchNorm trains).
         """
         if configuration not in self.configurations():
             raise BackboneError(
@@ -240,19 +247,41 @@ class Backbone(nn.Module):
             return []
         units = self.freeze_unit_names()
         params = list(self.net.named_parameters())
+        if self.cfg.freeze_style == "units":
+            frozen_modules = set(units[:n])
+            if not bn_trainable:
+                frozen_modules |= {b for u in units[:n] if (b := self._bn_after(u))}
+            frozen = {name for name, _ in params if name.rsplit(".", 1)[0] in frozen_modules}
+            return self._freeze(frozen, bn_trainable)
         if n >= len(units):
             stop_at = next(i for i, (name, _) in enumerate(params)
                            if name.startswith(self.cfg.head_path + ".") or name == self.cfg.head_path)
         else:
             first = units[n]
             stop_at = next(i for i, (name, _) in enumerate(params) if name.startswith(first + "."))
-        frozen = {name for name, _ in params[:stop_at]}
-        for _name, p in params[:stop_at]:
-            p.requires_grad_(False)
+        return self._freeze({name for name, _ in params[:stop_at]}, bn_trainable)
+
+    def _bn_after(self, conv: str) -> str | None:
+        """The BatchNorm that normalises a conv's output (``layer1.0.conv2`` -> ``layer1.0.bn2``)."""
+        parent, _, leaf = conv.rpartition(".")
+        name = (parent + "." if parent else "") + leaf.replace("conv", "bn", 1)
+        try:
+            m = self.net.get_submodule(name)
+        except AttributeError:
+            return None
+        return name if isinstance(m, nn.modules.batchnorm._BatchNorm) else None
+
+    def _freeze(self, frozen: set[str], bn_trainable: bool) -> list[str]:
+        bn_modules = {name for name, m in self.net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+        if bn_trainable:  # the seed: BatchNorm layers keep training (scale, shift and batch statistics)
+            frozen = {name for name in frozen if name.rsplit(".", 1)[0] not in bn_modules}
+        for name, p in self.net.named_parameters():
+            if name in frozen:
+                p.requires_grad_(False)
         if not bn_trainable:
             self.frozen_bn = [m for mname, m in self.net.named_modules()
                               if isinstance(m, nn.modules.batchnorm._BatchNorm) and f"{mname}.weight" in frozen]
-        self.frozen_params = [f"net.{n_}" for n_ in frozen]
+        self.frozen_params = [f"net.{n_}" for n_, _ in self.net.named_parameters() if n_ in frozen]
         self.train(self.training)
         return self.frozen_params
 
@@ -401,8 +430,21 @@ def create_backbone(name: str, weights: str | None = "default", download: bool =
                 f"Unknown weights {w!r} for {name}: not a file and not one of "
                 f"{', '.join([*list(cfg.weights), 'random'])}."
             )
-        load_weights_into(net, read_weights_file(p)[0], str(p), name, cfg.head_path)
+        prep = None
+        from tlcore.models.keras_weights import is_keras_file
+
+        if is_keras_file(p):  # the seeds' Keras files (h5py, imported only here)
+            from tlcore.models.keras_weights import load_keras_into
+
+            prep = load_keras_into(net, p, name, cfg.preprocessing.input_size, cfg.head_path)
+        else:
+            load_weights_into(net, read_weights_file(p)[0], str(p), name, cfg.head_path)
         used = str(p.resolve())
+        bb = Backbone(net, cfg, used)
+        bb.preprocessing_override = prep
+        if num_classes is not None:
+            bb.reset_classifier(num_classes)
+        return bb
     bb = Backbone(net, cfg, used)
     if num_classes is not None:
         bb.reset_classifier(num_classes)

@@ -59,8 +59,14 @@ def resnet50() -> nn.Module:
     return tvm.resnet50()
 
 
+def _main_convs(net: nn.Module) -> list[str]:
+    """ResNet-152's units as the seed counted them: the 151 main-path convolutions, no shortcut."""
+    return [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d) and ".downsample." not in n]
+
+
 @register_backbone(_cfg("resnet152", "resnet", tvm.ResNet152_Weights, _resnet_taps((3, 8, 36, 3)), "fc",
-                        "ResNet-152: 60.2 M parameters, 224x224", freeze_counts={1: 38, 2: 76, 3: 114}))
+                        "ResNet-152: 60.2 M parameters, 224x224", freeze_counts={1: 38, 2: 76, 3: 114},
+                        freeze_units=_main_convs, freeze_style="units"))
 def resnet152() -> nn.Module:
     return tvm.resnet152()
 
