@@ -34,7 +34,7 @@ def server(tmp_path_factory):
     store = tmp / "results"
     run_examples(str(store), quick=True)
     # and one fine-tuning run stopped at its cap of one epoch: weak evidence, drawn as weak
-    experiments.run(ExperimentSpec("ft", "digits", samples_per_class=(5,), splits=1, resolution=QUICK.resolution,
+    experiments.run(ExperimentSpec("ft", QUICK.dataset, samples_per_class=(5,), splits=1, resolution=QUICK.resolution,
                                    batch_size=32, mlflow_path=str(store),
                                    params=FineTuningParams(configuration=3, epochs=1)), Reporter())
     srv = start_server(store, tmp / "server.log")
@@ -83,7 +83,7 @@ def test_tradeoffs_draws_fe_and_ft_runs_against_cost_and_their_few_shot_curves(p
     curve = panel.locator('[data-testid="stPlotlyChart"]').first
     curve.wait_for(timeout=30_000)
     assert set(FE_FT) <= set(legend(curve))
-    assert "digits · efficientnet_lite0" in curve.locator(".gtitle").text_content()
+    assert f"{QUICK.dataset} · efficientnet_lite0" in curve.locator(".gtitle").text_content()
     panel.get_by_role("heading", name="Crossovers").wait_for(timeout=30_000)
     assert_no_error_shown(page)
     screenshot_streamlit_page(page, SCREENSHOTS / "tradeoffs.png")
@@ -136,7 +136,7 @@ def test_runs_lists_every_run_of_the_examples(page, server):
     cells = page.locator('[data-testid="stDataFrame"] [role="gridcell"]')
     cells.first.wait_for(state="attached", timeout=30_000)
     texts = set(cells.all_text_contents())
-    assert {*FE_FT, "QUANTA", "Source training", "digits", TARGET, "quanta_cnn", "efficientnet_lite0"} <= texts
+    assert {*FE_FT, "QUANTA", "Source training", QUICK.dataset, TARGET, "quanta_cnn", "efficientnet_lite0"} <= texts
     assert_no_error_shown(page)
     screenshot_streamlit_page(page, SCREENSHOTS / "runs.png")
 

@@ -83,9 +83,9 @@ def test_quanta_of_another_backbone_never_sets_the_depth(frames):
     assert any(i.kind == "quanta" and "not your backbone" in i.why_not for i in lite.items)
     cnn = gather_evidence(pd.DataFrame(), quanta, Situation(samples_per_class=100, num_classes=10, dataset="digits",
                                                             backbone="quanta_cnn"))
-    # lambda_S trained vs the control (one run: the measured margin): layer 0 .94 vs .70 and layer 1 .89 vs .85
-    # above, layer 2 .61 vs .90 below: the first 2 of 3 layers keep the source's features
-    assert cnn.quanta_depth == (2, 3) and cnn.quanta_dataset == "digits:5-9"
+    # lambda_S trained vs the control (one control run: the measured margin of 0.22 decides): layer 0 .94 vs .70
+    # above, layer 1 .89 vs .85 within the margin, layer 2 .61 vs .90 below: only the first of 3 layers transfers
+    assert cnn.quanta_depth == (1, 3) and cnn.quanta_dataset == "digits:5-9"
 
 
 def test_quanta_without_a_signal_sets_no_depth(frames):

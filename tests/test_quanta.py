@@ -426,7 +426,8 @@ def test_bad_input_is_one_sentence_exit_2_and_no_run(digits4, tmp_path, store_di
 def test_train_source_then_quanta_and_its_control_from_the_command_line(digits4, tmp_path, store_dir, capsys):
     src = tmp_path / "src.pt"
     assert main(["train-source", "--architecture", "quanta_cnn", "--dataset", f"{digits4}:0-1", "--epochs", "1",
-                 "--seed", "1", "--out", str(src), "--mlflow-path", str(store_dir), "--no-energy",
+                 "--seed", "1", "--out", str(src), "-o", str(tmp_path / "expe"), "--mlflow-path", str(store_dir),
+                 "--no-energy",
                  "--num-workers", "0", "--batch-size", "16", "--quiet"]) == 0
     tracker = Tracker(str(store_dir))
     [source_run] = tracker.client.search_runs([tracker.experiment_id("Source training")])

@@ -30,6 +30,7 @@ from tlcore.specs import ExperimentSpec, FeatureExtractionParams, FineTuningPara
 
 @dataclass(frozen=True)
 class ExampleGrid:
+    dataset: str  # feature extraction and fine-tuning
     fe_spc: tuple[int, ...]
     fe_splits: int
     ft_spc: tuple[int, ...]  # fine-tuning points: each trains with the default recipe (early stopping)
@@ -49,12 +50,14 @@ class ExampleGrid:
         return tuple(sorted(set(self.fe_spc) | set(self.ft_spc)))
 
 
-FULL = ExampleGrid(fe_spc=(1, 2, 5, 10, 20), fe_splits=3, ft_spc=(5, 20), ft_splits=3, ft_configs=(0, 2),
-                   resolution=64, source_epochs=8, source_classes="0-4", target_classes="5-9", quanta_epochs=6,
-                   quanta_samples=40, quanta_runs=3, quanta_layer=-1)
-QUICK = ExampleGrid(fe_spc=(2, 5), fe_splits=2, ft_spc=(5,), ft_splits=2, ft_configs=(0, 2), resolution=32,
-                    source_epochs=2, source_classes="0-1", target_classes="5-6", quanta_epochs=2, quanta_samples=10,
-                    quanta_runs=1, quanta_layer=-1)
+FULL = ExampleGrid(
+    dataset="digits", fe_spc=(1, 2, 5, 10, 20), fe_splits=3, ft_spc=(5, 20), ft_splits=3, ft_configs=(0, 2),
+    resolution=64, source_epochs=8, source_classes="0-4", target_classes="5-9", quanta_epochs=6, quanta_samples=40,
+    quanta_runs=3, quanta_layer=-1)
+QUICK = ExampleGrid(
+    dataset="digits:0-4", fe_spc=(2, 5), fe_splits=2, ft_spc=(5,), ft_splits=2, ft_configs=(0, 2), resolution=32,
+    source_epochs=2, source_classes="0-1", target_classes="5-6", quanta_epochs=2, quanta_samples=10, quanta_runs=1,
+    quanta_layer=-1)
 # With Adam, lambda_S moves by about the learning rate per step (README, QUANTA "Dynamics"): at the
 # reference's 2e-4 a few hundred steps on digits leave it at 0.900 on every layer, trained source or not.
 QUANTA_LR = 0.05
@@ -66,9 +69,9 @@ def example_specs(mlflow_path: str, quick: bool = False, outdir: str | None = No
     g = QUICK if quick else FULL
     outdir = outdir or str(Path(mlflow_path) / "quanta_exports")
     common = dict(mlflow_path=mlflow_path, seed=seed, tags={"example": "embedded"})
-    fe = ExperimentSpec("fe", "digits", backbone="efficientnet_lite0", samples_per_class=g.fe_spc,
+    fe = ExperimentSpec("fe", g.dataset, backbone="efficientnet_lite0", samples_per_class=g.fe_spc,
                         splits=g.fe_splits, resolution=g.resolution, params=FeatureExtractionParams(), **common)
-    ft = [ExperimentSpec("ft", "digits", backbone="efficientnet_lite0", samples_per_class=g.ft_spc,
+    ft = [ExperimentSpec("ft", g.dataset, backbone="efficientnet_lite0", samples_per_class=g.ft_spc,
                          splits=g.ft_splits, resolution=g.resolution, batch_size=32,
                          params=FineTuningParams(configuration=c), **common) for c in g.ft_configs]
     source_task, target_task = f"digits:{g.source_classes}", f"digits:{g.target_classes}"
