@@ -111,9 +111,9 @@ with col1:
     st.subheader("Where results are stored")
     from tlcore.tracking import mlflow_ui_command, store_description
 
-    st.code(store_description(tracker.uri), language=None)
+    st.code(store_description(tracker.uri), language=None, wrap_lines=True)
     st.caption("Open them in the MLflow UI with:")
-    st.code(mlflow_ui_command(tracker.uri), language="bash")
+    st.code(mlflow_ui_command(tracker.uri), language="bash", wrap_lines=True)
 with col2:
     st.subheader("Hardware")
     st.write(widgets.hardware_line())

@@ -97,7 +97,7 @@ compare = st.multiselect("Runs to compare", list(labels), format_func=labels.get
 # -- MLflow UI -------------------------------------------------------------------------------------
 ui_url = results_cache.mlflow_ui_url()
 with st.expander("Open in the MLflow UI", expanded=False):
-    st.code(mlflow_ui_command(uri), language="bash")
+    st.code(mlflow_ui_command(uri), language="bash", wrap_lines=True)
     if ui_url:
         st.caption(f"An MLflow UI answers at {ui_url}: the links below open runs there (if it serves this store).")
     else:

@@ -272,7 +272,10 @@ def test_mlflow_path_folder_is_what_mlflow_ui_in_that_folder_opens_with_the_seed
     (work / "src").mkdir()
     monkeypatch.chdir(work / "src")  # the seed runs src/feature_extraction.py with its default ../mlruns
     assert main(_seed_fe("../mlruns", "--seed-metric-names")) == 0
-    assert "Open the results in MLflow's UI: mlflow ui --backend-store-uri sqlite:///" in capsys.readouterr().out
+    from tlcore.tracking import mlflow_program  # `mlflow`, or the venv's own when the venv is not active
+
+    assert f"Open the results in MLflow's UI: {mlflow_program()} ui --backend-store-uri sqlite:///" in \
+        capsys.readouterr().out
     monkeypatch.chdir(work / "mlruns")  # the seed's README: `mlflow ui` in that folder
     client = MlflowClient(_get_default_tracking_uri())  # the store `mlflow ui` opens there
     [run] = client.search_runs([client.get_experiment_by_name("Feature extraction").experiment_id])
@@ -291,7 +294,9 @@ def test_file_uris_and_existing_file_stores_stay_file_stores(work, monkeypatch, 
     (work / "src").mkdir()
     monkeypatch.chdir(work / "src")
     assert main(_seed_fe(uri)) == 0
-    assert f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {uri}" in capsys.readouterr().out
+    from tlcore.tracking import mlflow_program
+
+    assert f"MLFLOW_ALLOW_FILE_STORE=true {mlflow_program()} ui --backend-store-uri {uri}" in capsys.readouterr().out
     assert main(_seed_fe("../mlruns_fs")) == 0  # a folder that already is a file store is used as one
     assert not (work / "mlruns_fs" / "mlflow.db").exists()
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,25 @@ def test_two_trackers_on_one_folder_share_the_store(store_dir):
         pass
     b = Tracker(str(store_dir))
     assert b.get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_experiments_are_marked_as_classic_training_for_mlflows_ui(tracker):
+    # MLflow 3's UI opens runs of an unmarked experiment in its GenAI evaluation view
+    eid = tracker.experiment_id("Fine-tuning")
+    assert tracker.client.get_experiment(eid).tags["mlflow.experimentKind"] == "custom_model_development"
+    # an experiment a store made before the tag gets it the next time a run is written there
+    tracker.client.delete_experiment_tag(eid, "mlflow.experimentKind")
+    fresh = Tracker(tracker.uri)
+    fresh.experiment_id("Fine-tuning")
+    assert fresh.client.get_experiment(eid).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_mlflow_ui_command_runs_as_printed_without_an_active_venv(monkeypatch, tmp_path):
+    from tlcore.tracking import mlflow_ui_command
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a shell where the venv is not activated
+    cmd = mlflow_ui_command(f"sqlite:///{tmp_path}/mlflow.db")
+    program = cmd.split(" ui ")[0]
+    assert program == str(Path(sys.executable).parent / "mlflow") and os.access(program, os.X_OK)
+    # the program answers (its --help, without starting a server)
+    assert subprocess.run([program, "ui", "--help"], capture_output=True, timeout=120).returncode == 0

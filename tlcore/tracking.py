@@ -10,6 +10,7 @@ host and a heartbeat, so a server restarted after a crash can mark its orphans F
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ STALE_AFTER_S = 600.0
 
 TAG_PID, TAG_HOST, TAG_START, TAG_HEARTBEAT = "tlcore.pid", "tlcore.host", "tlcore.process_start", "tlcore.heartbeat"
 TAG_ERROR, TAG_ERROR_TYPE = "error", "error_type"
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -137,10 +139,26 @@ def store_description(uri: str) -> str:
     return f"{uri}{extra}"
 
 
+def mlflow_program() -> str:
+    """How to call MLflow's command line from a shell: ``mlflow`` when it is on the PATH, else the one
+    beside this Python (a virtual environment that is not activated), else ``python -m mlflow``."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "mlflow"
+    found = shutil.which("mlflow")
+    if found and (not beside.exists() or Path(found).resolve() == beside.resolve()):
+        return "mlflow"
+    if beside.exists():
+        return str(beside)
+    return f"{sys.executable} -m mlflow"
+
+
 def mlflow_ui_command(uri: str) -> str:
-    """The command that opens this store in MLflow's UI (a file store needs MLflow 3's opt-in)."""
+    """The command that opens this store in MLflow's UI, runnable as printed (a file store needs MLflow 3's
+    opt-in; a virtual environment need not be active)."""
     root = artifact_root(uri)
-    cmd = f"mlflow ui --backend-store-uri {uri}"
+    cmd = f"{mlflow_program()} ui --backend-store-uri {uri}"
     if file_store_path(uri) is not None:
         cmd = f"MLFLOW_ALLOW_FILE_STORE=true {cmd}"
     if root:
@@ -212,7 +230,9 @@ class Tracker:
             if root:
                 location = (Path(root) / name.lower().replace(" ", "_")).as_uri()
             try:
-                eid = self.client.create_experiment(name, artifact_location=location)
+                # classic training runs: MLflow 3's UI otherwise opens runs in its GenAI evaluation view
+                eid = self.client.create_experiment(name, artifact_location=location,
+                                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except Exception:
                 exp = self.client.get_experiment_by_name(name)  # created meanwhile by another thread
                 if exp is None:
@@ -222,6 +242,9 @@ class Tracker:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
             eid = exp.experiment_id
+            if create and exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # a store made before this tag
+                with contextlib.suppress(Exception):
+                    self.client.set_experiment_tag(eid, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         self._experiment_ids[name] = eid
         return eid
 

@@ -100,9 +100,9 @@ def no_runs_notice(what: str, example: str = "fe") -> None:
                    f"python -m tlcore quanta -t digits:5-9 -s digits:0-4 -sw random {store}   # the control"],
     }
     st.info(f"No {what} in this store yet. Start one from the Run page, or from a terminal with the same store "
-            "(the first line runs small real examples of every method on the embedded digits, ~5 min on a CPU):")
+            "(the first line runs real examples of every method on the embedded digits, about 10 min on a CPU):")
     st.code("\n".join([f"python -m tlcore examples {store}", *examples.get(example, examples["fe"])]),
-            language="bash")
+            language="bash", wrap_lines=True)
     link_to_page("run", "Open the Run page", "🧪")
 
 

@@ -38,11 +38,21 @@ PAGE_LABELS = {
 
 
 def page_setup(title: str, icon: str = "🧪", badge: bool = True) -> None:
-    """Common page configuration and the sidebar job badge; call first on every page."""
+    """Common page configuration, the sidebar's page links and job badge; call first on every page."""
     st.set_page_config(page_title=f"{title} · {APP_TITLE}", page_icon=icon, layout="wide")
-    if badge:
-        with st.sidebar:
+    with st.sidebar:
+        sidebar_links()
+        if badge:
             job_badge()
+
+
+def sidebar_links() -> None:
+    """The app's pages, in order, the entry page called Home (Streamlit's own list calls it "app")."""
+    for name in PAGES:
+        if page_exists(name):
+            label, icon = PAGE_LABELS[name]
+            st.page_link(PAGES[name], label=label, icon=icon)
+    st.divider()
 
 
 # ---------------------------------------------------------------------------------------------
