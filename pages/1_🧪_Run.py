@@ -25,6 +25,7 @@ from tlcore.planning import (
     method_fields,
     spec_fingerprint,
 )
+from tlcore.wording import for_form
 
 widgets.page_setup("Run", "🧪")
 st.title("🧪 Run an experiment")
@@ -225,6 +226,9 @@ with form_col:
                                        help="The seed's CSVs (val.csv, test.csv, train_samples_XX_split_K.csv). "
                                             "Empty: <dataset folder>/splits when present, else generated.")
             use_crops = st.checkbox("10 crops per image (4 corners + centre, mirrored)", key="run_crops")
+        skip_bad = st.checkbox("Skip unreadable images", key="run_skip_bad",
+                               help="Leave out images that cannot be decoded (they are counted in the run) instead "
+                                    "of stopping at the first one.")
         st.text_input("Torchvision data folder", key="run_data_dir",
                       help="Where torchvision datasets are looked for (default: $TLCORE_DATA_DIR or "
                            "~/.cache/tlcore/datasets).")
@@ -235,11 +239,13 @@ with form_col:
         batch_size = c3.number_input("Batch size", min_value=1, max_value=4096, value=None, step=1,
                                      key="run_batch_size", placeholder="default", help="Empty: the method's default.")
 
+if check is not None and check.ok and check.unreadable and not skip_bad:
+    problems.append(check.unreadable_message)
 form = RunForm(method=method, dataset=dataset, backbone=backbone, weights=weights, model_selection=model_selection,
                samples_per_class=spc_text, splits=splits, split_path=split_path, use_crops=use_crops,
                resolution=None if fixed else int(resolution), seed=int(seed), device=device,
                batch_size=int(batch_size) if batch_size else None, data_dir=data_dir or "", download=download,
-               download_weights=download_weights, params=values)
+               download_weights=download_weights, skip_bad_images=skip_bad, params=values)
 spec = None
 try:
     spec = build_spec(form, tracker.uri)
@@ -259,9 +265,9 @@ with side_col:
         if note and blocking:
             problems.append(note)
         elif note:
-            st.warning(note)
+            st.warning(for_form(note))
     for p in dict.fromkeys(problems):
-        st.error(p)
+        st.error(for_form(p))
     if blocked_inline:
         st.caption("Fix what is marked in red on the left to run.")
     if cost is not None:
@@ -337,7 +343,7 @@ def draw_status(job) -> None:
             with st.expander("Summary"):
                 st.code(job.summary, language=None)
     elif job.state == JobState.FAILED:
-        st.error(job.error or "The job failed.")
+        st.error(for_form(job.error) if job.error else "The job failed.")
         if job.traceback:
             with st.expander("Details (traceback)"):
                 st.code(job.traceback, language=None)
@@ -349,7 +355,7 @@ def draw_status(job) -> None:
     elif job.state == JobState.INTERRUPTED:
         st.warning(job.note)
     for m in [m for m in job.messages if m.level != "debug"][-4:]:
-        (st.warning if m.level == "warning" else st.caption)(m.text)
+        (st.warning if m.level == "warning" else st.caption)(for_form(m.text))
 
 
 def draw_results(job) -> None:

@@ -303,6 +303,7 @@ class RunForm:
     data_dir: str = ""
     download: bool = False
     download_weights: bool = False
+    skip_bad_images: bool = False
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -339,7 +340,7 @@ def build_spec(form: RunForm, tracking_uri: str | None = None) -> ExperimentSpec
     kw: dict[str, Any] = dict(
         backbone=backbone, weights=form.weights or "default", seed=int(form.seed), device=form.device or "auto",
         data_dir=form.data_dir.strip() or None, download=bool(form.download),
-        download_weights=bool(form.download_weights), params=params,
+        download_weights=bool(form.download_weights), skip_bad_images=bool(form.skip_bad_images), params=params,
     )
     if form.resolution:
         from tlcore.models import backbone_config, backbones
@@ -382,6 +383,17 @@ class DatasetCheck:
     classes: tuple[str, ...] = ()
     needs_download: bool = False
     native_size: int | None = None  # the longer side of a typical image, px
+    sampled: int = 0  # images opened to check they can be read (folders)
+    unreadable: int = 0
+    unreadable_example: str = ""  # "path: reason" of the first one
+
+    @property
+    def unreadable_message(self) -> str:
+        """One sentence when sampled images could not be read, else ''."""
+        if not self.unreadable:
+            return ""
+        return (f"{self.unreadable} of {self.sampled} images opened to check {self.name} cannot be read (e.g. "
+                f"{self.unreadable_example}); fix or remove them, or pass --skip-bad-images to leave them out.")
 
 
 def check_dataset(name: str, data_dir: str | None = None, download: bool = False) -> DatasetCheck:
@@ -430,8 +442,34 @@ def check_dataset(name: str, data_dir: str | None = None, download: bool = False
     native = native_image_size(ds)
     if native is not None:
         parts.insert(1, f"images about {native} px")
+    sampled, bad, example = _open_a_sample(ds) if ds.kind == "folder" else (0, 0, "")
+    if sampled:
+        parts.append(f"{sampled - bad} of {sampled} images opened here read fine")
     return DatasetCheck(True, "; ".join(parts) + ".", name, ds.kind, len(ds), ds.num_classes, tuple(ds.classes),
-                        native_size=native)
+                        native_size=native, sampled=sampled, unreadable=bad, unreadable_example=example)
+
+
+#: Images a folder check opens (spread over the folder): enough to catch a broken export, in well under a second.
+CHECK_SAMPLE = 64
+
+
+def _open_a_sample(ds) -> tuple[int, int, str]:
+    """Decode up to :data:`CHECK_SAMPLE` images spread over the dataset: (opened, unreadable, first failure)."""
+    import numpy as np
+
+    from tlcore.data.images import BadImageError
+
+    n = len(ds)
+    picks = sorted({int(i) for i in np.linspace(0, n - 1, min(n, CHECK_SAMPLE))}) if n else []
+    bad, example = 0, ""
+    for i in picks:
+        try:
+            ds.source.load(i)
+        except (BadImageError, DatasetError) as exc:
+            bad += 1
+            if not example:
+                example = f"{ds.source.key(i)}: {str(exc).split(': ', 1)[-1].split('. ')[0]}"
+    return len(picks), bad, example
 
 
 @functools.lru_cache(maxsize=1)

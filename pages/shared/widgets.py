@@ -255,7 +255,12 @@ def dataset_picker(key: str = "dataset", data_dir: str | None = None) -> tuple[s
     name = dataset_name(base or "", class_filter)
     check = check_dataset(name, data_dir, download) if base else None
     if check is not None:
-        (st.caption if check.ok else st.error)(("✓ " if check.ok else "") + check.message)
+        from tlcore.wording import for_form
+
+        if check.ok and check.unreadable:
+            st.warning(for_form(check.message + " " + check.unreadable_message))
+        else:
+            (st.caption if check.ok else st.error)(("✓ " if check.ok else "") + for_form(check.message))
     return name, download, check
 
 
@@ -296,7 +301,9 @@ def show_error(exc: BaseException) -> None:
     from tlcore.errors import TLError
 
     if isinstance(exc, TLError):
-        st.error(str(exc))
+        from tlcore.wording import for_form
+
+        st.error(for_form(str(exc)))
     else:
         st.error(f"Unexpected {type(exc).__name__}: {exc}")
         with st.expander("Details (traceback)"):

@@ -40,8 +40,11 @@ def native_image_size(ds) -> int | None:
             from PIL import Image
 
             for i in picks:
-                with Image.open(base.paths[index(i)]) as img:  # reads the header only
-                    sizes.append(max(img.size))
+                try:
+                    with Image.open(base.paths[index(i)]) as img:  # reads the header only
+                        sizes.append(max(img.size))
+                except Exception:  # one unreadable file: the others still tell the size
+                    continue
         else:
             sizes = [max(source.load(i).size) for i in picks[:4]]
     except Exception:  # an unreadable image: the method will say which; the size stays unknown here

@@ -41,6 +41,21 @@ class SplitPoint:
     def label(self) -> str:
         return f"spc={self.spc} split={self.split}" + (" (model selection)" if self.eval_set == "val" else "")
 
+    @property
+    def name(self) -> str:
+        """How people read the point in run names: samples per class and draw."""
+        return f"{self.spc} per class · split {self.split}" + (" · model selection" if self.eval_set == "val" else "")
+
+
+def variant_name(spec: ExperimentSpec) -> str:
+    """What a run is, for its name in the app and MLflow: "FE linearsvc", "FT config 2", "FT lp-ft"."""
+    p = spec.params
+    if spec.method == "fe":
+        return f"FE {p.classifier}"
+    if spec.method == "ft":
+        return f"FT config {p.configuration}" if isinstance(p.configuration, int) else f"FT {p.configuration}"
+    return {"quanta": "QUANTA", "source": "Source training"}.get(spec.method, spec.method.upper())
+
 
 def load_data(spec: ExperimentSpec, reporter: Reporter | None = None) -> tuple[ImageDataset, SplitSet]:
     """The dataset and its split set for a spec; warnings (split overlaps) go to the reporter.
@@ -138,8 +153,9 @@ class Sweep:
     """
 
     def __init__(self, spec: ExperimentSpec, tracker: Tracker, reporter: Reporter, n_points: int,
-                 params: dict[str, Any], sweep_id: str | None = None) -> None:
+                 params: dict[str, Any], sweep_id: str | None = None, variant: str | None = None) -> None:
         self.spec, self.tracker, self.reporter = spec, tracker, reporter
+        self.variant = variant or variant_name(spec)
         self.n_points = n_points
         self.params = params
         self.sweep_id = sweep_id or spec.tags.get("sweep_id") or uuid.uuid4().hex[:12]
@@ -160,7 +176,8 @@ class Sweep:
             self.parent = self.tracker.start_run(
                 self.spec.method, {**self.params, "samples_per_class": "sweep", "split": "sweep",
                                    "n_points": self.n_points},
-                tags={**self.tags, "sweep_parent": "true"}, run_name=f"{self.spec.dataset} sweep")
+                tags={**self.tags, "sweep_parent": "true"},
+                run_name=f"{self.variant} · {self.spec.dataset} · {self.n_points} runs")
             self.reporter.run_started(self.parent.run_id, EXPERIMENTS[self.spec.method], "sweep parent")
         return self
 
@@ -175,7 +192,7 @@ class Sweep:
         self.reporter.check_cancelled()
         run = self.tracker.start_run(
             self.spec.method, {**self.params, **point_params(point), **params}, tags=self.tags,
-            parent_run_id=self.parent.run_id if self.parent else None, run_name=point.label)
+            parent_run_id=self.parent.run_id if self.parent else None, run_name=f"{self.variant} · {point.name}")
         self.child_ids.append(run.run_id)
         self.reporter.run_started(run.run_id, EXPERIMENTS[self.spec.method], point.label)
         lo, hi = self.progress

@@ -307,6 +307,10 @@ class _RunPoint(SplitPoint):
     def label(self) -> str:
         return f"run {self.split} l={self.layer}"
 
+    @property
+    def name(self) -> str:
+        return f"run {self.split} · " + ("every layer" if self.layer == "all" else f"layer {self.layer}")
+
 
 @dataclass
 class QuantaPlan:
@@ -816,7 +820,9 @@ def quanta(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> RunRes
         rows: list[dict[str, Any]] = []
         source_cache: dict = {}
         n_spc = params.nb_of_target_samples or int(plan.ds.class_counts(plan.train_indices(0)).min())
-        with Sweep(spec, tracker, reporter, params.nb_of_runs, common) as sweep:
+        kind = {"random": "random source (control)", "pretrained": "pretrained source"}.get(plan.source.kind,
+                                                                                              "trained source")
+        with Sweep(spec, tracker, reporter, params.nb_of_runs, common, variant=f"QUANTA {kind}") as sweep:
             for r in range(params.nb_of_runs):
                 train_idx = plan.train_indices(r)
                 point = _RunPoint(n_spc, r, train_idx, "test", plan.splits.test, plan.splits.val, plan.splits.test,

@@ -158,7 +158,7 @@ def train_source(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> 
         "job": spec.job or "",
     }
     run = tracker.start_run("source", run_params, tags={**spec.tags, **({"job": spec.job} if spec.job else {})},
-                            run_name=f"{spec.backbone} on {spec.dataset}")
+                            run_name=f"Source training · {spec.backbone} on {spec.dataset}")
     reporter.run_started(run.run_id, EXPERIMENTS["source"], run_params["dataset"])
     history: dict[str, dict] = {}
     with run:
