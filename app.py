@@ -6,7 +6,6 @@ import pandas as pd
 import streamlit as st
 
 from pages.shared import widgets
-from tlcore import quality
 
 widgets.page_setup("Home", "🧪")
 
@@ -75,34 +74,26 @@ st.subheader("Latest results")
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def latest_runs(uri: str, version: int) -> pd.DataFrame:
-    from tlcore.history import recent_runs
+def latest_results(uri: str, version: int) -> pd.DataFrame:
+    from tlcore.history import recent_results
 
-    return recent_runs(widgets.tracker(), limit=8)
+    return recent_results(widgets.tracker(), limit=8)
 
 
-recent = latest_runs(tracker.uri, widgets.results_version())
+recent = latest_results(tracker.uri, widgets.results_version())
 if recent.empty:
     st.caption("No runs yet. Feature extraction on `digits` takes about a minute on a laptop CPU: open the Run "
                "page, keep the defaults and press Run.")
 else:
-    table = pd.DataFrame({
-        "started": recent["start_time"].dt.tz_convert(None).dt.strftime("%Y-%m-%d %H:%M"),
-        "method": recent["method"].map({"fe": "FE", "ft": "FT", "quanta": "QUANTA", "source": "source"}),
-        "dataset": recent["dataset"], "backbone": recent["backbone"],
-        "samples/class": recent["samples_per_class"], "status": recent["status"],
-        "verdict": recent["quality"].map(lambda q: quality.LABELS.get(q, q) if isinstance(q, str) else "—"),
-        "accuracy (%)": recent["accuracy"] * 100, "time (s)": recent["time_total_s"],
-        "GFLOPs": recent["flops_total"] / 1e9, "energy (Wh)": recent["energy_kwh"] * 1000,
-    })
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={"accuracy (%)": st.column_config.NumberColumn(format="%.1f"),
-                                "time (s)": st.column_config.NumberColumn(format="%.1f"),
-                                "GFLOPs": st.column_config.NumberColumn(format="%.1f"),
-                                "energy (Wh)": st.column_config.NumberColumn(format="%.3f")})
-    st.caption("Balanced accuracy on test (or val for model selection). Verdict: what the run earned as evidence "
-               "(capped: stopped at its epoch limit while still improving; near chance: guessing scores as much). "
-               "Energy is an estimate on machines without RAPL/NVML counters.")
+    table = recent.assign(started=recent["started"].dt.tz_convert(None).dt.strftime("%Y-%m-%d %H:%M"))
+    st.dataframe(table.drop(columns=["run_id", "method"]), hide_index=True, width="stretch",
+                 column_config={"what": st.column_config.TextColumn(width="medium"),
+                                "result": st.column_config.TextColumn(width="large"),
+                                "why": st.column_config.TextColumn("why (verdict)", width="medium")})
+    st.caption("One row per job: a few-shot curve reads as its mean balanced accuracy per samples-per-class value. "
+               "Verdict: what the runs earned as evidence (capped: stopped at the epoch limit while still "
+               "improving; near chance: guessing scores as much). Energy is an estimate on machines without "
+               "RAPL/NVML counters.")
     widgets.page_link("runs", "All runs")
 
 # -- where results live, what runs them -------------------------------------------------------

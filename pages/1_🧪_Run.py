@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.shared import widgets
+from tlcore import quality, units
 from tlcore.errors import DatasetError, SpecError, TLError
 from tlcore.jobs import JobState
 from tlcore.planning import (
@@ -29,6 +30,7 @@ from tlcore.wording import for_form
 
 widgets.page_setup("Run", "🧪")
 st.title("🧪 Run an experiment")
+card_slot = st.container()  # the result card of the job in focus, once it ends (filled further down)
 
 runner = widgets.runner()
 tracker = widgets.tracker()
@@ -337,10 +339,9 @@ def draw_status(job) -> None:
             runner.cancel(job.id)
             st.rerun(scope="fragment")
     elif job.state == JobState.FINISHED:
-        lines = job.summary.splitlines()
-        st.success(f"{lines[0] if lines else 'Finished'} · {job.status_line()}.")
-        if len(lines) > 1:
-            with st.expander("Summary"):
+        st.success(f"Finished · {job.status_line()}. The result is at the top of the page.")
+        if job.summary.strip():
+            with st.expander("The command line's summary"):
                 st.code(job.summary, language=None)
     elif job.state == JobState.FAILED:
         st.error(for_form(job.error) if job.error else "The job failed.")
@@ -348,7 +349,7 @@ def draw_status(job) -> None:
             with st.expander("Details (traceback)"):
                 st.code(job.traceback, language=None)
         if job.runs:
-            st.caption("Its MLflow runs are marked FAILED with this error; metrics logged before are kept.")
+            st.caption("The runs it opened ended FAILED with this error; metrics logged before are kept.")
     elif job.state == JobState.CANCELLED:
         st.info("Cancelled. " + ("Its MLflow runs ended KILLED with the metrics logged before." if job.runs else
                                  "It had not started, so nothing was recorded."))
@@ -356,6 +357,45 @@ def draw_status(job) -> None:
         st.warning(job.note)
     for m in [m for m in job.messages if m.level != "debug"][-4:]:
         (st.warning if m.level == "warning" else st.caption)(for_form(m.text))
+
+
+def draw_card(job) -> None:
+    """The headline of a job that ended: what it found, what it cost, what it earned, where to look next."""
+    from tlcore.job_results import result_card
+
+    runs = job_runs(tracker.uri, tuple(job.run_ids), f"{job.state}:{len(job.runs)}") if job.runs else pd.DataFrame()
+    verdicts = None
+    if job.spec.method == "quanta" and job.runs:
+        from pages.shared import results_cache
+        from tlcore import results
+
+        verdicts = results.quanta_layer_verdicts(results_cache.runs("quanta"), with_runs=job.run_ids)
+    card = result_card(runs, job.spec.method, f"Job #{job.number} · {job.label}", verdicts)
+    with st.container(border=True):
+        icon = widgets.state_icon(job.state)
+        st.markdown(f"#### {icon} Result of job #{job.number}: {job.label}")
+        if job.state == JobState.FAILED:
+            st.error(for_form(job.error) if job.error else "The job failed.")
+        elif job.state == JobState.CANCELLED:
+            st.info("Cancelled: the runs below ended KILLED with what they had logged.")
+        if card is None:
+            st.caption("It left no MLflow run.")
+            return
+        if card.verdict:
+            (st.warning if card.weak else st.success)(card.verdict)
+        if card.rows:
+            st.dataframe(pd.DataFrame(card.rows), hide_index=True, width="stretch")
+        for note in card.notes:
+            st.caption(for_form(note))
+        st.markdown(" · ".join(f"**{k}** {v}" for k, v in card.cost.items()))
+        c1, c2, c3 = st.columns(3)
+        with c1:
+            widgets.page_link("quanta" if job.spec.method == "quanta" else "tradeoffs",
+                              "See it beside the other runs")
+        with c2:
+            widgets.page_link("runs", "Browse the runs")
+        with c3:
+            widgets.page_link("guidelines", "What it means for your choice")
 
 
 def draw_results(job) -> None:
@@ -370,23 +410,19 @@ def draw_results(job) -> None:
         figures.insert(0, curve)
     for i, fig in enumerate(figures):
         st.plotly_chart(fig, width="stretch", key=f"run_fig_{job.id}_{i}")
-    if not runs.empty:
-        done = runs[~runs["sweep_parent"]]
+    done = runs[~runs["sweep_parent"]] if not runs.empty else runs
+    if not done.empty:
         finished = int((done["status"] == "FINISHED").sum())
         with st.expander(f"MLflow runs ({finished} of {len(done)} finished)", expanded=not job.active):
-            table = done[["run_name", "status", "samples_per_class", "split", "accuracy", "time_total_s",
-                          "flops_total", "energy_kwh", "run_id"]].rename(columns={"run_name": "run"})
-            st.dataframe(table.assign(accuracy=table["accuracy"] * 100), hide_index=True, width="stretch",
-                         column_config={"accuracy": st.column_config.NumberColumn("accuracy (%)", format="%.1f"),
-                                        "time_total_s": st.column_config.NumberColumn("time (s)", format="%.1f"),
-                                        "flops_total": st.column_config.NumberColumn("FLOPs", format="%.3g"),
-                                        "energy_kwh": st.column_config.NumberColumn("energy (kWh)", format="%.2g")})
-    if not job.active:
-        c1, c2 = st.columns(2)
-        with c1:
-            widgets.page_link("tradeoffs", "See the trade-offs")
-        with c2:
-            widgets.page_link("runs", "Browse the runs")
+            table = pd.DataFrame({
+                "run": done["run_name"], "status": done["status"],
+                "accuracy (%)": (done["accuracy"] * 100).round(1).where(done["status"] == "FINISHED"),
+                "verdict": done["quality"].map(lambda q: quality.LABELS.get(q, q) if isinstance(q, str) else ""),
+                "error": done["error"].fillna(""), "time": done["time_total_s"].map(units.duration),
+                "compute": done["flops_total"].map(units.flops), "energy": done["energy_kwh"].map(units.energy),
+                "run_id": done["run_id"]})
+            st.dataframe(table, hide_index=True, width="stretch",
+                         column_config={"accuracy (%)": st.column_config.NumberColumn(format="%.1f")})
 
 
 with side_col:
@@ -421,6 +457,10 @@ with side_col:
                 draw_results(job)
 
         live_status()
+        focused = runner.get(focus_id)
+        if focused is not None and focused.state in (JobState.FINISHED, JobState.FAILED, JobState.CANCELLED):
+            with card_slot:
+                draw_card(focused)
         queued = [j for j in jobs if j.state == JobState.QUEUED and j.id != focus_id]
         if queued:
             st.caption("Also queued: " + ", ".join(f"#{j.number} {j.label}" for j in queued))

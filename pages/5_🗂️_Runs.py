@@ -66,10 +66,10 @@ event = st.dataframe(
         "Test accuracy (%)": st.column_config.NumberColumn(format="%.1f"),
         "Validation accuracy (%)": st.column_config.NumberColumn(format="%.1f"),
         "Wall time (s)": st.column_config.NumberColumn(format="%.1f"),
-        "FLOPs": st.column_config.NumberColumn(format="%.3e"),
-        "Energy (kWh)": st.column_config.NumberColumn(format="%.2e"),
-        "CO2 (kg CO2e)": st.column_config.NumberColumn(format="%.2e"),
-        "Device-hours": st.column_config.NumberColumn(format="%.4f"),
+        "FLOPs": st.column_config.NumberColumn(format="%.3g"),
+        "Energy (Wh)": st.column_config.NumberColumn(format="%.3g"),
+        "CO2 (g CO2e)": st.column_config.NumberColumn(format="%.3g"),
+        "Device-hours": st.column_config.NumberColumn(format="%.3g"),
         "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
     })
 results_cache.download_csv(table, "tl-lab-runs", "Download this table (CSV)")
@@ -146,7 +146,11 @@ with tab_metrics:
     if metrics.empty:
         st.caption("No metric logged.")
     else:
-        st.dataframe(metrics, width="stretch")
+        st.dataframe(results.metrics_for_people(metrics), width="stretch")
+        if len(details) > 1:
+            st.caption("★ the better value of each metric (higher accuracy; lower loss, time, FLOPs, energy, CO2). "
+                       "Accuracies are balanced, in %.")
+        results_cache.download_csv(metrics.reset_index(), "tl-lab-compare", "Download the raw values (CSV)")
 with tab_curves:
     hist = results_cache.histories([d.run_id for d in details],
                                    keys=sorted({k for d in details for k in d.metrics

@@ -46,8 +46,10 @@ def test_home_shows_jobs_and_the_latest_results(store_dir, monkeypatch, fake_fe)
     frames = [df.value for df in at.dataframe]
     jobs = next(f for f in frames if "job" in f.columns)
     assert list(jobs["job"]) == ["#1"] and "finished" in jobs["state"].iloc[0]
-    results = next(f for f in frames if "accuracy (%)" in f.columns)
-    assert results["accuracy (%)"].tolist() == [87.5] and results["dataset"].tolist() == ["digits:0-4"]
+    results = next(f for f in frames if "result" in f.columns)
+    # one row per job: the fake method's one run, its score in % with one decimal, and what it earned
+    assert results["result"].tolist() == ["87.5 % (test)"] and results["dataset"].tolist() == ["digits:0-4"]
+    assert "verdict" in results.columns
 
 
 def _dead_pid() -> int:

@@ -8,6 +8,7 @@ import socket
 import pandas as pd
 import pytest
 
+from tests.analysis_store import analysis_store  # noqa: F401  (a fixture)
 from tlcore.errors import DatasetError, SpecError
 from tlcore.history import job_runs, measured_speed, recent_runs
 from tlcore.job_charts import curve_figure, live_figures
@@ -224,3 +225,20 @@ def test_the_apps_quanta_defaults_are_the_measured_ones_and_the_seeds_stay_on_th
 def test_fine_tuning_defaults_to_fewer_points_without_a_gpu():
     assert default_spc_grid("ft", gpu=False) == "2,10" and default_spc_grid("ft", gpu=True) == "1,2,5,10"
     assert default_spc_grid("fe", gpu=False) == "1,2,5,10"
+
+
+def test_latest_results_are_one_row_per_job_with_its_curve(analysis_store):  # noqa: F811
+    from tlcore.history import recent_results
+    from tlcore.tracking import Tracker
+
+    table = recent_results(Tracker(str(analysis_store[0])), limit=50)
+    assert not table["what"].str.startswith("spc=").any()  # a sweep's points are summed up in its row
+    sweeps = table[table["what"] == "digits sweep"]
+    assert len(sweeps) == 3
+    # the FE sweep: 1 per class .50 .54 .52, 5 per class .70 .72 (the third draw FAILED), 10 per class .80
+    fe = sweeps[sweeps["method"] == "fe"].iloc[0]
+    assert fe["result"] == "52.0 % at 1, 71.0 % at 5, 80.0 % at 10 per class"
+    ft = sweeps[sweeps["method"] == "ft"]
+    assert set(ft["verdict"]) == {"converged"}  # early stopping ended each of their points
+    single = table[table["what"] == "counters run"].iloc[0]
+    assert single["result"] == "80.0 % (test)" and single["energy"] == "100 mWh"

@@ -517,10 +517,9 @@ class CostEstimate:
 
 
 def format_flops(flops: float) -> str:
-    for unit, scale in (("PFLOPs", 1e15), ("TFLOPs", 1e12), ("GFLOPs", 1e9), ("MFLOPs", 1e6)):
-        if flops >= scale:
-            return f"{flops / scale:.3g} {unit}"
-    return f"{flops:.3g} FLOPs"
+    from tlcore.units import flops as written
+
+    return written(flops)
 
 
 @functools.lru_cache(maxsize=64)

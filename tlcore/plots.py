@@ -18,7 +18,15 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from tlcore.quality import LABELS
-from tlcore.results import ACCURACY_METRICS, COST_AXES, ENERGY_AXES, RANDOM_SOURCE, TRAINED_SOURCE, natural_key
+from tlcore.results import (
+    ACCURACY_METRICS,
+    COST_AXES,
+    COST_SCALE,
+    ENERGY_AXES,
+    RANDOM_SOURCE,
+    TRAINED_SOURCE,
+    natural_key,
+)
 
 PALETTE = qualitative.Plotly + qualitative.D3
 SOURCE_COLORS = {TRAINED_SOURCE: "#1f77b4", RANDOM_SOURCE: "#9e9e9e"}
@@ -87,6 +95,7 @@ def tradeoff_scatter(points: pd.DataFrame, cost: str, accuracy: str = "test_accu
     if points.empty:
         return empty_figure("No finished run has both this cost and this accuracy.")
     energy_axis = cost in ENERGY_AXES
+    scale = COST_SCALE.get(cost, 1.0)  # kWh drawn in Wh, kg in g (tlcore.units)
     scatter = go.Scattergl if len(points) > WEBGL_ABOVE else go.Scatter
     colors = colors_for(points[color].dropna())
     cost_label = COST_AXES.get(cost, cost)
@@ -118,7 +127,8 @@ def tradeoff_scatter(points: pd.DataFrame, cost: str, accuracy: str = "test_accu
             if part.empty:
                 continue
             fig.add_trace(scatter(
-                x=part[cost].to_numpy(float), y=_pct(part[accuracy]), mode="markers", name=name, legendgroup=name,
+                x=part[cost].to_numpy(float) * scale, y=_pct(part[accuracy]), mode="markers", name=name,
+                legendgroup=name,
                 showlegend=not shown_legend,
                 customdata=part["run_id"].to_numpy(object), hovertext=hover.loc[part.index].to_numpy(object),
                 marker=dict(color=colors.get(name, "#555"), size=9, symbol=symbol, opacity=opacity,
@@ -142,13 +152,14 @@ def tradeoff_scatter(points: pd.DataFrame, cost: str, accuracy: str = "test_accu
             key = key if isinstance(key, tuple) else (key,)
             label = " · ".join(f"{v:g} per class" if k == "spc" else str(v) for k, v in zip(keys, key, strict=True))
             fig.add_trace(go.Scatter(
-                x=part[cost].to_numpy(float), y=_pct(part[accuracy]), mode="lines", line_shape="hv",
+                x=part[cost].to_numpy(float) * scale, y=_pct(part[accuracy]), mode="lines", line_shape="hv",
                 name=f"Pareto front · {label}" if multi else "Pareto front",
                 line=dict(color="#222", dash=dashes[i % len(dashes)], width=1.5), hoverinfo="skip"))
     fig.update_layout(**_LAYOUT, height=520, clickmode="event+select",
                       xaxis_title=cost_label + (" (log)" if log_x else ""),
                       yaxis_title=ACCURACY_METRICS.get(accuracy, accuracy) + " (%)")
-    fig.update_xaxes(type="log" if log_x else "linear")
+    # plain numbers on the cost axis: no SI letters ("40µ") after a unit that already has a prefix
+    fig.update_xaxes(type="log" if log_x else "linear", exponentformat="power" if cost == "flops_total" else "none")
     return fig
 
 
@@ -259,8 +270,10 @@ def cost_ratio_figure(ratio: pd.DataFrame, cost: str = "time_total_s") -> go.Fig
     colors = colors_for(names)
     for trace in fig.data:
         trace.marker.color = colors[trace.name]
-    fig.add_hline(y=1.0, line_dash="dot", line_color="#555", annotation_text="same cost",
-                  annotation_position="bottom right")
+    fig.add_hline(y=1.0, line_dash="dot", line_color="#555")
+    # on a log axis an annotation's y is log10 of the value: 0 puts the label on the line at 1
+    fig.add_annotation(x=1.0, xref="paper", xanchor="right", y=0.0, yref="y", yanchor="bottom", text="same cost",
+                       showarrow=False, font=dict(color="#555"))
     fig.update_layout(**_LAYOUT, height=420, barmode="group", xaxis_title="Samples per class",
                       yaxis_title=f"{COST_AXES.get(cost, cost)}: FT / FE (log)")
     fig.update_xaxes(type="category", categoryorder="array",

@@ -42,9 +42,11 @@ COST_AXES: dict[str, str] = {
     "time_total_s": "Wall time (s)",
     "device_hours": "Device-hours",
     "flops_total": "FLOPs",
-    "energy_kwh": "Energy (kWh)",
-    "co2_kg": "CO2 (kg CO2e)",
+    "energy_kwh": "Energy (Wh)",
+    "co2_kg": "CO2 (g CO2e)",
 }
+#: Logged unit -> drawn unit (tlcore.units): energy is logged in kWh and shown in Wh, CO2 in kg and shown in g.
+COST_SCALE: dict[str, float] = {"energy_kwh": 1000.0, "co2_kg": 1000.0}
 ENERGY_AXES = ("energy_kwh", "co2_kg")
 ACCURACY_METRICS: dict[str, str] = {
     "test_accuracy": "Test accuracy (balanced)",
@@ -527,6 +529,27 @@ def metrics_side_by_side(details: Sequence[RunDetails]) -> pd.DataFrame:
     table = table.loc[sorted(table.index, key=lambda k: (QUANTA_PREFIX in k, natural_key(k)))]
     table.index.name = "metric"
     return table
+
+
+BEST_MARK = "★ "
+
+
+def metrics_for_people(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`metrics_side_by_side` written as people read it (% with one decimal, FLOPs and energy with
+    units, times as durations), the best value of each row marked with a star when it compares runs."""
+    from tlcore import units
+
+    out = pd.DataFrame(index=table.index, columns=table.columns, dtype=object)
+    for name, row in table.iterrows():
+        direction = units.better(str(name))
+        best = None
+        values = row.dropna()
+        if direction and len(values) > 1 and values.nunique() > 1:
+            best = values.idxmax() if direction > 0 else values.idxmin()
+        for col, value in row.items():
+            text = units.metric(str(name), value)
+            out.at[name, col] = (BEST_MARK + text) if col == best and pd.notna(value) else text
+    return out
 
 
 def _distinct_labels(labels: list[str]) -> list[str]:
@@ -1036,7 +1059,7 @@ QUANTA_SETTINGS = ("backbone", "dataset", "transfer_mode", "nb_of_target_epochs"
                    "samples_per_class")
 
 
-def quanta_layer_verdicts(df: pd.DataFrame) -> pd.DataFrame:
+def quanta_layer_verdicts(df: pd.DataFrame, with_runs: Iterable[str] | None = None) -> pd.DataFrame:
     """Per layer: final lambda_S of the trained-source runs minus the random-source control's, with
     the same settings (:data:`QUANTA_SETTINGS`), and the verdict of :func:`tlcore.quality.judge_layer`.
 
@@ -1044,7 +1067,8 @@ def quanta_layer_verdicts(df: pd.DataFrame) -> pd.DataFrame:
     ``quality`` (signal / no_signal), ``direction`` (+1 the target keeps the source's features,
     -1 it prefers its own, 0 no signal), ``meaning`` and ``reason``; ``trained``/``control`` are
     the means, ``n_trained``/``n_control`` the runs; ``settings`` names the group for people.
-    Trained-source runs with no control of the same settings get ``matched`` False.
+    Trained-source runs with no control of the same settings get ``matched`` False. ``with_runs``
+    keeps only the settings groups holding one of those run ids (a job's card).
     """
     cols = ["backbone", "dataset", "source_task", "settings", "settings_key", "layer", "layer_pos", "trained",
             "control", "delta", "low", "high", "n_trained", "n_control", "quality", "direction", "meaning", "reason",
@@ -1064,7 +1088,10 @@ def quanta_layer_verdicts(df: pd.DataFrame) -> pd.DataFrame:
     order = layer_order(layers, layer_hint(runs))
     pos = {name: i for i, name in enumerate(order)}
     rows = []
+    wanted = set(with_runs) if with_runs is not None else None
     for key, group in runs.groupby("settings_key", sort=False):
+        if wanted is not None and not wanted & set(group["run_id"]):
+            continue
         control = group[group["source_kind"] == RANDOM_SOURCE]
         trained = group[group["source_kind"] == TRAINED_SOURCE]
         first = group.iloc[0]
@@ -1140,10 +1167,11 @@ def display_table(df: pd.DataFrame, accuracy: Sequence[str] = ("test_accuracy",)
             out[col] = df[col]
     for col in accuracy:
         if col in df:
-            out[ACCURACY_METRICS.get(col, col).replace(" (balanced)", "") + " (%)"] = df[col] * 100.0
+            out[ACCURACY_METRICS.get(col, col).replace(" (balanced)", "") + " (%)"] = (df[col] * 100.0).round(1)
     for col in costs:
-        if col in df:
-            out[COST_AXES.get(col, col)] = df[col]
+        if col in df:  # three significant digits, in the unit the charts use (Wh, g)
+            out[COST_AXES.get(col, col)] = (df[col] * COST_SCALE.get(col, 1.0)).map(
+                lambda v: float(f"{v:.3g}") if pd.notna(v) else v)
     if any(c in ENERGY_AXES for c in costs) and "energy_method" in df:
         out["energy method"] = df["energy_method"]
     if "quality" in df:
