@@ -24,13 +24,23 @@ tracker = widgets.tracker()
 for job in runner.interrupted():
     with st.container(border=True):
         st.warning(f"**Job #{job.number}** ({job.label}): {job.note}", icon="⚠️")
-        c1, c2, _ = st.columns([1, 1, 4])
-        if c1.button("Run it again", key=f"home_resubmit_{job.id}"):
+        resumable = runner.resume_point(job) is not None
+        c1, c2, c3, _ = st.columns([1.3, 1, 1, 2.7])
+        if resumable and c1.button("Continue where it stopped", key=f"home_resume_{job.id}", type="primary",
+                                   help="Fine-tuning keeps a checkpoint every epoch: the same MLflow runs continue "
+                                        "from their last epoch, and the points that had not started run."):
+            new = runner.resume(job.id).job
+            runner.acknowledge(job.id)
+            st.session_state["run_focus_job"] = new.id
+            st.rerun()
+        again = c2 if resumable else c1
+        if again.button("Start again" if resumable else "Run it again", key=f"home_resubmit_{job.id}",
+                        help="A new job from the start, with new MLflow runs."):
             new = runner.resubmit(job.id).job
             runner.acknowledge(job.id)
             st.session_state["run_focus_job"] = new.id
             st.rerun()
-        if c2.button("Dismiss", key=f"home_dismiss_{job.id}"):
+        if (c3 if resumable else c2).button("Dismiss", key=f"home_dismiss_{job.id}"):
             runner.acknowledge(job.id)
             st.rerun()
 if runner.orphaned_run_ids and not runner.interrupted():

@@ -377,7 +377,13 @@ def draw_card(job) -> None:
         if job.state == JobState.FAILED:
             st.error(for_form(job.error) if job.error else "The job failed.")
         elif job.state == JobState.CANCELLED:
-            st.info("Cancelled: the runs below ended KILLED with what they had logged.")
+            st.info("Cancelled: its runs ended KILLED with what they had logged.")
+        if runner.resume_point(job) is not None and st.button(
+                "Continue where it stopped", key=f"run_resume_{job.id}", type="primary",
+                help="The same MLflow runs continue from their last checkpointed epoch."):
+            new = runner.resume(job.id).job
+            st.session_state["run_focus_job"] = new.id
+            st.rerun()
         if card is None:
             st.caption("It left no MLflow run.")
             return

@@ -62,6 +62,10 @@ def test_pages_load_and_a_bad_input_gets_its_sentence(browser, tmp_path):
         page.get_by_text("Class 'cat' is not in dataset 'digits'").wait_for(timeout=60_000)
         # the error is drawn before the rest of the rerun reaches the button: wait for it
         expect(page.get_by_role("button", name="▶ Run")).to_be_disabled(timeout=60_000)
+        # the sidebar names the entry page Home (Streamlit's own list would say "app")
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        expect(sidebar.get_by_role("link", name=re.compile("Home"))).to_be_visible(timeout=30_000)
+        assert sidebar.get_by_role("link", name=re.compile(r"^app$")).count() == 0
         page.close()
     finally:
         server.stop()
@@ -133,3 +137,81 @@ def test_a_server_killed_mid_job_restarts_with_no_run_running_and_says_what_happ
     finally:
         again.stop()
     assert_clean_log(again.log())
+
+
+def test_a_folder_with_an_unreadable_image_is_flagged_before_run(browser, tmp_path):
+    from tests.conftest import write_digits_folder
+
+    folder = write_digits_folder(tmp_path / "faces", classes=(0, 1), per_split={"train": 10, "val": 2, "test": 3})
+    (folder / "train" / "digit0" / "broken.png").write_bytes(b"this is not a png")
+    server = start_server(tmp_path / "results", tmp_path / "server.log")
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        open_run_page(page, server)
+        page.get_by_label("Dataset", exact=True).click()
+        page.get_by_role("option", name=re.compile("A folder on this machine")).click()
+        fill(page, "Folder path", str(folder))
+        page.get_by_text(re.compile(r"1 of 31 images opened to check .* cannot be read \(e.g. "
+                                    r"train/digit0/broken.png")).first.wait_for(timeout=60_000)
+        expect(page.get_by_role("button", name="▶ Run")).to_be_disabled(timeout=60_000)
+        page.get_by_text("Data and run options").click()
+        page.get_by_text("Skip unreadable images").click()
+        expect(page.get_by_role("button", name="▶ Run")).to_be_enabled(timeout=60_000)
+        page.close()
+    finally:
+        server.stop()
+    assert_clean_log(server.log())
+
+
+def test_a_fine_tuning_killed_mid_run_continues_in_the_same_run_after_a_restart(browser, tmp_path):
+    store = tmp_path / "results"
+    server = start_server(store, tmp_path / "server-1.log")
+    tracker = Tracker(str(store))
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        open_run_page(page, server)
+        page.get_by_text("Fine-tuning", exact=True).click()
+        page.get_by_text("Freezing configuration").wait_for(timeout=LOAD_S)
+        fill(page, "Samples per class", "5")
+        fill(page, "Draws per value", "1")
+        fill(page, "Epochs (at most)", "13")
+        fill(page, "Input size (px)", "32")
+        page.get_by_role("button", name="▶ Run").click()
+        page.get_by_text("Queued as job #1.").wait_for(timeout=60_000)
+        deadline = time.monotonic() + 240
+        while True:  # until two epochs are logged
+            exps = [e.experiment_id for e in tracker.client.search_experiments()]
+            runs = tracker.client.search_runs(exps, "", max_results=10) if exps else []
+            steps = tracker.client.get_metric_history(runs[0].info.run_id, "val_loss") if runs else []
+            if len(steps) >= 2:
+                break
+            assert time.monotonic() < deadline, "fine-tuning never logged two epochs"
+            time.sleep(0.2)
+        [run] = runs
+        page.close()
+    finally:
+        server.kill()
+    before = len(tracker.client.get_metric_history(run.info.run_id, "val_loss"))
+
+    again = start_server(store, tmp_path / "server-2.log")
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(again.url)
+        page.get_by_role("button", name="Continue where it stopped").wait_for(timeout=LOAD_S)
+        page.get_by_role("button", name="Continue where it stopped").click()
+        deadline = time.monotonic() + 300
+        while tracker.get_run(run.info.run_id).info.status != "FINISHED":
+            assert time.monotonic() < deadline, "the continued run never finished"
+            time.sleep(0.5)
+        page.close()
+    finally:
+        again.stop()
+    assert_clean_log(again.log())
+    done = tracker.get_run(run.info.run_id)
+    epochs = done.data.metrics["epochs_run"]
+    history = tracker.client.get_metric_history(run.info.run_id, "val_loss")
+    # the same run, continued from its checkpoint: every epoch once, up to the cap or an early stop
+    assert sorted({m.step for m in history}) == list(range(1, int(epochs) + 1)) and epochs >= before
+    assert done.data.tags["sessions"] == "2" and done.data.tags["quality"] in ("converged", "capped")
+    exps = [e.experiment_id for e in tracker.client.search_experiments()]
+    assert len(tracker.client.search_runs(exps, "", max_results=10)) == 1  # no second run

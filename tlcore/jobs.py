@@ -16,6 +16,7 @@ interrupted, so the home page can tell the user what happened and offer to run i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import logging
@@ -465,12 +466,37 @@ class JobRunner:
         return Submitted(snapshot, True)
 
     def resubmit(self, job_id: str) -> Submitted:
-        """Queue a copy of an earlier job (an interrupted one, typically)."""
+        """Queue a copy of an earlier job (an interrupted one, typically): a fresh start."""
         with self._lock:
             old = self._require(job_id)
             spec = copy.deepcopy(old.spec)
         spec.job = None
         return self.submit(spec, token=f"resubmit-{job_id}", label=old.label)
+
+    @staticmethod
+    def resume_point(job: Job) -> str | None:
+        """The run a job that stopped early can be continued from, as ``--resume`` would: the sweep's
+        parent (its unfinished points continue, the missing ones start) or its single run. Fine-tuning
+        only: its runs keep a checkpoint every epoch."""
+        if job.spec.method != "ft" or job.active or job.state is JobState.FINISHED or not job.runs:
+            return None
+        parents = [r.run_id for r in job.runs if r.name == "sweep parent"]
+        return parents[0] if parents else job.runs[0].run_id
+
+    def resume(self, job_id: str) -> Submitted:
+        """Continue a fine-tuning job that was cancelled, failed or interrupted, in the same MLflow runs."""
+        from tlcore.errors import TLError
+
+        with self._lock:
+            old = self._require(job_id)
+            point = self.resume_point(self._snapshot(old))
+            spec = copy.deepcopy(old.spec)
+        if point is None:
+            raise TLError(f"Job #{old.number} cannot be continued: only fine-tuning jobs that stopped early keep "
+                          "checkpoints. Run it again instead.")
+        spec.job = None
+        spec.params = dataclasses.replace(spec.params, resume=point)
+        return self.submit(spec, token=f"resume-{job_id}", label=f"{old.label} (continued)")
 
     def cancel(self, job_id: str) -> bool:
         """Queued: removed from the queue. Running: asked to stop at its next checkpoint (runs end KILLED).
