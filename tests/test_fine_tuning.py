@@ -172,7 +172,8 @@ def test_a_crops_run_trains_on_every_crop_and_votes_at_test(store_dir):
     result = experiments.run(spec)
     m = Tracker(str(store_dir)).get_run(result.run_ids[0]).data.metrics
     test_inputs = m["images_processed"] - 6 * 10 - 30 * 10  # 6 training and 30 val images, 10 crops each
-    assert test_inputs > 0 and test_inputs % 10 == 0 and 0 <= m["test_accuracy"] <= 1
+    assert test_inputs > 0 and test_inputs % 10 == 0
+    assert m["test_accuracy"] > 0.45  # measured 58.8 % after one epoch on 6 images; chance is 33.3 %
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +289,11 @@ def test_a_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupte
     reference = experiments.run(tiny_spec(store_dir, epochs=3))  # the same training, never interrupted
     straight = history(tracker, reference.run_ids[0], "val_loss")
     assert np.allclose([v for _, v in resumed_losses], [v for _, v in straight], rtol=1e-5, atol=1e-6)
+    # the cost of both sessions: 3 epochs of 6 training + 30 val images, then the 161 test images, as if uninterrupted
+    ref, both = tracker.get_run(reference.run_ids[0]).data.metrics, run.data.metrics
+    assert both["images_processed"] == ref["images_processed"] == 3 * (6 + 30) + 161
+    assert both["flops_total"] == pytest.approx(ref["flops_total"])
+    assert both["time_total_s"] > killed.data.metrics["time_total_s"]
 
 
 def test_a_killed_sweep_resumes_its_unfinished_runs_under_the_same_parent(store_dir):
@@ -434,7 +440,9 @@ def test_cli_run_is_read_back_from_mlflow(store_dir, capsys):
     for key in ("test_accuracy", "test_plain_accuracy", "time_total_s", "flops_total", "energy_kwh", "co2_kg",
                 "images_processed", "best_epoch"):
         assert key in m, key
-    assert 0 <= m["test_accuracy"] <= 1 and m["flops_total"] > 0 and m["energy_kwh"] > 0
+    assert m["flops_total"] > 0 and m["energy_kwh"] > 0
+    # it learns: measured 82.9 % after 2 epochs on 2 images per class (chance 33.3 %); wrong labels score near 0
+    assert m["test_accuracy"] > 0.65
     # 6 training images x 2 epochs + 30 val x 2 + the test set, each one network input
     test_images = int(m["images_processed"]) - 2 * 6 - 2 * 30
     assert test_images > 100
