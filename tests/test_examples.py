@@ -34,6 +34,7 @@ def test_every_example_spec_of_both_grids_is_valid(tmp_path):
                 assert spec.params.quanta_lr == QUANTA_LR and spec.params.layer_to_transfer == -1
 
 
+@pytest.mark.slow
 def test_the_command_prints_one_line_per_example_and_where_to_look(quick):
     store, rc, out = quick
     assert rc == 0, out
@@ -51,6 +52,7 @@ def test_the_command_prints_one_line_per_example_and_where_to_look(quick):
     assert "Trade-offs" in out and "Quanta" in out and "Runs" in out
 
 
+@pytest.mark.slow
 def test_the_runs_read_back_as_the_analysis_pages_read_them(quick):
     store, rc, _ = quick
     assert rc == 0

@@ -417,6 +417,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "tlcore", "fe", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_runs_a_seed_layout_folder_with_seed_csvs_and_the_seeds_model_flag(store_dir, digits_folder, seed_splits,
                                                                                 tmp_path):
     from tlcore.models import create_backbone

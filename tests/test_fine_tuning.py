@@ -167,6 +167,7 @@ def test_ten_crops_are_voted_per_image():
     assert ev.metrics("test")["test_plain_accuracy"] == 0.5
 
 
+@pytest.mark.slow
 def test_a_crops_run_trains_on_every_crop_and_votes_at_test(store_dir):
     spec = replace(tiny_spec(store_dir, epochs=1), use_crops=True)
     result = experiments.run(spec)
@@ -194,6 +195,7 @@ def _changed(before: Backbone, after: dict[str, torch.Tensor]) -> dict[str, bool
 @pytest.mark.parametrize(("backbone", "configuration", "bn_mode"), [
     ("efficientnet_lite0", 0, "running"), ("efficientnet_lite0", 2, "running"), ("resnet18", 1, "frozen_layers"),
     ("resnet18", 3, "frozen_layers"), ("resnet18", 3, "batch")])
+@pytest.mark.slow
 def test_configurations_train_exactly_the_unfrozen_layers(store_dir, tmp_path, backbone, configuration, bn_mode):
     weights = "default"
     if backbone == "resnet18":  # random weights saved to a file: the run must start from exactly these
@@ -222,6 +224,7 @@ def test_configurations_train_exactly_the_unfrozen_layers(store_dir, tmp_path, b
     assert (int(params["trainable_params"]) < int(params["total_params"])) == (configuration != 0)
 
 
+@pytest.mark.slow
 def test_lp_ft_run_probes_then_fine_tunes_everything(store_dir):
     reporter = RecordingReporter()
     result = experiments.run(tiny_spec(store_dir, configuration="lp-ft", lp_epochs=1, epochs=2, keep_weights=True),
@@ -242,6 +245,7 @@ def test_lp_ft_run_probes_then_fine_tunes_everything(store_dir):
 # Best weights, resume
 
 
+@pytest.mark.slow
 def test_the_test_pass_uses_the_best_val_epochs_weights(store_dir, monkeypatch):
     real = ft.evaluate
     seen: list[tuple[str, int]] = []  # (which set, a fingerprint of the weights evaluated)
@@ -266,6 +270,7 @@ def test_the_test_pass_uses_the_best_val_epochs_weights(store_dir, monkeypatch):
     assert (m["best_epoch"], m["best_val_accuracy"]) == (2, 0.9)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupted_one(store_dir):
     spec = tiny_spec(store_dir, epochs=3)
     with pytest.raises(Cancelled):
@@ -296,6 +301,7 @@ def test_a_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupte
     assert both["time_total_s"] > killed.data.metrics["time_total_s"]
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_its_unfinished_runs_under_the_same_parent(store_dir):
     spec = tiny_spec(store_dir, splits=2, epochs=2)
     with pytest.raises(Cancelled):
@@ -418,6 +424,7 @@ def test_cli_maps_the_seeds_flags_onto_the_spec(monkeypatch, tmp_path):
     assert specs[1].params.configuration == "lp-ft" and specs[1].use_crops and specs[1].params.resume == "abc"
 
 
+@pytest.mark.slow
 def test_cli_run_is_read_back_from_mlflow(store_dir, capsys):
     code, out, err = _cli(capsys, "--dataset", "digits:0-2", "--samples-per-class", "2", "--splits", "1",
                           "--resolution", "32", "--epochs", "2", "--configuration", "2", "--mlflow-path",
@@ -448,6 +455,7 @@ def test_cli_run_is_read_back_from_mlflow(store_dir, capsys):
     assert test_images > 100
 
 
+@pytest.mark.slow
 def test_a_sweep_parent_records_what_the_whole_job_cost(store_dir):
     result = experiments.run(tiny_spec(store_dir, splits=2, epochs=1))
     tracker = Tracker(str(store_dir))
