@@ -61,6 +61,8 @@ def test_the_users_dataset_comes_first_then_the_backbone_then_the_closest_range(
     ev = gather_evidence(pd.concat([other_dataset, other_backbone, mine]), NO_QUANTA, s)
     assert (ev.dataset, ev.backbone, ev.fe_accuracy, ev.ft_accuracy) == ("digits", "efficientnet_lite0", (0.6, 0.0),
                                                                          (0.4, 0.0))
+    # only that pair's runs: not the other backbone's runs on digits, nor the other dataset's
+    assert ev.notes[0].startswith("Closest runs: digits with efficientnet_lite0: 2 feature-extraction and 2 fine-tuning")
     ev = gather_evidence(pd.concat([other_dataset, other_backbone]), NO_QUANTA, s)
     assert (ev.dataset, ev.backbone) == ("digits", "resnet18")  # the user's dataset beats the user's backbone
     assert "not your dataset" not in ev.notes[0]
@@ -68,10 +70,16 @@ def test_the_users_dataset_comes_first_then_the_backbone_then_the_closest_range(
     far = curve_pair(dataset="cars", spc=(100, 200))
     ev = gather_evidence(pd.concat([far, other_dataset]), NO_QUANTA, s)
     assert ev.dataset == "pets" and ev.notes[0].endswith("(not your dataset digits).")
-    # a dataset with only feature extraction runs has no pair
-    only_fe = mine[mine["method"] == "fe"]
+    # a dataset with only feature extraction runs has no pair (and does not hide the pairs after it)
+    only_fe = mine[mine["method"] == "fe"].assign(dataset="aaa")
     assert gather_evidence(pd.concat([only_fe, far]), NO_QUANTA, s).dataset == "cars"
     assert gather_evidence(only_fe, NO_QUANTA, s) is None
+    # closeness is the distance in log samples per class, whichever side: 100 per class is nearest 100-200
+    s100 = Situation(samples_per_class=100, num_classes=10)
+    assert gather_evidence(pd.concat([curve_pair(dataset="low", spc=(2, 4)), far]), NO_QUANTA, s100).dataset == "cars"
+    ones = curve_pair(dataset="ones", spc=(1, 1))
+    assert gather_evidence(pd.concat([ones, far]), NO_QUANTA, Situation(samples_per_class=1, num_classes=10)
+                           ).dataset == "ones"  # 1 per class: log 1 = 0 is a distance like any other
 
 
 def test_a_tie_between_two_pairs_goes_to_the_one_with_more_points():
@@ -86,12 +94,12 @@ def test_accuracies_at_the_closest_shared_samples_per_class_with_their_spread():
     # FE at 2 (two splits: .5 and .7), 8, 32; FT config 0 at 2 and 8; FT config 3 at 2, 8 and 64
     df = runs(("fe", "linearsvc", 2, 0, 0.5), ("fe", "linearsvc", 2, 1, 0.7), ("fe", "linearsvc", 8, 0, 0.8),
               ("fe", "linearsvc", 32, 0, 0.85),
-              ("ft", "0", 2, 0, 0.3), ("ft", "0", 2, 1, 0.5), ("ft", "0", 8, 0, 0.6),
+              ("ft", "0", 2, 0, 0.5), ("ft", "0", 2, 1, 0.6), ("ft", "0", 8, 0, 0.6),
               ("ft", "3", 2, 0, 0.45), ("ft", "3", 8, 0, 0.5), ("ft", "3", 64, 0, 0.9))
     ev = gather_evidence(df, NO_QUANTA, Situation(samples_per_class=3, num_classes=10, dataset="digits"))
     assert ev.closest_spc == 2  # 3 is nearer 2 than 8 in log (1.5x against 2.7x)
     assert ev.fe_accuracy == pytest.approx((0.6, math.sqrt(0.02)))  # mean .6, sample std of .5 and .7
-    assert ev.ft_accuracy == pytest.approx((0.45, 0.0)) and ev.ft_configuration == 3  # .45 beats config 0's .40
+    assert ev.ft_accuracy == pytest.approx((0.55, math.sqrt(0.005))) and ev.ft_configuration == 0  # .55 beats .45
     assert ev.measured_up_to == 32  # FE stops at 32 (an FT curve reaches 64)
     assert gather_evidence(df, NO_QUANTA, Situation(samples_per_class=5, num_classes=10)).closest_spc == 8  # 1.6x
     assert gather_evidence(df, NO_QUANTA, Situation(samples_per_class=1000, num_classes=10)).closest_spc == 8
@@ -100,10 +108,10 @@ def test_accuracies_at_the_closest_shared_samples_per_class_with_their_spread():
 
 
 def test_the_best_feature_extraction_classifier_is_the_reference():
-    df = pd.concat([curve_pair(fe=(0.5, 0.6), ft=(0.55, 0.9)),
-                    runs(("fe", "knn", 2, 0, 0.1), ("fe", "knn", 8, 0, 0.2))])
+    df = pd.concat([curve_pair(fe=(0.1, 0.2), ft=(0.55, 0.9)),
+                    runs(("fe", "knn", 2, 0, 0.5), ("fe", "knn", 8, 0, 0.6))])
     ev = gather_evidence(df, NO_QUANTA, Situation(samples_per_class=2, num_classes=10))
-    assert ev.fe_accuracy == (0.5, 0.0)  # linearsvc (mean .55) beats knn (mean .15)
+    assert ev.fe_accuracy == (0.5, 0.0)  # knn (mean .55) beats linearsvc (mean .15)
     assert set(ev.curves["variant"]) == {"FE linearsvc", "FE knn", "FT config 0"}
     assert ev.curves.set_index("variant").loc["FT config 0", "configuration"].tolist() == [0, 0]
 
@@ -123,6 +131,15 @@ def test_the_crossover_is_where_a_curve_that_ends_above_feature_extraction_rose_
     assert ev2.crossover_spc == pytest.approx(4 ** 0.8) and ev2.crossover_configuration == 2
     below = df[df["configuration"].isin([None, "3"]) | df["method"].eq("fe")]
     assert gather_evidence(below, NO_QUANTA, Situation(samples_per_class=16, num_classes=10)).crossover_spc is None
+    # a curve that ends below FE, listed before one that overtakes, does not stop the search
+    first_below = df.assign(configuration=df["configuration"].replace({"3": "1", "0": "7", "2": "9"}))
+    first_below["variant"] = variant_labels(first_below)
+    ev4 = gather_evidence(first_below, NO_QUANTA, Situation(samples_per_class=16, num_classes=10))
+    assert ev4.crossover_configuration == 7 and ev4.crossover_spc == pytest.approx(2.0)
+    # ending level with FE is not overtaking it
+    level = runs(("fe", "linearsvc", 1, 0, 0.5), ("fe", "linearsvc", 4, 0, 0.75), ("ft", "0", 1, 0, 0.25),
+                 ("ft", "0", 2, 0, 0.75), ("ft", "0", 4, 0, 0.75))
+    assert gather_evidence(level, NO_QUANTA, Situation(samples_per_class=4, num_classes=10)).crossover_spc is None
     # an FT curve that rose through FE, fell back and rose again: the last rise is where it overtook
     zigzag = runs(("fe", "linearsvc", 1, 0, 0.5), ("fe", "linearsvc", 4, 0, 0.5), ("fe", "linearsvc", 16, 0, 0.5),
                   ("fe", "linearsvc", 64, 0, 0.5), ("ft", "1", 1, 0, 0.4), ("ft", "1", 4, 0, 0.6),
@@ -155,7 +172,7 @@ def test_quanta_depth_counts_the_leading_layers_above_the_control():
                                                                                          "quanta_cnn")
     assert ev.notes == ("QUANTA on digits:5-9 (quanta_cnn, 2 trained-source run(s) and their random-source control): "
                         "lambda_S beat the control in the first 1 of 3 layers.",)
-    assert ev.dataset is None and ev.fe_accuracy is None
+    assert ev.dataset is None and ev.fe_accuracy is None and ev.curves is None
     # layers in network order from the runs' own list, not the order of the columns
     shuffled = quanta(("trained", (0.9, 0.9, 0.1), "d", "FINISHED"), ("random", (0.5, 0.5, 0.5), "d", "FINISHED"),
                       layers=("b", "a", "c"), hint="a,c,b")
@@ -170,20 +187,35 @@ def test_quanta_evidence_prefers_a_target_with_its_control_then_the_users_datase
     ev = gather_evidence(pd.DataFrame(), q, s)
     assert ev.quanta_dataset == "digits:5-9" and ev.quanta_depth == 2
     alone = gather_evidence(pd.DataFrame(), q.iloc[:1], s)
-    assert alone.quanta_depth is None and "have no random-source control beside them" in alone.notes[0]
+    assert alone.quanta_depth is None and alone.notes[0] == (
+        "QUANTA runs of quanta_cnn on lfw_faces have no random-source control beside them, so they do not say how "
+        "deep the transferable layers go; run QUANTA with source weights = random too.")
     control_only = gather_evidence(pd.DataFrame(), q.iloc[2:], s)
     assert control_only.quanta_depth is None and "have no trained source beside them" in control_only.notes[0]
     assert gather_evidence(pd.DataFrame(), pd.DataFrame(), s) is None
+    # two targets with their control: the user's dataset first, even when it sorts last
+    both = pd.concat([q.iloc[1:], quanta(("trained", (0.9, 0.1, 0.1), "zzz", "FINISHED"),
+                                         ("random", (0.5, 0.5, 0.5), "zzz", "FINISHED"))])
+    zs = Situation(samples_per_class=5, num_classes=5, dataset="zzz")
+    assert gather_evidence(pd.DataFrame(), both, zs).quanta_dataset == "zzz"
+    # neither is the user's: the target with more measured layers
+    more = quanta(("trained", (0.9, 0.9, 0.9), "b-three", "FINISHED"), ("random", (0.5, 0.5, 0.5), "b-three",
+                                                                            "FINISHED"))
+    fewer = quanta(("trained", (0.9, 0.9), "a-two", "FINISHED"), ("random", (0.5, 0.5), "a-two", "FINISHED"),
+                   layers=("0", "1"), hint="0,1")
+    ev = gather_evidence(pd.DataFrame(), pd.concat([fewer, more]), s)
+    assert (ev.quanta_dataset, ev.quanta_depth) == ("b-three", 3)
 
 
 def test_this_machines_power_is_the_median_over_its_finished_runs_of_that_backbone():
     df = pd.DataFrame({"status": ["FINISHED"] * 4 + ["FAILED", "FINISHED", "FINISHED", "FINISHED"],
                        "backbone": ["b"] * 7 + ["other"], "device": ["cpu"] * 5 + ["cuda:0", "cpu", "cpu"],
-                       "time_total_s": [3600.0, 3600.0, 1800.0, 0.0, 3600.0, 3600.0, 3600.0, 3600.0],
-                       "energy_kwh": [0.01, 0.03, 0.005, 1.0, 9.0, 9.0, 0.0, 9.0]})
-    # kept: 10 W, 30 W, 10 W (0.005 kWh in half an hour); not: zero time, FAILED, cuda, zero energy, other backbone
-    assert _watts(df, "b", "cpu") == pytest.approx(10.0)
-    assert _watts(df, "b", "cuda") == pytest.approx(9000.0)
+                       "time_total_s": [3600.0, 1800.0, 0.5, 0.0, 3600.0, 3600.0, 3600.0, 3600.0],
+                       "energy_kwh": [0.01, 0.015, 0.5 / 3.6e6 * 1000, 1.0, 9.0, 9.0, 0.0, 9.0]})
+    # kept: 10 W, 30 W (0.015 kWh in half an hour), 1000 W (half a second): median 30 W; left out: zero time,
+    # FAILED, cuda, zero energy, another backbone
+    assert _watts(df, "b", "cpu") == pytest.approx(30.0, rel=1e-12)
+    assert _watts(df, "b", "cuda") == pytest.approx(9000.0, rel=1e-12)
     assert _watts(df, "nothing", "cpu") is None and _watts(df.drop(columns="energy_kwh"), "b", "cpu") is None
     assert _watts(df.iloc[0:0], "b", "cpu") is None
 
