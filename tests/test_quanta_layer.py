@@ -40,6 +40,8 @@ def test_the_mix_is_lambda_s_times_source_plus_the_rest_times_target():
     assert out.tolist() == [0.5, 2.0, 4.0]  # 0.25 z_s + 0.75 z_t
     mixed = _Mix.apply(torch.tensor(0.5), z_s.half(), z_t)
     assert mixed.dtype == torch.float32 and mixed.tolist() == [1.0, 1.0, 4.0]
+    other_way = _Mix.apply(torch.tensor(0.5), z_s, z_t.half())  # either input may be the narrower one
+    assert other_way.dtype == torch.float32 and other_way.tolist() == [1.0, 1.0, 4.0]
 
 
 def test_the_mix_gradients_by_hand():
@@ -53,6 +55,10 @@ def test_the_mix_gradients_by_hand():
     lam2 = torch.tensor(0.25, requires_grad=True)
     (g,) = torch.autograd.grad(_Mix.apply(lam2, z_s.detach(), z_t.detach()).sum(), [lam2])
     assert g.item() == (2 - 1) - (0 + 3)
+    # only the source side needs a gradient
+    zs_only = torch.tensor([2.0, -1.0], requires_grad=True)
+    (g_s,) = torch.autograd.grad(_Mix.apply(torch.tensor(0.25), zs_only, z_t.detach()).sum(), [zs_only])
+    assert g_s.tolist() == [0.25, 0.25]
 
 
 def test_a_layer_without_activation_is_the_plain_mix_and_weights_stay_float32():
@@ -62,6 +68,12 @@ def test_a_layer_without_activation_is_the_plain_mix_and_weights_stay_float32():
     lam = q.lambda_source
     assert q(z_s, z_t).tolist() == pytest.approx([lam * 1 + (1 - lam) * 3, lam * -2 + (1 - lam) * 5])
     assert q.extra_repr() == "lambda_S=0.9002"
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert QuantaLayer().weight.dtype == torch.float32  # whatever the default dtype
+    finally:
+        torch.set_default_dtype(previous)
     even = QuantaLayer(torch.nn.ReLU(), initial_weights=(0.0, 0.0))
     assert even.lambda_source == 0.5 and even(z_s, z_t).tolist() == [2.0, 1.5]
     assert even.lambdas().tolist() == [0.5, 0.5]
@@ -83,8 +95,8 @@ def test_select_points_by_index_text_name_or_all_and_its_refusals():
     assert select_points(cnn, " 3 ") == select_points(cnn, 3) == select_points(cnn, "act3")
     assert [p.key for p in select_points(cnn, "-1")] == [str(i) for i in range(7)]
     assert select_points(cnn, 6)[0].module == "layer6" and select_points(cnn, 0)[0].module == "layer0"
-    with pytest.raises(BackboneError, match=r"^Layer True is not a QUANTA point of quanta_cnn; use 0\.\.6 \(one layer\), "
-                                            r"-1 \(all 7 at once\), or a layer name such as layer0\.$"):
+    with pytest.raises(BackboneError, match=r"^Layer True is not a QUANTA point of quanta_cnn; use 0\.\.6 "
+                                            r"\(one layer\), -1 \(all 7 at once\), or a layer name such as layer0\.$"):
         select_points(cnn, True)
     with pytest.raises(BackboneError, match=r"^Layer 'fc' is not a QUANTA point of quanta_cnn; .*\(names: layer0, "
                                             r"layer1, layer2, layer3, layer4, layer5, layer6\)\.$"):
@@ -96,6 +108,12 @@ def test_select_points_by_index_text_name_or_all_and_its_refusals():
         select_points(lite, "nope")  # 17 points: the first 8 named
     with pytest.raises(BackboneError, match="declares no layers where QUANTA can mix"):
         select_points(dataclasses.replace(cnn, quanta_points=(), taps=()), 0)
+    eight = dataclasses.replace(cnn, quanta_points=tuple((f"layer{i}", f"act{i}") for i in range(8)))
+    with pytest.raises(BackboneError, match=r"\(names: layer0, .*, layer7\)\.$"):  # all eight named: no "..."
+        select_points(eight, "nope")
+    nine = dataclasses.replace(cnn, quanta_points=tuple((f"layer{i}", f"act{i}") for i in range(9)))
+    with pytest.raises(BackboneError, match=r"layer7, \.\.\.\)\.$"):
+        select_points(nine, "nope")
 
 
 def test_the_file_label_names_all_points_or_the_chosen_ones():
@@ -105,6 +123,7 @@ def test_the_file_label_names_all_points_or_the_chosen_ones():
     assert layer_label(everything[2:3], 7) == "2"
     assert layer_label([everything[1], everything[3]], 7) == "1+3"
     assert layer_label(everything[:1], 1) == "0"  # the only point of a one-point network is not "all"
+    assert layer_label(everything[:2], 2) == "all"
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +138,7 @@ def test_the_network_refuses_other_architectures_and_no_points(pair):
     cnn = backbone_config("quanta_cnn")
     with pytest.raises(BackboneError, match="same architecture; got quanta_cnn and efficientnet_lite0"):
         QuantaNetwork(source, create_backbone("efficientnet_lite0", "random"), select_points(cnn, 0))
-    with pytest.raises(BackboneError, match="at least one layer"):
+    with pytest.raises(BackboneError, match=r"^QUANTA needs at least one layer to mix\.$"):
         QuantaNetwork(source, target, [])
 
 
