@@ -62,7 +62,8 @@ def test_the_users_dataset_comes_first_then_the_backbone_then_the_closest_range(
     assert (ev.dataset, ev.backbone, ev.fe_accuracy, ev.ft_accuracy) == ("digits", "efficientnet_lite0", (0.6, 0.0),
                                                                          (0.4, 0.0))
     # only that pair's runs: not the other backbone's runs on digits, nor the other dataset's
-    assert ev.notes[0].startswith("Closest runs: digits with efficientnet_lite0: 2 feature-extraction and 2 fine-tuning")
+    assert ev.notes[0].startswith("Closest runs: digits with efficientnet_lite0: 2 feature-extraction and 2 "
+                                  "fine-tuning")
     ev = gather_evidence(pd.concat([other_dataset, other_backbone]), NO_QUANTA, s)
     assert (ev.dataset, ev.backbone) == ("digits", "resnet18")  # the user's dataset beats the user's backbone
     assert "not your dataset" not in ev.notes[0]
