@@ -62,6 +62,11 @@ def test_curve_statistics_per_samples_per_class():
     assert ft["spc"].tolist() == [1.0] and math.isnan(ft["std"].item())  # the run without spc is no point
     assert curves["variant"].tolist() == ["FE x", "FE x", "FT config 0"]  # by curve, then spc
     assert results.learning_curves(df.iloc[0:0]).columns.tolist() == list(curves.columns)
+    # a run without a split index is not the same split as split 1; a run without a backbone still makes a curve
+    odd = frame(variant=["FE x"] * 3, spc=[2.0] * 3, split_index=[1.0, np.nan, 1.0], test_accuracy=[0.2, 0.8, 0.4],
+                backbone=[None, None, None])
+    row = results.learning_curves(odd).iloc[0]
+    assert (row["n_splits"], row["n_runs"], row["mean"]) == (2, 3, pytest.approx(0.55))  # (.3 + .8) / 2
     assert results.learning_curves(df.assign(status="FAILED")).empty
 
 
@@ -76,7 +81,7 @@ def test_crossings_in_linear_x_and_their_height():
     got = results.find_crossings([1, 2, 3], [0.5, 0.5, 0.5], [0.4, 0.6, 0.4], log_x=False)
     assert [(round(x, 6), d) for x, _, d in got] == [(1.5, 1), (2.5, -1)]
     # samples with a missing value or a non-positive x (log axis) are left out; fewer than two: nothing
-    assert results.find_crossings([0, 1, 3], [0.9, 0.5, 0.7], [0.1, 0.3, 0.9])[0][0] == pytest.approx(math.sqrt(3))
+    assert results.find_crossings([0, 1, 3], [0.1, 0.5, 0.7], [0.9, 0.3, 0.9])[0][0] == pytest.approx(math.sqrt(3))
     assert results.find_crossings([1, 2, 3], [0.5, np.nan, 0.7], [0.3, 0.0, 0.9], log_x=False)[0][0] == \
         pytest.approx(2.0)
     assert results.find_crossings([1], [0.5], [0.6]) == [] and results.find_crossings([], [], []) == []
@@ -103,20 +108,31 @@ def test_crossovers_pair_every_fe_curve_with_every_ft_curve_in_natural_order():
     assert cross.iloc[1]["direction"] == "FT config 10 overtakes FE knn"
     assert list(cross.columns) == ["dataset", "backbone", "reference", "variant", "spc", "accuracy", "direction"]
     assert results.crossovers(curves.iloc[0:0]).empty
+    assert set(cross["dataset"]) == {"d"} and set(cross["backbone"]) == {"b"}
+    # the page's default: straight lines in log x, so FE .5 -> .5 and FT .3 -> .7 over 1..4 cross at 2, not 2.5
+    log = results.crossovers(curves[curves["variant"].isin(["FE svc", "FT config 10"])])
+    assert log["spc"].tolist() == [pytest.approx(2.0)]
     # another backbone's FT curve is not compared with this backbone's FE curve
     other = curves.assign(backbone=np.where(curves["variant"].str.startswith("FT"), "c", "b"))
     assert results.crossovers(other).empty
+    # curves of three points cross beyond their second one; an FT curve outside FE's range is skipped, not the end
+    longer = pd.DataFrame({"dataset": "d", "backbone": "b", "variant": ["FE a"] * 3 + ["FT config 0"] * 2
+                           + ["FT config 1"] * 3, "spc": [1.0, 2.0, 4.0, 8.0, 16.0, 1.0, 2.0, 4.0],
+                           "mean": [0.5, 0.5, 0.5, 0.1, 0.9, 0.4, 0.4, 0.6]})
+    got = results.crossovers(longer, log_x=False)
+    assert got["variant"].tolist() == ["FT config 1"] and got["spc"].tolist() == [pytest.approx(3.0)]
 
 
 def test_the_cost_ratio_is_ft_over_fe_where_both_ran():
-    df = frame(method=["fe", "fe", "ft", "ft", "ft", "fe", "ft", "quanta"],
-               variant=["FE x", "FE x", "FT config 0", "FT config 0", "FT config 0", "FE x", "FT config 0", "QUANTA"],
-               spc=[1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 4.0, 1.0],
-               time_total_s=[1.0, 3.0, 10.0, 30.0, 5.0, 0.0, 8.0, 100.0])
+    df = frame(method=["fe", "fe", "ft", "ft", "ft", "fe", "ft", "quanta", "fe", "ft"],
+               variant=["FE x", "FE x", "FT config 0", "FT config 0", "FT config 0", "FE x", "FT config 0", "QUANTA",
+                        "FE x", "FT config 0"],
+               spc=[1.0, 1.0, 1.0, 1.0, 2.0, 4.0, 4.0, 1.0, 8.0, 8.0],
+               time_total_s=[1.0, 3.0, 10.0, 30.0, 5.0, 0.0, 8.0, 100.0, 0.5, 2.0])
     ratio = results.cost_ratio(df)
-    # spc 1: FT mean 20 over FE mean 2 = 10; spc 2 has no FE run; spc 4: FE cost 0 -> no ratio
-    assert ratio[["spc", "fe_cost", "ft_cost", "ratio", "n_fe", "n_ft"]].values.tolist() == [[1.0, 2.0, 20.0, 10.0,
-                                                                                                2, 2]]
-    assert ratio[["reference", "variant"]].values.tolist() == [["FE x", "FT config 0"]]
+    # spc 1: FT mean 20 over FE mean 2 = 10; spc 2 has no FE run; spc 4: FE cost 0 -> no ratio; spc 8: 2 / 0.5
+    assert ratio[["spc", "fe_cost", "ft_cost", "ratio", "n_fe", "n_ft"]].values.tolist() == [
+        [1.0, 2.0, 20.0, 10.0, 2, 2], [8.0, 0.5, 2.0, 4.0, 1, 1]]
+    assert ratio[["reference", "variant"]].values.tolist() == [["FE x", "FT config 0"]] * 2
     assert results.cost_ratio(df.iloc[0:0]).columns.tolist() == list(ratio.columns)
     assert results.cost_ratio(df.assign(status="FAILED")).empty
