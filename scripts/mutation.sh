@@ -21,7 +21,7 @@ PY=$ROOT/.venv/bin/python
 TARGETS=$(cat <<'EOF'
 fne        | tlcore/methods/feature_extraction.py:standardization_stats,standardize,discretize,full_network_embedding,fit_point | tests/test_fne_wiring.py tests/test_feature_extraction.py -k "classifier_gets or logged_score or statistics or discretis or standalone_cost"
 scoring    | tlcore/methods/common.py:score_metrics,vote | tests/test_fine_tuning_outcomes.py tests/test_feature_extraction.py tests/test_fine_tuning.py -k "(scores_are or scored_balanced or vote_by or voted or tied or missing_from_training) and not precomputed"
-guidelines | tlcore/guidelines.py | tests/test_guidelines.py tests/test_guideline_boundaries.py
+guidelines | tlcore/guidelines.py:Situation.validate,_parse,load_rules,condition_holds,rule_matches,gpu_speed,project_costs,Projection.option,fits_budget,situation_facts,_measured_reason,recommend,same_task_family | tests/test_guidelines.py tests/test_guideline_boundaries.py tests/test_guideline_texts.py
 evidence   | tlcore/evidence.py:_usable_points,configuration_of,_closest_pair,_at,_quanta_depth,gather_evidence,_watts,spc_grid_for_pilot | tests/test_evidence_frames.py tests/test_evidence.py::test_variant_labels_name_their_configuration
 quanta     | tlcore/models/quanta_layer.py | tests/test_quanta_layer.py tests/test_quanta.py -k "not run and not resume and not export and not cli and not command_line and not pretrained and not bad_input and not show_only and not augmented and not random_source and not metric_set and not same_seed"
 flops      | tlcore/measure/flops.py | tests/test_flops_by_hand.py tests/test_measure.py -k "not meter and not energy and not carbon"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -42,10 +41,11 @@ def main(argv: list[str]) -> int:
     detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     line = f"{name:<12} {detected:>4}/{total:<4} killed  {score:5.1f} %   ({detail})"
     survivors = sorted(k for k, s in found.items() if s not in DETECTED)
+    from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant  # what `mutmut show` prints, in-process
+
     with open("survivors.txt", "w") as f:
         for key in survivors:
-            diff = subprocess.run([sys.executable, "-m", "mutmut", "show", key], capture_output=True, text=True)
-            f.write(f"{diff.stdout}\n")
+            f.write(f"# {key}: {found[key]}\n{get_diff_for_mutant(key, path=find_mutant(key).path)}\n\n")
     Path("score.txt").write_text(line + "\n")
     print(line)
     return 0
