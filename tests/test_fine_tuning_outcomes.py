@@ -48,6 +48,16 @@ def test_scores_are_the_mean_per_class_recall_beside_plain_accuracy():
     assert m == {"test_accuracy": pytest.approx((1 + 0.5 + 0.5) / 3), "test_plain_accuracy": 0.75}
 
 
+def test_votes_without_scores_go_to_the_smallest_tied_label_and_scores_never_outvote_a_majority():
+    assert common.vote(np.array([[2, 2, 0], [1, 3, 3], [4, 1, 1], [3, 0, 0]])).tolist() == [2, 3, 1, 0]
+    assert common.vote(np.array([[3, 1], [2, 4]])).tolist() == [1, 2]  # one vote each: the smaller label
+    # class 0 has two votes, class 1 one; class 1's scores are far higher (and all scores far from 0)
+    scores = np.array([[[1000.0, 1001.0], [1000.0, 1001.0], [1000.0, 1001.0]]])
+    assert common.vote(np.array([[0, 0, 1]]), scores).tolist() == [0]
+    # a tie is settled by the summed scores
+    assert common.vote(np.array([[0, 1]]), np.array([[[0.1, 0.9], [0.4, 0.6]]])).tolist() == [1]
+
+
 def test_a_fine_tuning_evaluation_is_scored_balanced_on_an_imbalanced_set():
     class FirstPixel(torch.nn.Module):  # logits: one-hot of each image's first pixel value
         def forward(self, x):

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from types import SimpleNamespace
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
 
 from tlcore.errors import DatasetError
+from tlcore.measure import EnergySettings
 from tlcore.measure.meter import CostReport
 from tlcore.methods import feature_extraction as fe
 from tlcore.methods.common import SplitPoint
@@ -31,19 +33,24 @@ class Meter:
 
     intensity: float | None = 60.0
     energy: float | None = 2e-6
+    made: ClassVar[list] = []  # (device, energy settings) of every meter
 
     def __init__(self, device, energy) -> None:
         self.report = None
+        self.names: list[str] = []
+        Meter.made.append((device, energy))
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        took = {"postprocess": 0.25, "classifier": 0.5}
         self.report = CostReport(0.75, "cpu", 0.75 / 3600, 0, 0.0, self.energy, None, "estimate: test",
-                                 self.intensity, {"postprocess": 0.25, "classifier": 0.5})
+                                 self.intensity, {name: took[name] for name in self.names})
 
     @contextmanager
     def lap(self, name):
+        self.names.append(name)
         yield
 
 
@@ -61,12 +68,15 @@ def spy(monkeypatch):
     return seen
 
 
+ENERGY = EnergySettings("FRA", None, False)
+
+
 def _fit(params=None, available=None, train=TRAIN, eval_=EVAL, n_crops=1, cost=COST):
     bank = fe.FeatureBank(np.arange(7), FEATURES, np.ones(7, bool) if available is None else available)
     point = SplitPoint(2, 0, train, "test", eval_, np.array([], int), eval_)
     ds = SimpleNamespace(labels=LABELS, name="toy")
     return fe.fit_point(point, bank, ds, params or FeatureExtractionParams(), 3, torch.device("cpu"),
-                        None, cost, 1000, n_crops)
+                        ENERGY, cost, 1000, n_crops)
 
 
 def test_the_classifier_gets_codes_from_the_training_statistics(spy):
@@ -77,6 +87,7 @@ def test_the_classifier_gets_codes_from_the_training_statistics(spy):
     assert spy["x_eval"].tolist() == [[-1, 0], [1, 0], [1, 0]]
     assert spy["y_train"].tolist() == [0, 0, 1, 1] and spy["name"] == "linearsvc" and spy["kw"] == {"random_state": 3}
     assert converged and run_params["classifier_converged"] is True
+    assert Meter.made[-1] == (torch.device("cpu"), ENERGY)  # the point's own cost, on its device and settings
 
 
 def test_per_set_statistics_and_raw_z_scores_when_asked(spy):
@@ -86,8 +97,16 @@ def test_per_set_statistics_and_raw_z_scores_when_asked(spy):
     assert spy["x_eval"][:, 0].tolist() == [-1, 0, 1] and spy["x_eval"][:, 1].tolist() == [1, -1, -1]
     _fit(FeatureExtractionParams(discretize=False))
     np.testing.assert_allclose(spy["x_eval"], [[-0.6, 0.0], [0.2, 0.0], [1.4, 0.0]], atol=1e-6)
-    _fit(FeatureExtractionParams(threshold_high=0.3, threshold_low=-0.1))
-    assert spy["x_eval"][:, 0].tolist() == [-1, 0, 1]  # -0.6 < -0.1; 0.2 is not above 0.3
+    _fit(FeatureExtractionParams(threshold_high=0.3, threshold_low=-0.7))
+    assert spy["x_eval"][:, 0].tolist() == [0, 0, 1]  # -0.6 is not below -0.7; 0.2 is not above 0.3
+
+
+def test_the_embedding_defaults_and_its_refusal():
+    train = np.array([[0.0], [10.0]], dtype=np.float32)  # mean 5, std 5
+    _, out = fe.full_network_embedding(train, [np.array([[7.5], [4.0]], dtype=np.float32)])
+    assert out.tolist() == [[1], [0]]  # z 0.5 > 0.15; z -0.2 is not below -0.25
+    with pytest.raises(ValueError, match=r"^statistics must be 'train' or 'per_set', got 'test'$"):
+        fe.full_network_embedding(train, [], statistics="test")
 
 
 def test_score_and_standalone_cost_by_hand(spy):
