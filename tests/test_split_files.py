@@ -41,11 +41,18 @@ def test_csvs_in_the_dataset_root_are_found_and_splits_folder_comes_first(digits
     assert resolve_splits(scan_folder(digits_folder_copy), seed=2).origin == "generated (seed 2)"
 
 
-def test_a_split_path_that_is_not_there_is_one_sentence(digits_folder, tmp_path, capsys):
+def test_a_split_path_that_is_not_there_is_one_sentence(digits_folder, tmp_path):
     missing = tmp_path / "no-such-folder"
     with pytest.raises(DatasetError, match=r"^Split folder .*no-such-folder does not exist; pass the folder that "
                                            r"holds val.csv and test.csv\.$"):
         resolve_splits(scan_folder(digits_folder), missing)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(DatasetError, match="a-file does not exist"):  # a file is no split folder either
+        resolve_splits(scan_folder(digits_folder), tmp_path / "a-file")
+
+
+def test_the_cli_refuses_a_missing_split_path_in_one_line(digits_folder, tmp_path, capsys):
+    missing = tmp_path / "no-such-folder"
     from tlcore.cli import main
 
     assert main(["fe", "--dataset", str(digits_folder), "--split-path", str(missing), "--mlflow-path",
