@@ -56,6 +56,8 @@ def test_votes_without_scores_go_to_the_smallest_tied_label_and_scores_never_out
     assert common.vote(np.array([[0, 0, 1]]), scores).tolist() == [0]
     # a tie is settled by the summed scores
     assert common.vote(np.array([[0, 1]]), np.array([[[0.1, 0.9], [0.4, 0.6]]])).tolist() == [1]
+    # scores name every class, also those no crop voted for
+    assert common.vote(np.array([[0, 1]]), np.array([[[0.1, 0.9, 0.0], [0.4, 0.6, 0.0]]])).tolist() == [1]
 
 
 def test_a_fine_tuning_evaluation_is_scored_balanced_on_an_imbalanced_set():
