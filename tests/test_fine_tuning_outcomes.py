@@ -90,6 +90,7 @@ class Clock:
         return getattr(time, name)
 
 
+@pytest.mark.slow
 def test_a_run_that_failed_resumes_and_its_cost_adds_up_every_session(store_dir, monkeypatch):
     clock = Clock()
     monkeypatch.setattr(meter_module, "time", clock)
@@ -164,6 +165,7 @@ def test_a_crashed_run_marked_failed_resumes_and_says_its_energy_is_incomplete(s
     assert run.data.metrics["images_processed"] == 3 * (TRAIN + VAL) + TEST
 
 
+@pytest.mark.slow
 def test_a_diverging_loss_fails_the_run_with_a_lower_learning_rate_hint(store_dir):
     with pytest.raises(TLError, match=r"Training diverged at epoch 2 of spc=2 split=0 \(the loss is (nan|inf)\); "
                                       r"lower --learning-rate \(now 1e\+30\)"):
