@@ -16,6 +16,9 @@ from tlcore.data import generate_splits, load_split_csvs, resolve_splits, scan_f
 from tlcore.data.loading import ImageBatches, Preprocessing
 from tlcore.data.splits import SplitOverlapWarning, find_split_dir
 from tlcore.errors import DatasetError
+from tlcore.methods.common import load_data  # imported here, not in a test: mutation workers fork after imports
+from tlcore.reporting import Reporter
+from tlcore.specs import ExperimentSpec
 
 
 def _rows(path):
@@ -98,10 +101,6 @@ def test_every_overlap_between_sets_is_a_warning_that_counts_the_images(digits_f
 
 
 def test_overlaps_of_loaded_splits_reach_the_run_as_warnings(digits_folder, tmp_path):
-    from tlcore.methods.common import load_data
-    from tlcore.reporting import Reporter
-    from tlcore.specs import ExperimentSpec
-
     ds = scan_folder(digits_folder)
     out = tmp_path / "splits"
     write_split_csvs(ds, generate_splits(ds, seed=0, spc_values=[2]), out)
