@@ -139,3 +139,67 @@ def test_ten_crops_start_with_the_four_corners_then_the_centre_then_their_mirror
         # crops 5-9: the same five places in the mirrored image (so crop 5 is crop 1 mirrored)
         assert torch.equal(crops[i + 5], mirrored[:, top:top + 28, left:left + 28]), f"crop {i + 5}"
     assert torch.equal(crops[5], crops[1].flip(-1)) and torch.equal(crops[9], crops[4].flip(-1))
+
+
+def test_csvs_may_name_images_outside_the_scanned_layout(digits_folder, tmp_path):
+    ds = scan_folder(digits_folder)
+    out = tmp_path / "splits"
+    write_split_csvs(ds, generate_splits(ds, seed=0, spc_values=[2]), out)
+    extra = tmp_path / "elsewhere" / "extra.png"
+    extra.parent.mkdir()
+    Image.new("L", (32, 32), 128).save(extra)
+    with open(out / "train_samples_02_split_0.csv", "a", newline="") as f:
+        csv.writer(f).writerow([str(extra), "train", "extra.png", "digit1"])
+    fresh = scan_folder(digits_folder)
+    n = len(fresh)
+    loaded = load_split_csvs(fresh, out)
+    assert n in loaded.train[2][0] and len(loaded.train[2][0]) == 7  # 2 per class + the extra image
+    assert len(fresh) == n + 1 and fresh.source.paths[n] == extra.resolve()
+    assert fresh.labels[n] == 1 and fresh.partition[n] == "train"
+
+
+def test_split_file_errors_word_for_word(digits_folder, tmp_path):
+    ds = scan_folder(digits_folder)
+    out = tmp_path / "splits"
+    write_split_csvs(ds, generate_splits(ds, seed=0, spc_values=[2]), out)
+    for f in out.glob("train_samples_*.csv"):
+        f.unlink()
+    with pytest.raises(DatasetError) as err:
+        load_split_csvs(ds, out)
+    assert str(err.value) == f"Split folder {out} has no train_samples_XX_split_K.csv files."
+    (out / "test.csv").unlink()
+    with pytest.raises(DatasetError) as err:
+        load_split_csvs(ds, out)
+    assert str(err.value) == (f"Split folder {out} has no test.csv; it must hold val.csv, test.csv and "
+                              "train_samples_XX_split_K.csv files.")
+    write_split_csvs(ds, generate_splits(ds, seed=0, spc_values=[2]), out)
+    with open(out / "val.csv", "a", newline="") as f:
+        csv.writer(f).writerow(["digits3/val/digit0/x.png", "val", "x.png", "zebra"])
+    with pytest.raises(DatasetError) as err:
+        load_split_csvs(scan_folder(digits_folder), out)
+    assert str(err.value) == (f"Split CSVs in {out} name 1 label(s) that are not classes of {ds.name}, first: 'zebra' "
+                              "(val.csv, line 16); the dataset's classes are its folder names (digit0, digit1, "
+                              "digit2...).")
+    write_split_csvs(ds, generate_splits(ds, seed=0, spc_values=[2]), out)
+    with open(out / "test.csv", "a", newline="") as f:
+        csv.writer(f).writerow(["digits3/test/digit0/ghost.png", "test", "ghost.png", "digit0"])
+    with pytest.raises(DatasetError) as err:
+        load_split_csvs(scan_folder(digits_folder), out)
+    # a path found nowhere is reported as resolved against the dataset root, the first place it was looked for
+    assert str(err.value) == (f"1 image(s) listed in the split CSVs in {out} do not exist, first: "
+                              f"{(digits_folder / 'digits3/test/digit0/ghost.png').resolve()}; fix the paths or "
+                              "regenerate the splits with `python -m tlcore splits`.")
+
+
+def test_a_folder_without_partitions_writes_train_rows_and_embedded_sets_have_no_csv_folder(tmp_path):
+    from tlcore.data import load_dataset
+
+    for label in ("a", "b"):
+        (tmp_path / "flat" / label).mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (8, 8), 40 * i).save(tmp_path / "flat" / label / f"{label}{i}.png")
+    ds = scan_folder(tmp_path / "flat")
+    write_split_csvs(ds, generate_splits(ds, seed=0, spc_values=[1]), tmp_path / "out")
+    rows = _rows(tmp_path / "out" / "all_images.csv")
+    assert {r[1] for r in rows} == {"train"} and rows[0][0] == "flat/a/a0.png" and rows[0][2:] == ["a0.png", "a"]
+    assert find_split_dir(load_dataset("digits"), None) is None
