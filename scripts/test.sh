@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Run the whole test suite on a fresh machine: venv, pinned requirements, Chromium for browser tests.
-# Usage: scripts/test.sh [pytest args...]
+# Usage: scripts/test.sh [--fast] [pytest args...]
+#   --fast   local iteration: skip the browser tests (headless Chromium against a real server); CI runs everything
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+FAST=()
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  FAST=(-m "not browser")
+fi
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
@@ -27,4 +34,4 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest ${FAST[@]+"${FAST[@]}"} "$@"

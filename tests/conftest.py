@@ -13,6 +13,13 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.setdefault("TLCORE_COUNTRY_ISO_CODE", "FRA")
 
 
+def pytest_collection_modifyitems(items):
+    """Browser tests are slow tests too: ``-m "not slow"`` skips them as well."""
+    for item in items:
+        if item.get_closest_marker("browser") is not None:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch):
     """No test writes to the home folder or the working directory's store."""

@@ -36,6 +36,7 @@ def test_every_example_spec_of_both_grids_is_valid(tmp_path):
                 assert spec.params.epochs == 40 and spec.params.early_stop_from_epoch == 11
 
 
+@pytest.mark.slow
 def test_the_command_prints_one_line_per_example_and_where_to_look(quick):
     store, rc, out = quick
     assert rc == 0, out
@@ -55,6 +56,7 @@ def test_the_command_prints_one_line_per_example_and_where_to_look(quick):
     assert "Trade-offs" in out and "Quanta" in out and "Runs" in out
 
 
+@pytest.mark.slow
 def test_the_runs_read_back_as_the_analysis_pages_read_them(quick):
     store, rc, _ = quick
     assert rc == 0

@@ -194,7 +194,7 @@ def test_a_curve_is_a_parent_run_with_children_that_log_the_schema_and_their_sta
         assert d.metrics["flops_total"] == pytest.approx(
             n_images * parent.data.metrics["flops_total"] / parent.data.metrics["images_processed"])
         assert d.metrics["energy_kwh"] > 0 and d.metrics["co2_kg"] > 0
-        assert 0.0 <= d.metrics["test_accuracy"] <= 1.0
+        assert d.metrics["test_accuracy"] > 0.75  # measured 87.5-95.8 % at 2 and 4 per class; chance is 33.3 %
     assert child_rates == pytest.approx([child_rates[0]] * len(child_rates), rel=1e-9)
     # the parent: what the sweep really cost (every image once), and the curve
     assert parent.data.metrics["images_processed"] == parent.data.metrics["images_needed"]
@@ -308,7 +308,7 @@ def test_precomputed_crops_in_the_seed_layout_are_read_and_voted(store_dir, digi
                                    splits=1), Recorder(), tracker)
     data = tracker.get_run(result.run_ids[0]).data
     assert data.params["use_crops"] == "true" and data.metrics["images_processed"] == 10 * (6 + 24)
-    assert data.metrics["test_accuracy"] > 1 / 3
+    assert data.metrics["test_accuracy"] > 0.75  # measured 95.8 % (2 per class, 10 crops voted); chance is 33.3 %
 
 
 def test_a_missing_crops_folder_is_refused_before_any_run(no_runs_after, digits_folder, tmp_path):
@@ -327,10 +327,13 @@ def test_per_set_standardisation_says_so_in_the_run_and_the_reporter(store_dir, 
     assert ("warning", PER_SET_WARNING) in rec.messages
 
 
-def test_pretrained_features_beat_chance_clearly_on_digits(store_dir):
+@pytest.mark.slow
+def test_imagenet_features_on_digits_at_10_per_class_score_what_the_readme_reports(store_dir):
+    """README (examples: efficientnet_lite0 at 64 px, seed 0) measured 59.7 % balanced accuracy at 1 image per
+    class and 94.4 % at 20; at 10 per class this run measured 92.1 % (upscale_note: 0.92). Chance is 10 %."""
     tracker = Tracker(str(store_dir))
-    result = experiments.run(_spec("digits:0-4", samples_per_class=(10,), splits=1), Recorder(), tracker)
-    assert result.metrics["test_accuracy_spc_10"] > 0.75  # chance is 0.2; ~0.9 at 32-64 px
+    result = experiments.run(_spec("digits", resolution=64, samples_per_class=(10,), splits=1), Recorder(), tracker)
+    assert result.metrics["test_accuracy_spc_10"] == pytest.approx(0.92, abs=0.04)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,6 +417,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "tlcore", "fe", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_runs_a_seed_layout_folder_with_seed_csvs_and_the_seeds_model_flag(store_dir, digits_folder, seed_splits,
                                                                                 tmp_path):
     from tlcore.models import create_backbone
@@ -491,6 +495,13 @@ def test_extracted_features_are_the_eval_mode_forward_of_each_image(store_dir, d
     bb = create_backbone("efficientnet_lite0").eval()
     prep = dc_replace(bb.preprocessing, input_size=32)
     x = normalize_batch(ImageBatches(ds, np.array([position[key]]), prep)[0][0][None], prep, torch.device("cpu"))
+    # the reference: the whole network's plain forward, each tap's output averaged over its map by hand
+    outputs = {}
+    hooks = [bb.module(t).register_forward_hook(lambda _m, _i, out, t=t: outputs.setdefault(t, out))
+             for t in bb.cfg.taps]
     with torch.inference_mode():
-        alone = torch.cat(bb.extract_taps(x, bb.cfg.taps), dim=1).numpy()[0]
+        bb.net(x)
+    for h in hooks:
+        h.remove()
+    alone = np.concatenate([outputs[t][0].double().mean(dim=(1, 2)).numpy() for t in bb.cfg.taps])
     np.testing.assert_allclose(cache.read([key])[0], alone, rtol=1e-4, atol=1e-4)

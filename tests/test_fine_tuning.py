@@ -167,12 +167,14 @@ def test_ten_crops_are_voted_per_image():
     assert ev.metrics("test")["test_plain_accuracy"] == 0.5
 
 
+@pytest.mark.slow
 def test_a_crops_run_trains_on_every_crop_and_votes_at_test(store_dir):
     spec = replace(tiny_spec(store_dir, epochs=1), use_crops=True)
     result = experiments.run(spec)
     m = Tracker(str(store_dir)).get_run(result.run_ids[0]).data.metrics
     test_inputs = m["images_processed"] - 6 * 10 - 30 * 10  # 6 training and 30 val images, 10 crops each
-    assert test_inputs > 0 and test_inputs % 10 == 0 and 0 <= m["test_accuracy"] <= 1
+    assert test_inputs > 0 and test_inputs % 10 == 0
+    assert m["test_accuracy"] > 0.45  # measured 58.8 % after one epoch on 6 images; chance is 33.3 %
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,6 +195,7 @@ def _changed(before: Backbone, after: dict[str, torch.Tensor]) -> dict[str, bool
 @pytest.mark.parametrize(("backbone", "configuration", "bn_mode"), [
     ("efficientnet_lite0", 0, "running"), ("efficientnet_lite0", 2, "running"), ("resnet18", 1, "frozen_layers"),
     ("resnet18", 3, "frozen_layers"), ("resnet18", 3, "batch")])
+@pytest.mark.slow
 def test_configurations_train_exactly_the_unfrozen_layers(store_dir, tmp_path, backbone, configuration, bn_mode):
     weights = "default"
     if backbone == "resnet18":  # random weights saved to a file: the run must start from exactly these
@@ -221,6 +224,7 @@ def test_configurations_train_exactly_the_unfrozen_layers(store_dir, tmp_path, b
     assert (int(params["trainable_params"]) < int(params["total_params"])) == (configuration != 0)
 
 
+@pytest.mark.slow
 def test_lp_ft_run_probes_then_fine_tunes_everything(store_dir):
     reporter = RecordingReporter()
     result = experiments.run(tiny_spec(store_dir, configuration="lp-ft", lp_epochs=1, epochs=2, keep_weights=True),
@@ -241,6 +245,7 @@ def test_lp_ft_run_probes_then_fine_tunes_everything(store_dir):
 # Best weights, resume
 
 
+@pytest.mark.slow
 def test_the_test_pass_uses_the_best_val_epochs_weights(store_dir, monkeypatch):
     real = ft.evaluate
     seen: list[tuple[str, int]] = []  # (which set, a fingerprint of the weights evaluated)
@@ -265,6 +270,7 @@ def test_the_test_pass_uses_the_best_val_epochs_weights(store_dir, monkeypatch):
     assert (m["best_epoch"], m["best_val_accuracy"]) == (2, 0.9)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupted_one(store_dir):
     spec = tiny_spec(store_dir, epochs=3)
     with pytest.raises(Cancelled):
@@ -288,8 +294,14 @@ def test_a_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupte
     reference = experiments.run(tiny_spec(store_dir, epochs=3))  # the same training, never interrupted
     straight = history(tracker, reference.run_ids[0], "val_loss")
     assert np.allclose([v for _, v in resumed_losses], [v for _, v in straight], rtol=1e-5, atol=1e-6)
+    # the cost of both sessions: 3 epochs of 6 training + 30 val images, then the 161 test images, as if uninterrupted
+    ref, both = tracker.get_run(reference.run_ids[0]).data.metrics, run.data.metrics
+    assert both["images_processed"] == ref["images_processed"] == 3 * (6 + 30) + 161
+    assert both["flops_total"] == pytest.approx(ref["flops_total"])
+    assert both["time_total_s"] > killed.data.metrics["time_total_s"]
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_its_unfinished_runs_under_the_same_parent(store_dir):
     spec = tiny_spec(store_dir, splits=2, epochs=2)
     with pytest.raises(Cancelled):
@@ -412,6 +424,7 @@ def test_cli_maps_the_seeds_flags_onto_the_spec(monkeypatch, tmp_path):
     assert specs[1].params.configuration == "lp-ft" and specs[1].use_crops and specs[1].params.resume == "abc"
 
 
+@pytest.mark.slow
 def test_cli_run_is_read_back_from_mlflow(store_dir, capsys):
     code, out, err = _cli(capsys, "--dataset", "digits:0-2", "--samples-per-class", "2", "--splits", "1",
                           "--resolution", "32", "--epochs", "2", "--configuration", "2", "--mlflow-path",
@@ -434,12 +447,15 @@ def test_cli_run_is_read_back_from_mlflow(store_dir, capsys):
     for key in ("test_accuracy", "test_plain_accuracy", "time_total_s", "flops_total", "energy_kwh", "co2_kg",
                 "images_processed", "best_epoch"):
         assert key in m, key
-    assert 0 <= m["test_accuracy"] <= 1 and m["flops_total"] > 0 and m["energy_kwh"] > 0
+    assert m["flops_total"] > 0 and m["energy_kwh"] > 0
+    # it learns: measured 82.9 % after 2 epochs on 2 images per class (chance 33.3 %); wrong labels score near 0
+    assert m["test_accuracy"] > 0.65
     # 6 training images x 2 epochs + 30 val x 2 + the test set, each one network input
     test_images = int(m["images_processed"]) - 2 * 6 - 2 * 30
     assert test_images > 100
 
 
+@pytest.mark.slow
 def test_a_sweep_parent_records_what_the_whole_job_cost(store_dir):
     result = experiments.run(tiny_spec(store_dir, splits=2, epochs=1))
     tracker = Tracker(str(store_dir))

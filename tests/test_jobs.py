@@ -187,6 +187,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_a_server_killed_mid_job_leaves_no_run_running_and_the_journal_says_what_happened(store_dir, fake_fe):  # noqa: F811
     reader = JobRunner(str(store_dir))
     reader.close()

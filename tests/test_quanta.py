@@ -239,6 +239,7 @@ def control_run(digits4, tmp_path_factory, _store_template):
     return spec, experiments.run(spec)
 
 
+@pytest.mark.slow
 def test_a_run_logs_lambda_per_step_and_epoch_and_the_seed_metric_set(control_run):
     spec, result = control_run
     tracker = Tracker(spec.mlflow_path)
@@ -265,6 +266,7 @@ def test_a_run_logs_lambda_per_step_and_epoch_and_the_seed_metric_set(control_ru
     assert m["flops_total"] > 0 and m["images_processed"] > 0 and "val_accuracy" in m
 
 
+@pytest.mark.slow
 def test_export_files_hold_the_seed_contents(control_run):
     spec, result = control_run
     out = Path(result.artifacts["exports"])
@@ -300,6 +302,7 @@ def test_export_files_hold_the_seed_contents(control_run):
     assert f"exports/{names['quantas']}" in artifacts
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_lambdas_and_files_are_rewritten_not_appended(control_run):
     spec, first = control_run
     second = experiments.run(spec)
@@ -315,6 +318,7 @@ def test_the_same_seed_gives_the_same_lambdas_and_files_are_rewritten_not_append
     assert torch.load(folder, weights_only=True)["mlflow_run_id"] == first.run_ids[0]
 
 
+@pytest.mark.slow
 def test_resume_continues_weights_lambdas_optimizer_and_rng_exactly(digits4, tmp_path, store_dir):
     dataset = f"{digits4}:0-2"
     common = dict(nb_of_target_samples=4, augment_data=True, layer_to_transfer=-1, seed=7)
@@ -362,6 +366,7 @@ def test_a_cancelled_run_ends_killed_and_keeps_the_lambdas_it_logged(digits4, tm
     assert [s for s, _ in lambda_history(tracker, run.info.run_id, 0)] == [0, 1]
 
 
+@pytest.mark.slow
 def test_pretrained_backbone_run_keys_lambda_by_tap_name(digits4, tmp_path, store_dir):
     spec = quanta_spec(f"{digits4}:0-1", store_dir, tmp_path / "expe", backbone="efficientnet_lite0",
                        source_weights="imagenet", layer_to_transfer="_blocks.3", nb_of_target_samples=2, resolution=32)
@@ -423,6 +428,7 @@ def test_bad_input_is_one_sentence_exit_2_and_no_run(digits4, tmp_path, store_di
     assert _all_runs(store_dir) == []
 
 
+@pytest.mark.slow
 def test_train_source_then_quanta_and_its_control_from_the_command_line(digits4, tmp_path, store_dir, capsys):
     src = tmp_path / "src.pt"
     assert main(["train-source", "--architecture", "quanta_cnn", "--dataset", f"{digits4}:0-1", "--epochs", "1",

@@ -60,6 +60,7 @@ def _cli(*args, cwd=None):
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_user_errors_exit_2_with_one_line_and_no_traceback(tmp_path):
     r = _cli("fe", "--dataset", "digits", "--backbone", "resnet81", "--mlflow-path", str(tmp_path / "res"))
     assert r.returncode == 2

@@ -638,11 +638,13 @@ def estimate_cost(spec: ExperimentSpec, tracker=None, calibrate: bool = False) -
             f_lp, b_lp = _flops(spec.backbone, size, ds.num_classes, "lp-ft") if conf == "lp-ft" else (0, 0)
             for pt in points:
                 n_train, n_val, n_eval = len(pt.train) * crops, len(pt.val), len(pt.eval) * crops
-                if conf == "lp-ft":
+                full_epochs = epochs
+                if conf == "lp-ft":  # the probe's epochs are the first of the run's epochs, not extra ones
+                    full_epochs -= p.lp_epochs
                     images += p.lp_epochs * (n_train + n_val)
                     flops += p.lp_epochs * (n_train * (f_lp + b_lp) + n_val * fwd)
-                images += epochs * (n_train + n_val) + n_eval
-                flops += epochs * (n_train * (f_all + b_all) + n_val * fwd) + n_eval * fwd
+                images += full_epochs * (n_train + n_val) + n_eval
+                flops += full_epochs * (n_train * (f_all + b_all) + n_val * fwd) + n_eval * fwd
             upper = True
             notes.append(f"{len(points)} training{'s' if len(points) > 1 else ''} of up to {epochs} epochs; early "
                          "stopping usually ends them sooner.")

@@ -51,7 +51,7 @@ def _meta_state(model: nn.Module) -> dict[str, torch.Tensor]:
 class FlopCount:
     forward: int  # per image
     backward: int  # per image, for the parameters that require grad
-    by_module: dict[str, int] | None = None
+    by_module: dict[str, int] | None = None  # forward per image, by module path
 
     @property
     def train_step(self) -> int:
@@ -77,7 +77,7 @@ def count_flops(model: nn.Module, input_size: int | tuple[int, int], train: bool
         forward = fwd_counter.get_total_flops()
         by_module = None
         if per_module:
-            by_module = {k: int(sum(v.values())) for k, v in fwd_counter.get_flop_counts().items()}
+            by_module = {k: int(sum(v.values())) // batch for k, v in fwd_counter.get_flop_counts().items()}
         backward = 0
         if train and out.requires_grad:
             with FlopCounterMode(display=False, custom_mapping=CUSTOM_MAPPING) as bwd_counter:

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Mutation testing of the core logic with mutmut (pinned in requirements.txt). Not run in CI: about
+# 20 minutes for every target on a 2-core machine; docs/testing.md records the scores.
+#
+# Usage: scripts/mutation.sh [NAME ...]        (default: every target below)
+#        MUTATION_JOBS=1 scripts/mutation.sh flops   (parallel test workers; default 2)
+#
+# Each target mutates one module (or some of its functions) and runs only the tests that cover it:
+# mutmut maps every test of the target's selection to the functions it reaches, then runs, per
+# mutant, just the tests that reach the mutated function. Each target works in its own folder,
+# .mutation/NAME/ (a fresh copy of tlcore, tests and data every time), which keeps mutmut's results:
+#   cd .mutation/NAME && ../../.venv/bin/python -m mutmut browse     # look at the survivors
+# The summary lands in .mutation/scores.txt, the survivors' diffs in .mutation/NAME/survivors.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=$ROOT/.venv/bin/python
+
+# One line per target:  name | module file[:function,Class.method,Class.*] | focused tests (pytest arguments)
+# Adding a module is one line here (e.g. the run verdicts: `quality | tlcore/quality.py | tests/test_quality.py`).
+TARGETS=$(cat <<'EOF'
+fne        | tlcore/methods/feature_extraction.py:standardization_stats,standardize,discretize,full_network_embedding,fit_point | tests/test_fit_point.py tests/test_feature_extraction.py::test_training_statistics_are_applied_to_test_and_constant_features_become_zero tests/test_feature_extraction.py::test_discretisation_thresholds_are_strict_and_configurable tests/test_feature_extraction.py::test_per_set_statistics_reproduce_the_seed tests/test_feature_extraction.py::test_crop_statistics_pool_every_crop_of_the_training_set
+scoring    | tlcore/methods/common.py:score_metrics,vote | tests/test_fine_tuning_outcomes.py tests/test_feature_extraction.py tests/test_fine_tuning.py -k "(scores_are or scored_balanced or vote_by or voted or tied or missing_from_training) and not precomputed"
+guidelines | tlcore/guidelines.py:_parse,load_rules,condition_holds,rule_matches,gpu_speed,project_costs,Projection.option,fits_budget,situation_facts,_measured_reason,recommend,same_task_family | tests/test_guidelines.py tests/test_guideline_boundaries.py tests/test_guideline_texts.py
+evidence   | tlcore/evidence.py:_usable_points,configuration_of,_closest_pair,_at,_quanta_depth,gather_evidence,_watts,spc_grid_for_pilot | tests/test_evidence_frames.py tests/test_evidence.py::test_variant_labels_name_their_configuration
+quanta     | tlcore/models/quanta_layer.py | tests/test_quanta_layer.py tests/test_quanta.py -k "not run and not resume and not export and not cli and not command_line and not pretrained and not bad_input and not show_only and not augmented and not random_source and not metric_set and not same_seed"
+flops      | tlcore/measure/flops.py | tests/test_flops_by_hand.py tests/test_measure.py -k "not cost_meter and not energy_off and not carbon"
+pareto     | tlcore/results.py:pareto_mask,pareto_front,tradeoff_points,learning_curves,find_crossings,crossovers,cost_ratio | tests/test_tradeoff_analyses.py tests/test_results.py -k "keeps_ties or single_point or per_dataset or average_repeated or find_crossings or only_over_the_range or trade_off_points or front_is_sorted or equal_cost or curve_statistics or crossings_in or crossovers_pair or cost_ratio_is"
+splits     | tlcore/data/splits.py | tests/test_split_files.py tests/test_data.py -k "(split or csv or partition or overlap or samples_per_class_larger) and not cli"
+EOF
+)
+
+JOBS=${MUTATION_JOBS:-2}
+mkdir -p .mutation
+wanted=" $* "
+: > .mutation/scores.txt.new
+while IFS='|' read -r name spec tests; do
+  name=$(echo "$name" | xargs)
+  [ -z "$name" ] && continue
+  if [ $# -gt 0 ] && [[ "$wanted" != *" $name "* ]]; then continue; fi
+  spec=$(echo "$spec" | xargs)
+  file=${spec%%:*}
+  funcs=""
+  [[ "$spec" == *:* ]] && funcs=${spec#*:}
+  eval "test_args=($tests)"
+  module=${file%.py}
+  module=${module//\//.}
+  globs=()
+  if [ -z "$funcs" ]; then
+    globs=("$module.*")
+  else
+    for f in ${funcs//,/ }; do
+      if [[ "$f" == *.* ]]; then globs+=("$module.xǁ${f%%.*}ǁ${f#*.}__mutmut_*"); else globs+=("$module.x_${f}__mutmut_*"); fi
+    done
+  fi
+
+  dir=.mutation/$name
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  cp -a tlcore tests data "$dir"/
+  find "$dir" -name __pycache__ -prune -exec rm -rf {} +
+  {
+    cat pyproject.toml
+    echo
+    echo "[tool.mutmut]"
+    echo 'source_paths = ["tlcore"]'
+    echo "only_mutate = [\"$file\"]"
+    echo 'also_copy = ["data"]'
+    echo "pytest_add_cli_args_test_selection = $("$PY" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "${test_args[@]}")"
+    echo 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not browser"]'
+    echo 'process_isolation = "forkserver"'
+  } > "$dir/pyproject.toml"
+
+  echo "== $name: $spec ($(date +%H:%M:%S))"
+  start=$SECONDS
+  # one thread per test worker: the workers run side by side on a small machine
+  if ! (cd "$dir" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" -m mutmut run --max-children "$JOBS" "${globs[@]}" \
+        > mutmut.log 2>&1); then
+    echo "mutmut failed for $name; see $dir/mutmut.log" >&2
+    tail -20 "$dir/mutmut.log" >&2
+    exit 1
+  fi
+  (cd "$dir" && "$PY" "$ROOT/scripts/mutation_score.py" "$name" "${globs[@]}") | tee -a .mutation/scores.txt.new
+  echo "   ($((SECONDS - start)) s; survivors in $dir/survivors.txt)"
+done <<< "$TARGETS"
+mv .mutation/scores.txt.new .mutation/scores.txt
+echo
+cat .mutation/scores.txt
