@@ -116,7 +116,7 @@ def test_projection_arithmetic():
     ft2 = p.option("ft", 2)
     assert ft2.flops == 30 * 4 * 2e9 and ft2.seconds == pytest.approx(30 * 4 * 2e9 / 5e10)
     lpft = p.option("ft", "lp-ft")
-    assert lpft.flops == 30 * 2 * 1e9 + 30 * 4 * 3e9
+    assert lpft.flops == 30 * 2 * 1e9 + 30 * 2 * 3e9  # 2 probe epochs (a forward each), then 2 full epochs
     crops = project_costs(Situation(samples_per_class=10, num_classes=3, use_crops=True), SPEED, FE_FLOPS, FT_FLOPS)
     assert crops.option("fe").flops == 10 * fe.flops
     assert any("4 epochs" in a for a in p.assumptions) and any("test speed" in a for a in p.assumptions)

@@ -268,7 +268,8 @@ def project_costs(situation: Situation, speed: Speed | None, flops_fe_per_image:
 
     FE: one forward pass per image (x10 with crops). FT: forward + backward of what is trained,
     per image and epoch, for ``situation.epochs`` epochs (an upper bound: early stopping usually
-    ends sooner). LP-FT: ``lp_epochs`` of the head on frozen features, then full fine-tuning.
+    ends sooner). LP-FT: its first ``lp_epochs`` train the head on frozen features (a forward pass per
+    image), the rest the whole network, as the fine-tuning method counts them.
     """
     n = situation.train_images * (10 if situation.use_crops else 1)
     options = []
@@ -282,7 +283,8 @@ def project_costs(situation: Situation, speed: Speed | None, flops_fe_per_image:
         speed.flops_per_s_fe if speed else None)
     for config, per_image in flops_ft_per_image.items():
         if config == "lp-ft":
-            flops = n * lp_epochs * flops_fe_per_image + n * situation.epochs * flops_ft_per_image[0]
+            probe = min(lp_epochs, situation.epochs)  # the probe's epochs are part of the run's epochs, as in FT
+            flops = n * probe * flops_fe_per_image + n * (situation.epochs - probe) * flops_ft_per_image[0]
         else:
             flops = n * situation.epochs * per_image
         add(CONFIG_LABELS.get(config, f"FT, configuration {config}"), "ft", config, flops,
@@ -291,7 +293,7 @@ def project_costs(situation: Situation, speed: Speed | None, flops_fe_per_image:
         f"{situation.train_images:,} labelled images ({situation.samples_per_class} per class x "
         f"{situation.num_classes} classes){', 10 crops each' if situation.use_crops else ''}.",
         f"Fine-tuning runs {situation.epochs} epochs (an upper bound: early stopping usually ends sooner); LP-FT "
-        f"adds {lp_epochs} linear-probe epochs.",
+        f"spends the first {min(lp_epochs, situation.epochs)} of them on a linear probe.",
         f"FLOPs counted for {situation.backbone} at "
         + (f"{situation.resolution} px" if situation.resolution else "its input size")
         + " (forward for FE; forward + backward of the trained layers for FT).",
