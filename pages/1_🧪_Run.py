@@ -21,6 +21,7 @@ from tlcore.planning import (
     FormField,
     RunForm,
     build_spec,
+    default_export_dir,
     default_spc_grid,
     format_flops,
     method_fields,
@@ -187,6 +188,8 @@ with form_col:
         values[f.name] = draw_field(f, key)
     with st.expander("Advanced parameters"):
         for f in (f for f in fields if f.advanced):
+            if f.name == "outdir":  # where the app really writes QUANTA's exports: beside the results
+                f = FormField(**{**f.__dict__, "default": default_export_dir(tracker.uri)})
             values[f.name] = draw_field(f, f"run_p_{method}_{f.name}_{backbone}")
     if method in APP_DEFAULT_NOTES:
         st.caption(APP_DEFAULT_NOTES[method])

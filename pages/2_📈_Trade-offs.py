@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from pages.shared import results_cache, widgets
@@ -194,5 +195,12 @@ with tab_ratio:
                         config=plots.figure_config(f"tl-lab-cost-ratio-{ratio_cost}", image_format))
         st.caption("Mean cost of the FT runs over the mean cost of the FE runs at each samples-per-class value; "
                    "above 1, fine-tuning costs more.")
-        st.dataframe(ratio, hide_index=True, width="stretch")
-        results_cache.download_csv(ratio, f"tl-lab-cost-ratio-{ratio_cost}", "Download the ratios (CSV)")
+        scale, unit = results.COST_SCALE.get(ratio_cost, 1.0), results.COST_AXES[ratio_cost]
+        readable = pd.DataFrame({
+            "dataset": ratio["dataset"], "backbone": ratio["backbone"], "FE": ratio["reference"],
+            "FT": ratio["variant"], "samples per class": ratio["spc"].astype(int),
+            f"FE: {unit}": (ratio["fe_cost"] * scale).map(lambda v: float(f"{v:.3g}")),
+            f"FT: {unit}": (ratio["ft_cost"] * scale).map(lambda v: float(f"{v:.3g}")),
+            "FT / FE": ratio["ratio"].round(2), "FE runs": ratio["n_fe"], "FT runs": ratio["n_ft"]})
+        st.dataframe(readable, hide_index=True, width="stretch")
+        results_cache.download_csv(readable, f"tl-lab-cost-ratio-{ratio_cost}", "Download the ratios (CSV)")

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.shared import results_cache, widgets
-from tlcore import plots
+from tlcore import plots, units
 from tlcore.advice import advise
 from tlcore.data.resolution import input_size_for
 from tlcore.errors import TLError
@@ -157,7 +157,7 @@ def describe_cost(option) -> str:
     if option.seconds is not None:
         parts.append(format_duration(option.seconds))
     if option.energy_kwh is not None:
-        parts.append(f"{option.energy_kwh:.3g} kWh")
+        parts.append(units.energy(option.energy_kwh))
     return " · ".join(parts)
 
 
@@ -206,11 +206,11 @@ st.subheader("Alternatives")
 table = pd.DataFrame([{
     "option": o.label, "compute": format_flops(o.flops),
     "time": format_duration(o.seconds) if o.seconds is not None else "unknown",
-    "energy (kWh)": o.energy_kwh, "compared with the recommendation": note or "",
+    "energy": units.energy(o.energy_kwh) if o.energy_kwh is not None else "unknown",
+    "compared with the recommendation": note or "",
 } for o, note in rec.alternatives])
 if not table.empty:
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={"energy (kWh)": st.column_config.NumberColumn(format="%.3g")})
+    st.dataframe(table, hide_index=True, width="stretch")
 with st.expander("Assumptions behind the projection"):
     for line in projection.assumptions:
         st.markdown(f"- {line}")

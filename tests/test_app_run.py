@@ -131,7 +131,13 @@ def test_run_queues_one_job_and_the_page_shows_its_result(page, store_dir):
     assert job.spec.samples_per_class == (5,) and job.spec.dataset == "digits"
     page.run()  # the poll that run_every would have done
     assert not page.exception
-    assert any("Fake run: test accuracy 87.5%" in s.value for s in page.success)
+    # the result card in the main column: the headline in % with one decimal, the cost, links onward
+    assert any(m.value.startswith("#### ✅ Result of job #1") for m in page.markdown)
+    card = next(df.value for df in page.dataframe if "balanced accuracy" in df.value.columns)
+    assert card["samples per class"].tolist() == [5] and card["balanced accuracy"].tolist() == ["87.5 %"]
+    assert card["95% interval"].tolist() == ["one draw: none"]
+    assert any("**compute** 3 GFLOPs" in m.value for m in page.markdown)
+    assert any("The result is at the top of the page" in s.value for s in page.success)
     assert len(runner.jobs()) == 1
 
 

@@ -208,7 +208,7 @@ def test_odd_states_missing_energy_running_and_failed_runs(store_dir, use_store)
     at.selectbox(key="tradeoffs.cost").set_value("energy_kwh").run()
     assert not at.exception
     captions = _texts(at, "caption")
-    assert "1 finished run(s) have no value for Energy (kWh)" in captions and "1 running" in captions
+    assert "1 finished run(s) have no value for Energy (Wh)" in captions and "1 running" in captions
     assert "Only feature extraction runs here" in _texts(at, "info")
 
     at = _run(QUANTA)
@@ -219,3 +219,43 @@ def test_odd_states_missing_energy_running_and_failed_runs(store_dir, use_store)
 
     at = _run(RUNS)
     assert set(at.dataframe[0].value["status"]) == {"FINISHED", "RUNNING", "FAILED"}
+
+
+def test_runs_compare_writes_metrics_for_people_and_stars_the_better_value(populated_dir, use_store):
+    uri = use_store(populated_dir)
+    df = results.load_view(uri, "runs")
+    fe = df.loc[(df["sweep_id"] == "sweep-fe") & (df["spc"] == 5) & (df["split_index"] == 1), "run_id"].iloc[0]
+    ft = df.loc[(df["sweep_id"] == "sweep-ft0") & (df["spc"] == 5) & (df["split_index"] == 1), "run_id"].iloc[0]
+    at = AppTest.from_file(RUNS, default_timeout=TIMEOUT)
+    at.query_params["runs"] = f"{fe},{ft}"
+    at.run()
+    assert not at.exception
+    metrics = next(f.value for f in at.dataframe if f.value.index.name == "metric")
+    # FE .72 at 2.5 s vs FT config 0 .70 at 100 s: accuracy in % with one decimal, the better one starred
+    assert sorted(metrics.loc["test_accuracy"].tolist()) == sorted(["★ 72.0 %", "70.0 %"])
+    assert sorted(metrics.loc["time_total_s"].tolist()) == sorted(["★ 2 s", "1 min 40 s"])
+    assert sorted(metrics.loc["flops_total"].tolist()) == sorted(["★ 5 GFLOPs", "150 GFLOPs"])
+    assert "★ the better value" in _texts(at, "caption")
+    verdicts = next(f.value for f in at.dataframe if set(f.value.columns) == {"run", "verdict", "why"})
+    assert set(verdicts["verdict"]) == {"converged"}
+
+
+def test_units_are_one_family_and_the_cost_ratio_label_sits_on_its_line(populated_dir, use_store):
+    use_store(populated_dir)
+    at = _run(TRADEOFFS)
+    at.selectbox(key="tradeoffs.cost").set_value("energy_kwh").run()
+    scatter = _charts(at)[0]
+    assert scatter["layout"]["xaxis"]["title"]["text"] == "Energy (Wh) (log)"
+    assert scatter["layout"]["xaxis"]["exponentformat"] == "none"  # no "40µ" after a unit
+    front = next(f.value for f in at.dataframe if "Energy (Wh)" in f.value.columns)
+    assert (front["Energy (Wh)"] >= 0.01).all()  # 1e-5 kWh and up, in Wh: 0.01 Wh
+    for frame in at.dataframe:  # every accuracy on the page has one decimal
+        for col in (c for c in frame.value.columns if str(c).endswith("(%)")):
+            values = frame.value[col].dropna()
+            assert (values.round(1) == values).all(), col
+    ratio_fig = _charts(at)[-1]
+    assert ratio_fig["layout"]["yaxis"]["type"] == "log"
+    [label] = [a for a in ratio_fig["layout"]["annotations"] if a["text"] == "same cost"]
+    assert label["y"] == 0.0 and label["yref"] == "y"  # log10(1): on the line at 1, not near 10
+    ratio_table = next(f.value for f in at.dataframe if "FT / FE" in f.value.columns)
+    assert not any(c in ratio_table.columns for c in ("fe_cost", "ft_cost", "n_fe"))  # readable headers

@@ -31,6 +31,8 @@ def _lines(df: pd.DataFrame, color: str, title: str, x_title: str, y_title: str,
                                  name=str(key)))
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=320,
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(font=dict(size=10)))
+    if x_title == "epoch":  # whole epochs only: no 1.5 tick between two of them
+        fig.update_xaxes(tickformat="d", dtick=1 if df["step"].nunique() <= 12 else None)
     return fig
 
 
@@ -94,7 +96,8 @@ def curve_figure(runs: pd.DataFrame) -> go.Figure | None:
     fig.update_layout(title=f"{metric.replace('_', ' ')} vs samples per class ({len(df)} finished)",
                       xaxis_title="samples per class", yaxis_title="balanced accuracy (%)", height=340,
                       margin=dict(l=10, r=10, t=40, b=10))
-    if df["spc"].nunique() > 2:
-        ticks = sorted(df["spc"].unique())
-        fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    ticks = sorted(df["spc"].unique())  # the values measured, as whole numbers (one point: no 4.5 tick)
+    fig.update_xaxes(type="log" if len(ticks) > 2 else "linear", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    if len(ticks) == 1:
+        fig.update_xaxes(range=[ticks[0] - 1, ticks[0] + 1])
     return fig

@@ -483,6 +483,9 @@ def metric_curves_figure(histories: pd.DataFrame, key: str, labels: dict[str, st
                                  hovertemplate=f"{labels.get(run_id, run_id[:8])}<br>step %{{x}}: %{{y:.4g}}"
                                                "<extra></extra>"))
     fig.update_layout(**_LAYOUT, height=380, xaxis_title="Step (epoch for per-epoch metrics)", yaxis_title=key)
+    fig.update_xaxes(tickformat="d")  # steps and epochs are whole numbers
+    if part["step"].max() <= 12:
+        fig.update_xaxes(dtick=1)
     return fig
 
 

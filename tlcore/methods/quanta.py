@@ -769,9 +769,9 @@ def _summary(plan: QuantaPlan, rows: list[dict[str, Any]], run_ids: list[str]) -
         lines.append(f"  {p.key:14s} {p.module:14s} " + " ".join(f"{c:>15s}" for c in cells))
     for r in rows:
         src = r["source_test"]
-        src_text = (f"source test accuracy {src['accuracy']:.3f} ({src['task']})" if src["evaluated"]
+        src_text = (f"source test accuracy {src['accuracy']:.1%} ({src['task']})" if src["evaluated"]
                     else f"source {src['note']}")
-        lines.append(f"  run {r['run']}: target test accuracy {r['target_test']['accuracy']:.3f} "
+        lines.append(f"  run {r['run']}: target test accuracy {r['target_test']['accuracy']:.1%} "
                      f"({len(plan.splits.test)} images), {src_text}")
     lines.append(f"  lambda_S per layer, start -> end. Exports: {plan.out_dir}")
     if plan.source.kind != "random":

@@ -214,7 +214,7 @@ def train_source(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> 
         run.log_params({"energy_method": report.energy_method})
     where = f"run {run.run_id} (artifact {ARTIFACT_NAME})" + (f" and {out_path}" if out_path else "")
     summary = (f"Source {spec.backbone} trained on {spec.dataset} for {params.epochs} epoch(s): test accuracy "
-               f"{test['accuracy']:.3f} on {len(splits.test)} images, {report.time_total_s:.0f} s. Weights: {where}.\n"
+               f"{test['accuracy']:.1%} on {len(splits.test)} images, {report.time_total_s:.0f} s. Weights: {where}.\n"
                f"Use it: python -m tlcore quanta --architecture {spec.backbone} -s {spec.dataset} "
                f"-sw {out_path or run.run_id} -t TARGET -l -1")
     return RunResult("source", [run.run_id], None, {"test_accuracy": test["accuracy"], **report.metrics()}, summary,
