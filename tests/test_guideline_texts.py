@@ -12,6 +12,7 @@ import pytest
 from tlcore.errors import SpecError
 from tlcore.guidelines import (
     RULES_PATH,
+    Comparison,
     Evidence,
     GuidelineError,
     Situation,
@@ -33,8 +34,8 @@ def test_the_projection_lists_its_assumptions_and_labels_each_option():
     p = project_costs(s, SPEED, 1e9, FT_FLOPS)
     assert p.assumptions == (
         "30 labelled images (10 per class x 3 classes), 10 crops each.",
-        "Fine-tuning runs 4 epochs (an upper bound: early stopping usually ends sooner); LP-FT adds 5 linear-probe "
-        "epochs.",
+        "Fine-tuning runs 4 epochs (an upper bound: early stopping usually ends sooner); LP-FT spends the first 4 of "
+        "them on a linear probe.",
         "FLOPs counted for resnet18 at its input size (forward for FE; forward + backward of the trained layers for "
         "FT).",
         "Speed: measured here.",
@@ -43,8 +44,8 @@ def test_the_projection_lists_its_assumptions_and_labels_each_option():
     assert [o.label for o in p.options] == [
         "Feature extraction (every layer, linear classifier)", "FT, configuration 0 (train everything)",
         "FT, configuration 2 (freeze ~1/2)", "LP-FT (linear probe, then fine-tune everything)", "FT, configuration 7"]
-    lpft = p.option("ft", "lp-ft")  # default probe: 5 epochs of FE forwards, then 4 full epochs
-    assert lpft.flops == 300 * 5 * 1e9 + 300 * 4 * 3e9
+    lpft = p.option("ft", "lp-ft")  # the 5-epoch probe is capped by the run's 4 epochs: all 4 are probe epochs
+    assert lpft.flops == 300 * 4 * 1e9
     assert p.option("ft", 2).energy_kwh == pytest.approx(50 * (300 * 4 * 2e9 / 5e10) / 3.6e6, rel=1e-12)
     with pytest.raises(KeyError):
         p.option("ft", 3)
@@ -82,38 +83,47 @@ def test_quanta_runs_speak_about_the_same_dataset_only(a, b, same):
 EV = dict(dataset="digits", backbone="efficientnet_lite0")
 
 
+def comparison(**changes) -> Comparison:
+    base = dict(dataset="digits", backbone="efficientnet_lite0", strength="strong", spc=20, near=True,
+                measured_range=(1, 50), fe_variant="FE linearsvc", ft_configuration=3, fe=(0.88, 0.86, 0.90),
+                ft=(0.93, 0.92, 0.94), diff=0.05, diff_low=0.03, diff_high=0.07, n_pairs=3, verdict="ft_higher")
+    return Comparison(**{**base, **changes})
+
+
 def test_the_users_runs_give_the_reason_word_for_word():
-    cross = Evidence(**EV, crossover_spc=15.0, crossover_configuration=2)
+    cross = Evidence(**EV, comparison=comparison(near=False, spc=50), crossover=(12.0, 10.0, 15.0, 2))
     at = recommend(Situation(samples_per_class=15, num_classes=10, dataset="digits"), evidence=cross)
-    assert (at.method, at.configuration, at.layers) == ("ft", 2, None)  # at the crossover itself: fine-tune
+    assert (at.method, at.configuration, at.layers) == ("ft", 2, None)  # at the top of the crossover: fine-tune
     assert at.reasons[0].text == ("In your runs on digits with efficientnet_lite0, fine-tuning (configuration 2) "
-                                  "overtook feature extraction at about 15 samples per class; you have 15.")
-    below = recommend(Situation(samples_per_class=14, num_classes=10), evidence=Evidence("digits", None,
-                                                                                          crossover_spc=15.0))
+                                  "overtook feature extraction between 10 and 15 samples per class (95% intervals); "
+                                  "you have 15.")
+    below = recommend(Situation(samples_per_class=10, num_classes=10), evidence=cross)
     assert (below.method, below.configuration, below.layers) == ("fe", None, "all")
-    assert below.reasons[0].text == ("In your runs on digits, fine-tuning overtook feature extraction only at about "
-                                     "15 samples per class; you have 14.")
-    measured = Evidence(**EV, fe_accuracy=(0.88, 0.02), ft_accuracy=(0.93, 0.0), ft_configuration=3, closest_spc=20,
-                        measured_up_to=50)
-    ft = recommend(Situation(samples_per_class=50, num_classes=10, domain="medical"), evidence=measured)
+    assert below.reasons[0].text == ("In your runs on digits with efficientnet_lite0, fine-tuning overtook feature "
+                                     "extraction only between 10 and 15 samples per class; you have 10.")
+    measured = Evidence(**EV, comparison=comparison())
+    ft = recommend(Situation(samples_per_class=20, num_classes=10, domain="medical"), evidence=measured)
     assert (ft.method, ft.configuration) == ("ft", 3)  # the measured configuration, not the domain's advice
-    assert ft.reasons[0].text == ("In your runs on digits with efficientnet_lite0 up to 50 samples per class, "
-                                  "fine-tuning scored higher (93.0% vs 88.0% at 20 samples per class).")
-    tie = recommend(Situation(samples_per_class=5, num_classes=10),
-                    evidence=Evidence(**EV, fe_accuracy=(0.5, 0.0), ft_accuracy=(0.5, 0.0), ft_configuration=0,
-                                      closest_spc=5, measured_up_to=10))
-    assert tie.method == "fe" and tie.reasons[0].text.endswith(
-        "feature extraction scored higher (50.0% vs 50.0% at 5 samples per class).")
-    beyond = recommend(Situation(samples_per_class=51, num_classes=10, domain="medical"), evidence=measured)
+    assert ft.reasons[0].text == ("In your runs on digits with efficientnet_lite0 at 20 samples per class, "
+                                  "fine-tuning (configuration 3) scored higher than feature extraction: feature "
+                                  "extraction 88.0%, fine-tuning (configuration 3) 93.0% (FT - FE +5.0 points, 95% "
+                                  "interval +3.0 to +7.0 over 3 draws).")
+    one = Evidence(**EV, comparison=comparison(diff_low=float("nan"), diff_high=float("nan"), n_pairs=1,
+                                               verdict="not_resolved"))
+    tie = recommend(Situation(samples_per_class=20, num_classes=10), evidence=one)
+    assert tie.method == "fe" and tie.reasons[0].text == (
+        "In your runs on digits with efficientnet_lite0 at 20 samples per class, feature extraction and fine-tuning "
+        "(configuration 3) were not separated (the interval includes 0): feature extraction 88.0%, fine-tuning "
+        "(configuration 3) 93.0% (FT - FE +5.0 points from 1 draw, too few for an interval). With no measured "
+        "difference, the cheaper option wins.")
+    beyond = recommend(Situation(samples_per_class=51, num_classes=10, domain="medical"),
+                       evidence=Evidence(**EV, comparison=comparison(near=False)))
     assert beyond.fired[0] == "enough-labels-same-distribution" and beyond.configuration == 0  # past what was measured
-    half = recommend(Situation(samples_per_class=5, num_classes=10),
-                     evidence=Evidence(**EV, fe_accuracy=(0.5, 0.0), closest_spc=5, measured_up_to=10))
-    assert half.fired[0] == "close-domain-few-labels"  # FE measured but no FT: nothing to compare
 
 
 def test_a_generic_rule_that_agrees_with_the_users_runs_is_kept_as_the_second_reason():
-    ev = Evidence(**EV, fe_accuracy=(0.9, 0.0), ft_accuracy=(0.5, 0.0), ft_configuration=0, closest_spc=5,
-                  measured_up_to=10)
+    ev = Evidence(**EV, comparison=comparison(spc=5, fe=(0.9, 0.88, 0.92), ft=(0.5, 0.45, 0.55), diff=-0.4,
+                                              diff_low=-0.45, diff_high=-0.35, verdict="fe_higher"))
     rec = recommend(Situation(samples_per_class=5, num_classes=10, domain="medical", tuning_time="days"),
                     evidence=ev)
     assert [r.rule_id for r in rec.reasons] == ["measured-in-your-runs", "far-domain-few-labels",
@@ -124,8 +134,7 @@ def test_a_generic_rule_that_agrees_with_the_users_runs_is_kept_as_the_second_re
 
 def test_budget_forced_fe_is_not_overruled_by_runs_that_favour_fine_tuning():
     s = Situation(samples_per_class=100, num_classes=10, budget_hours=0.1)
-    ev = Evidence(**EV, fe_accuracy=(0.5, 0.0), ft_accuracy=(0.9, 0.0), ft_configuration=0, closest_spc=100,
-                  measured_up_to=100)
+    ev = Evidence(**EV, comparison=comparison(spc=100))
     rec = recommend(s, projection=project_costs(s, SPEED, 1e9, FT_FLOPS), evidence=ev)
     assert rec.method == "fe" and rec.fired[0] == "ft-over-budget" and "measured-in-your-runs" not in rec.fired
 
@@ -155,21 +164,20 @@ def test_alternatives_compare_compute_when_the_pace_is_unknown():
 
 
 def test_the_accuracy_note_from_runs_near_the_users_labels():
-    ev = Evidence(**EV, fe_accuracy=(0.8, 0.05), ft_accuracy=(0.6, 0.0), ft_configuration=0, closest_spc=10,
-                  measured_up_to=10)
+    ev = Evidence(**EV, comparison=comparison(spc=10, fe=(0.8, 0.75, 0.85), ft=(0.6, 0.5, 0.7), verdict="fe_higher",
+                                              diff=-0.2, diff_low=-0.3, diff_high=-0.1))
     fe = recommend(Situation(samples_per_class=5, num_classes=10), evidence=ev)  # 10 is within x2 of 5
-    assert fe.accuracy_note == ("75%-85% (balanced accuracy of your runs on digits at 10 samples per class, mean ± "
-                                "std over splits)")
-    edge = recommend(Situation(samples_per_class=20, num_classes=10), evidence=ev)  # 10 is half of 20: still near
-    assert edge.accuracy_note.startswith("75%-85%")
-    one_split = Evidence(**{**EV, "fe_accuracy": (0.8, 0.0), "ft_accuracy": (0.6, 0.0), "ft_configuration": 0,
-                            "closest_spc": 10, "measured_up_to": 10})
+    assert fe.accuracy_note == ("75%-85% (balanced accuracy of your runs on digits at 10 samples per class: mean "
+                                "80.0%, 95% interval over draws)")
+    one_split = Evidence(**EV, comparison=comparison(spc=10, fe=(0.8, float("nan"), float("nan")), verdict="fe_higher",
+                                                     ft=(0.6, float("nan"), float("nan"))))
     assert recommend(Situation(samples_per_class=10, num_classes=10), evidence=one_split).accuracy_note == (
-        "about 80% (balanced accuracy of your runs on digits at 10 samples per class; one split, so no spread yet)")
-    wide = Evidence(**{**EV, "fe_accuracy": (0.98, 0.05), "ft_accuracy": (0.6, 0.0), "closest_spc": 10})
+        "about 80% (balanced accuracy of your runs on digits at 10 samples per class; one draw, so no interval yet)")
+    wide = Evidence(**EV, comparison=comparison(spc=10, fe=(0.98, 0.93, 1.03), verdict="fe_higher"))
     assert recommend(Situation(samples_per_class=10, num_classes=10), evidence=wide).accuracy_note.startswith(
         "93%-100%")  # never above 100 %
-    far = recommend(Situation(samples_per_class=21, num_classes=10), evidence=ev)
+    far = recommend(Situation(samples_per_class=21, num_classes=10),
+                    evidence=Evidence(**EV, comparison=comparison(spc=10, near=False)))
     assert far.accuracy_note.startswith("Not measured near 21 samples per class")
     none = recommend(Situation(samples_per_class=10, num_classes=10), evidence=Evidence(**EV))
     assert none.accuracy_note == ("Not known yet: no published source gives an accuracy for your data, and your "

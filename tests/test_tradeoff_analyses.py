@@ -50,12 +50,14 @@ def test_curve_statistics_per_samples_per_class():
                split_index=[0.0, 1.0, 0.0, np.nan, np.nan, 0.0, 0.0],
                test_accuracy=[0.2, 0.4, 0.5, 0.7, 0.9, 0.3, 0.9])
     curves = results.learning_curves(df)
-    assert list(curves.columns) == ["dataset", "backbone", "variant", "spc", "mean", "std", "min", "max", "n_splits",
-                                    "n_runs"]
+    assert list(curves.columns) == ["dataset", "backbone", "variant", "spc", "mean", "std", "ci_low", "ci_high", "min",
+                                    "max", "n_splits", "n_runs", "n_weak", "weak", "weak_reason"]
     fe = curves[curves["variant"] == "FE x"].set_index("spc")
     # spc 1: splits .2 and .4: mean .3, sample std sqrt(.02), min .2, max .4
     assert fe.loc[1.0, ["mean", "min", "max", "n_splits", "n_runs"]].tolist() == pytest.approx([0.3, 0.2, 0.4, 2, 2])
     assert fe.loc[1.0, "std"] == pytest.approx(math.sqrt(0.02))
+    # its 95% interval: t(.975, 1) = 12.706205 x sqrt(.02) / sqrt(2) = 1.2706 either side (two draws say little)
+    assert fe.loc[1.0, "ci_high"] - 0.3 == pytest.approx(12.706205 * 0.1, rel=1e-6)
     # spc 4: split 0 (.5) and two runs without a split index, averaged as one split (.8)
     assert fe.loc[4.0, ["mean", "n_splits", "n_runs"]].tolist() == pytest.approx([0.65, 2, 3])
     ft = curves[curves["variant"] == "FT config 0"]

@@ -79,7 +79,8 @@ def _compare(points: pd.DataFrame, dataset: str, backbone: str, s: Situation) ->
     from non-weak runs only; or None and why not."""
     subset = points[(points["dataset"] == dataset) & (points["backbone"] == backbone)]
     strong = subset[~subset["weak"].astype(bool)] if "weak" in subset else subset
-    weak_ft = subset[(subset["method"] == "ft") & subset.get("weak", False).astype(bool)]
+    weak_flags = subset["weak"].astype(bool) if "weak" in subset else pd.Series(False, index=subset.index)
+    weak_ft = subset[(subset["method"] == "ft") & weak_flags]
     if not {"fe", "ft"} <= set(strong["method"]):
         if not weak_ft.empty:
             counts = weak_ft["quality"].map(lambda q: quality.LABELS.get(q, q)).value_counts()

@@ -36,6 +36,7 @@ class ExampleGrid:
     ft_spc: tuple[int, ...]  # fine-tuning points: each trains with the default recipe (early stopping)
     ft_splits: int
     ft_configs: tuple[int, ...]
+    ft_batch_size: int  # at most the smallest training split (classes x samples per class)
     resolution: int  # efficientnet_lite0 (FE, FT): digits are 8x8, 224 px would cost 12x more for nothing
     source_epochs: int
     source_classes: str  # digits the QUANTA source learns (quanta_cnn takes 32 px, so fewer images is faster)
@@ -52,10 +53,11 @@ class ExampleGrid:
 
 FULL = ExampleGrid(
     dataset="digits", fe_spc=(1, 2, 5, 10, 20), fe_splits=3, ft_spc=(5, 20), ft_splits=3, ft_configs=(0, 2),
-    resolution=64, source_epochs=8, source_classes="0-4", target_classes="5-9", quanta_epochs=6, quanta_samples=40,
-    quanta_runs=3, quanta_layer=-1)
+    ft_batch_size=32, resolution=64, source_epochs=8, source_classes="0-4", target_classes="5-9", quanta_epochs=6,
+    quanta_samples=40, quanta_runs=2, quanta_layer=-1)
 QUICK = ExampleGrid(
-    dataset="digits:0-4", fe_spc=(2, 5), fe_splits=2, ft_spc=(5,), ft_splits=2, ft_configs=(0, 2), resolution=32,
+    dataset="digits:0-4", fe_spc=(2, 5), fe_splits=2, ft_spc=(5,), ft_splits=2, ft_configs=(0, 2),
+    ft_batch_size=16, resolution=32,
     source_epochs=2, source_classes="0-1", target_classes="5-6", quanta_epochs=2, quanta_samples=10, quanta_runs=1,
     quanta_layer=-1)
 # With Adam, lambda_S moves by about the learning rate per step (README, QUANTA "Dynamics"): at the
@@ -72,7 +74,7 @@ def example_specs(mlflow_path: str, quick: bool = False, outdir: str | None = No
     fe = ExperimentSpec("fe", g.dataset, backbone="efficientnet_lite0", samples_per_class=g.fe_spc,
                         splits=g.fe_splits, resolution=g.resolution, params=FeatureExtractionParams(), **common)
     ft = [ExperimentSpec("ft", g.dataset, backbone="efficientnet_lite0", samples_per_class=g.ft_spc,
-                         splits=g.ft_splits, resolution=g.resolution, batch_size=32,
+                         splits=g.ft_splits, resolution=g.resolution, batch_size=g.ft_batch_size,
                          params=FineTuningParams(configuration=c), **common) for c in g.ft_configs]
     source_task, target_task = f"digits:{g.source_classes}", f"digits:{g.target_classes}"
     source = ExperimentSpec("source", source_task, backbone="quanta_cnn", weights="random", batch_size=32,
