@@ -85,6 +85,13 @@ def test_feature_extraction_on_digits_from_the_run_page(browser, tmp_path):
         page.get_by_text("Queued as job #1.").wait_for(timeout=60_000)
         page.get_by_text(re.compile(r"MLflow runs \(4 of 4 finished\)")).wait_for(timeout=240_000)
         page.get_by_text(re.compile(r"vs samples per class \(4 finished\)")).wait_for(timeout=30_000)
+        # the result card at the top of the page: the headline per samples-per-class value, cost and verdict
+        card = page.get_by_role("heading", name=re.compile(r"Result of job #1"))
+        card.wait_for(timeout=60_000)
+        page.get_by_text(re.compile(r"^Converged: All 4 runs converged")).wait_for(timeout=30_000)
+        cells = page.locator('[role="gridcell"]')
+        cells.filter(has_text=re.compile(r"^\d+\.\d % ± \d+\.\d$")).first.wait_for(state="attached", timeout=30_000)
+        page.get_by_text(re.compile(r"compute \d")).first.wait_for(timeout=30_000)
         statuses = run_statuses(store)
         assert statuses.count("FINISHED") == 5 and len(statuses) == 5
         # the home page lists the job and its results
@@ -154,8 +161,8 @@ def test_a_folder_with_an_unreadable_image_is_flagged_before_run(browser, tmp_pa
         page.get_by_text(re.compile(r"1 of 31 images opened to check .* cannot be read \(e.g. "
                                     r"train/digit0/broken.png")).first.wait_for(timeout=60_000)
         expect(page.get_by_role("button", name="▶ Run")).to_be_disabled(timeout=60_000)
-        page.get_by_text("Data and run options").click()
-        page.get_by_text("Skip unreadable images").click()
+        page.get_by_text("Data and run options", exact=True).click()
+        page.get_by_text("Skip unreadable images", exact=True).click()
         expect(page.get_by_role("button", name="▶ Run")).to_be_enabled(timeout=60_000)
         page.close()
     finally:

@@ -100,8 +100,10 @@ def test_tradeoffs_draws_a_capped_run_as_weak_with_the_reason_on_hover(page, ser
     box = faded.first.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     hover = scatter.locator(".hoverlayer")
-    hover.get_by_text("weak evidence: capped (still improving)").wait_for(timeout=30_000)
-    assert "cap of 1 epoch" in hover.text_content()
+    # one epoch leaves it capped and, at this size, usually near chance too: the worse verdict is shown
+    hover.get_by_text(re.compile(r"weak evidence: (capped \(still improving\)|near chance)")).wait_for(timeout=30_000)
+    text = hover.text_content()
+    assert "cap of 1 epoch" in text or "within what guessing reaches" in text, text
     # the few-shot curves say what hollow points are
     page.get_by_role("tab", name="Few-shot curves").click()
     page.get_by_text(re.compile("Hollow, faded points rest on weak runs")).wait_for(timeout=30_000)
@@ -147,7 +149,11 @@ def test_home_lists_the_latest_results(page, server):
     cells = page.locator('[data-testid="stDataFrame"] [role="gridcell"]')
     cells.first.wait_for(state="attached", timeout=30_000)
     texts = set(cells.all_text_contents())
-    assert {"QUANTA", "source", TARGET, "quanta_cnn"} <= texts, texts
+    assert {TARGET, "quanta_cnn"} <= texts, texts
+    # the "what" column names each job by its run name: the QUANTA runs and the source training are there
+    assert any(t.startswith("QUANTA trained source") for t in texts), texts
+    assert any(t.startswith("QUANTA random source (control)") for t in texts), texts
+    assert any(t.startswith("Source training") for t in texts), texts
     assert page.get_by_text("No runs yet").count() == 0
     assert_no_error_shown(page)
     screenshot_streamlit_page(page, SCREENSHOTS / "home.png")
