@@ -149,7 +149,7 @@ def _finished_run(tracker, time_s: float, flops: float, backbone="efficientnet_l
     return run.run_id
 
 
-def test_projected_time_uses_the_pace_of_similar_finished_runs_on_this_machine(tracker):
+def test_the_median_pace_of_similar_finished_runs_reads_this_machine_only(tracker):
     _finished_run(tracker, 10.0, 1e10)  # 1e-9 s per FLOP
     _finished_run(tracker, 30.0, 1e10)  # 3e-9
     _finished_run(tracker, 20.0, 1e10)  # 2e-9 -> median 2e-9
@@ -161,9 +161,18 @@ def test_projected_time_uses_the_pace_of_similar_finished_runs_on_this_machine(t
     speed = measured_speed(tracker, "fe", "efficientnet_lite0", "cpu")
     assert speed.runs == 4 and speed.seconds_per_flop == pytest.approx(1.5e-9)
     assert measured_speed(tracker, "fe", "efficientnet_lite0", "cuda") is None
+
+
+def test_projected_time_comes_from_the_pace_model_fitted_on_this_machines_jobs(tracker):
+    for seconds in (10.0, 20.0):  # any backbone counts: the FLOPs carry the difference
+        _finished_run(tracker, seconds, seconds * 1e9, backbone="resnet18")  # 1e-9 s per FLOP
+    _finished_run(tracker, 999.0, 1e10, host="elsewhere")  # another machine: not fitted
     est = estimate_cost(ExperimentSpec("fe", "digits:0-2", samples_per_class=(5,), splits=1, resolution=32), tracker)
-    assert est.seconds == pytest.approx(est.flops * 1.5e-9)
-    assert "median pace of the last 4 finished feature extraction jobs of efficientnet_lite0 on cpu" in est.basis
+    assert est.seconds == pytest.approx(est.flops * 1e-9, rel=1e-3)
+    assert est.basis.startswith("fitted on 2 finished jobs on cpu on this machine (2 of feature extraction)")
+    ft = estimate_cost(ExperimentSpec("ft", "digits:0-2", samples_per_class=(5,), splits=1, resolution=32)
+                       .with_params(epochs=1), tracker)
+    assert ft.seconds is None and "no finished fine-tuning run" in ft.basis  # no job of that method yet
 
 
 def test_recent_and_job_runs_come_back_newest_first_and_in_job_order(tracker):
