@@ -19,6 +19,7 @@ import textwrap
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 CHILD = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
@@ -36,7 +37,7 @@ CHILD = textwrap.dedent("""
 def one_try(processes: int, root: Path) -> list[tuple[int, str]]:
     """(exit code, last stderr line) of each process creating the store in ``root``."""
     go = root / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(root / "store"), str(go)],
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(root / "store"), str(go)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(processes)]
     time.sleep(2.0)  # every process has imported and waits at the barrier
     go.touch()

@@ -68,9 +68,9 @@ def run(spec: ExperimentSpec, reporter: Reporter | None = None, tracker: Tracker
     """Validate ``spec`` and run it; MLflow runs end FINISHED, FAILED or KILLED whatever happens."""
     import time
 
-    started = time.perf_counter()
     spec = resolve_defaults(spec.validate())
     _load_methods()
+    started = time.perf_counter()  # after the imports: a process pays them once, not each job
     fn = methods.get(spec.method)
     tracker = tracker or Tracker(spec.mlflow_path)
     result = fn(spec, reporter or Reporter(), tracker)

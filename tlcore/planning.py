@@ -674,14 +674,16 @@ def estimate_cost(spec: ExperimentSpec, tracker=None, calibrate: bool = False) -
     seconds, basis = None, ""
     dev_type = device_type(spec.device)
     if tracker is not None:
-        from tlcore.pace import fitted_pace
+        from tlcore.pace import JobRecord, fitted_pace
 
         try:
-            pace = fitted_pace(tracker, dev_type)
+            model, machine = fitted_pace(tracker, dev_type)
+            if model is not None and spec.method in model.method_flops:
+                rate = machine(JobRecord(spec.method, 0.0, flops, images, runs, spec.backbone, str(size or "")))
+                seconds, basis = model.project(spec.method, flops, images, runs, rate), model.basis(spec.method,
+                                                                                                   dev_type)
         except Exception as exc:  # an unreadable store should not hide the FLOP count
-            pace, basis = None, f"the results store could not be read ({type(exc).__name__})"
-        if pace is not None and (projected := pace.project(spec.method, flops, images, runs)) is not None:
-            seconds, basis = projected, pace.basis(spec.method, dev_type)
+            basis = f"the results store could not be read ({type(exc).__name__})"
     if seconds is None and calibrate:
         try:
             rate_fe, rate_ft, how = _calibrated(spec.backbone, dev_type, size)
