@@ -13,6 +13,7 @@ from tlcore.errors import DatasetError, SpecError
 from tlcore.history import job_runs, measured_speed, recent_runs
 from tlcore.job_charts import curve_figure, live_figures
 from tlcore.jobs import MetricPoint
+from tlcore.pace import PACE_FILE
 from tlcore.planning import (
     APP_DEFAULTS,
     RunForm,
@@ -149,7 +150,7 @@ def _finished_run(tracker, time_s: float, flops: float, backbone="efficientnet_l
     return run.run_id
 
 
-def test_projected_time_uses_the_pace_of_similar_finished_runs_on_this_machine(tracker):
+def test_the_median_pace_of_similar_finished_runs_reads_this_machine_only(tracker):
     _finished_run(tracker, 10.0, 1e10)  # 1e-9 s per FLOP
     _finished_run(tracker, 30.0, 1e10)  # 3e-9
     _finished_run(tracker, 20.0, 1e10)  # 2e-9 -> median 2e-9
@@ -161,9 +162,20 @@ def test_projected_time_uses_the_pace_of_similar_finished_runs_on_this_machine(t
     speed = measured_speed(tracker, "fe", "efficientnet_lite0", "cpu")
     assert speed.runs == 4 and speed.seconds_per_flop == pytest.approx(1.5e-9)
     assert measured_speed(tracker, "fe", "efficientnet_lite0", "cuda") is None
+
+
+def test_projected_time_comes_from_the_pace_model_fitted_on_this_machines_jobs(tracker, store_dir):
+    for seconds in (10.0, 20.0):  # any samples per class, resolution or backbone counts
+        with tracker.start_run("fe", {"backbone": "efficientnet_lite0", "device": "cpu", "resolution": 32}) as run:
+            run.log_metrics({"job_time_s": seconds, "flops_total": seconds * 1e9, "images_processed": 100})
+    _finished_run(tracker, 999.0, 1e10, host="elsewhere")  # another machine: not fitted
     est = estimate_cost(ExperimentSpec("fe", "digits:0-2", samples_per_class=(5,), splits=1, resolution=32), tracker)
-    assert est.seconds == pytest.approx(est.flops * 1.5e-9)
-    assert "median pace of the last 4 finished feature extraction jobs of efficientnet_lite0 on cpu" in est.basis
+    assert est.seconds is not None and est.seconds > 0
+    assert est.basis.startswith("fitted on 2 finished jobs on cpu on this machine (2 of feature extraction)")
+    assert "efficientnet_lite0|32|fe" in (store_dir / PACE_FILE).read_text()  # timed once, remembered
+    ft = estimate_cost(ExperimentSpec("ft", "digits:0-2", samples_per_class=(5,), splits=1, resolution=32)
+                       .with_params(epochs=1), tracker)
+    assert ft.seconds is None and "no finished fine-tuning run" in ft.basis  # no job of that method yet
 
 
 def test_recent_and_job_runs_come_back_newest_first_and_in_job_order(tracker):

@@ -235,7 +235,7 @@ def control_run(digits4, tmp_path_factory, _store_template):
     (root / "ml").mkdir()
     shutil.copy(_store_template, root / "ml" / "mlflow.db")
     spec = quanta_spec(f"{digits4}:2-3", root / "ml", root / "expe", seed=3, source_task=f"{digits4}:0-1",
-                       nb_of_target_epochs=2, quanta_lr=0.01)
+                       nb_of_target_epochs=2, quanta_lr=0.01, keep_weights=True)
     return spec, experiments.run(spec)
 
 

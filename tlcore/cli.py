@@ -86,6 +86,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _dry_run_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan and its projected cost (time from this machine's measured paces), then exit "
+                        "without running anything or opening MLflow runs")
+
+
 def _spec_kwargs(args: argparse.Namespace) -> dict:
     kw = dict(
         split_path=args.split_path, splits=args.splits, samples_per_class=args.samples_per_class,
@@ -173,9 +179,37 @@ def cmd_splits(args: argparse.Namespace) -> int:
 # Commands: methods
 
 
+def print_plan(spec, out=None) -> None:
+    """``--dry-run``: what the command would run and its projected cost, without opening a run or
+    creating a store (the history is read only when the store already exists)."""
+    from tlcore.experiments import resolve_defaults
+    from tlcore.planning import METHOD_NOUNS, estimate_cost, format_flops
+    from tlcore.tracking import Tracker, resolve_tracking_uri, sqlite_path
+
+    out = out or sys.stdout
+    uri = resolve_tracking_uri(spec.mlflow_path)
+    db = sqlite_path(uri)
+    tracker = Tracker(uri) if db is None or db.exists() else None
+    spec = resolve_defaults(spec.validate())
+    est = estimate_cost(spec, tracker, calibrate=True)
+    size = f" at {spec.input_size} px" if spec.input_size else ""
+    print(f"Plan: {METHOD_NOUNS[spec.method]} of {spec.backbone}{size} on {spec.dataset}, device {spec.device}: "
+          f"{est.runs} MLflow run{'s' if est.runs != 1 else ''}, {est.images:,} image passes x "
+          f"{format_flops(est.flops_per_image)} per image = {format_flops(est.flops)}.", file=out)
+    for note in est.notes:
+        print(f"  {note}", file=out)
+    print(f"Projected time: {est.describe_time()} ({est.basis}).", file=out)
+    print(f"Dry run: nothing was run and no MLflow run was opened; drop --dry-run to run it (results go to {uri}).",
+          file=out)
+
+
 def _run_spec(spec, args: argparse.Namespace) -> int:
     from tlcore import experiments
     from tlcore.reporting import TerminalReporter
+
+    if getattr(args, "dry_run", False):
+        print_plan(spec)
+        return 0
 
     reporter = TerminalReporter(enabled=not args.quiet)
     try:
@@ -276,7 +310,8 @@ def cmd_quanta(args: argparse.Namespace) -> int:
         nb_of_runs=args.nb_of_runs, nb_of_target_epochs=args.nb_of_target_epochs,
         nb_of_target_samples=args.nb_of_target_samples or None, augment_data=args.augment_data,
         learning_rate=args.learning_rate, quanta_lr=args.quanta_lr, outdir=args.outdir,
-        train_from_previous_training=args.train_from_previous_training, show_only_build=args.show_only_build)
+        train_from_previous_training=args.train_from_previous_training, show_only_build=args.show_only_build,
+        keep_weights=args.keep_weights)
     seed = args.seed
     if seed < 0:  # the seed: a negative value sets no seed; we draw one and say which, so the run can be replayed
         seed = int.from_bytes(os.urandom(4), "little") % 2**31
@@ -456,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold-low", type=float, default=-0.25)
     g.add_argument("--cache-dir", help="feature cache folder (default: feature_cache/ beside the results store)")
     g.add_argument("--no-cache", action="store_true", help="extract features afresh and keep nothing on disk")
+    _dry_run_arg(p)
     p.set_defaults(func=cmd_fe)
 
     p = sub.add_parser("ft", parents=[common], help="fine-tuning with freezing configurations 0-3 or lp-ft")
@@ -487,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep-weights", action="store_true", help="keep the best weights as the run's artifact "
                                                                "model/best.pt")
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on GPU")
+    _dry_run_arg(p)
     p.set_defaults(func=cmd_ft)
 
     p = sub.add_parser("quanta", parents=[common], help="QUANTA: per-layer transferability (lambda_S)")
@@ -511,6 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--augment_data", action="store_true")
     g.add_argument("--train_from_previous_training", metavar="PATH", help="resume a saved target checkpoint")
     g.add_argument("--show_only_build", action="store_true", help="print both models and train nothing")
+    g.add_argument("--keep-weights", action="store_true",
+                   help="also keep each run's target checkpoint as an MLflow artifact (models/target_*.pt); by "
+                        "default the run references its source (param source_reference) and keeps no weights, and "
+                        "the checkpoint stays only in the export folder, where --train_from_previous_training reads it")
     g.add_argument("--architecture", default="quanta_cnn",
                    help="source and target architecture (quanta_cnn, or a backbone: python -m tlcore backbones)")
     g.add_argument("--resolution", type=int, default=None, help="input size in pixels (default: the architecture's)")
@@ -527,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--download", action="store_true")
     g.add_argument("--no-energy", action="store_true")
     g.add_argument("--quiet", action="store_true")
+    _dry_run_arg(p)
     p.set_defaults(func=cmd_quanta)
 
     p = sub.add_parser("train-source", parents=[common], help="train a source network (QUANTA's source; the seed's "
@@ -558,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true")
     p.add_argument("--no-energy", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    _dry_run_arg(p)
     p.set_defaults(func=cmd_train_source)
 
     p = sub.add_parser("examples", parents=[common], help="run the embedded examples (FE, FT, source, QUANTA on "
@@ -610,6 +653,48 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(lines)
 
 
+def _fail_orphaned_runs(args: argparse.Namespace) -> list[str]:
+    """Mark FAILED the runs whose owner process is dead, with the reason, as the app does at start-up:
+    a command killed while it ran (a sweep stopped with kill -9, a closed terminal) left them RUNNING."""
+    if not hasattr(args, "mlflow_path"):
+        return []  # a command that opens no results store
+    import logging
+
+    from tlcore.errors import TLError
+    from tlcore.tracking import Tracker
+
+    try:
+        tracker = Tracker(args.mlflow_path)
+        failed = tracker.fail_orphaned_runs()
+    except TLError:
+        raise
+    except Exception as exc:  # a store we cannot sweep is not a reason to refuse the command
+        logging.getLogger(__name__).warning("Could not check for runs left RUNNING in the results store: %s", exc)
+        return []
+    if failed:
+        print(f"Marked {len(failed)} run{'s' if len(failed) > 1 else ''} left RUNNING by a process that has ended as "
+              f"FAILED (their 'error' tag says why): {', '.join(failed)}.", file=sys.stderr)
+    return failed
+
+
+def _stop_cleanly_on_sigterm():
+    """``kill PID`` (SIGTERM) stops a command like Ctrl-C: its runs end KILLED instead of staying RUNNING.
+    Returns the handler it replaced (restored when :func:`main` returns), or None."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except (ValueError, OSError):
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -619,7 +704,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     from tlcore.errors import Cancelled, TLError
 
+    previous = None if getattr(args, "dry_run", False) else _stop_cleanly_on_sigterm()
     try:
+        _fail_orphaned_runs(args)
         return int(args.func(args) or 0)
     except TLError as exc:
         if args.debug:
@@ -636,3 +723,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unexpected {type(exc).__name__}: {first} (run with --debug for the traceback; this is "
               "a bug, please report it)", file=sys.stderr)
         return EXIT_BUG
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)

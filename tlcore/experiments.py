@@ -66,7 +66,27 @@ def resolve_defaults(spec: ExperimentSpec) -> ExperimentSpec:
 
 def run(spec: ExperimentSpec, reporter: Reporter | None = None, tracker: Tracker | None = None) -> RunResult:
     """Validate ``spec`` and run it; MLflow runs end FINISHED, FAILED or KILLED whatever happens."""
+    import time
+
     spec = resolve_defaults(spec.validate())
     _load_methods()
+    started = time.perf_counter()  # after the imports: a process pays them once, not each job
     fn = methods.get(spec.method)
-    return fn(spec, reporter or Reporter(), tracker or Tracker(spec.mlflow_path))
+    tracker = tracker or Tracker(spec.mlflow_path)
+    result = fn(spec, reporter or Reporter(), tracker)
+    record_job_time(tracker, result, time.perf_counter() - started)
+    return result
+
+
+def record_job_time(tracker: Tracker, result: RunResult, seconds: float) -> None:
+    """Log the whole job's wall time (data and model loading, FLOP counting, every run) on its top run, the
+    figure :mod:`tlcore.pace` fits projections on; a run's own ``time_total_s`` leaves that start-up out."""
+    from tlcore.pace import JOB_TIME_METRIC
+
+    top = result.parent_run_id or (result.run_ids[0] if len(result.run_ids) == 1 else None)
+    if top is None:
+        return
+    try:
+        tracker.client.log_metric(top, JOB_TIME_METRIC, float(seconds))
+    except Exception:  # a figure for later projections, never a reason to fail a finished job
+        pass

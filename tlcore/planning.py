@@ -212,6 +212,9 @@ def method_fields(method: str, backbone: str | None = None) -> list[FormField]:
             F("source_task", "Source task (for the record)", "text", advanced=True, optional=True),
             F("outdir", "Export folder for the seed's files", "text", advanced=True),
             F("train_from_previous_training", "Resume from a checkpoint file", "text", advanced=True, optional=True),
+            F("keep_weights", "Keep the target checkpoint in the run", "bool", "Also store each run's target "
+              "checkpoint in MLflow (models/); it always stays in the export folder, where a resume reads it.",
+              advanced=True),
         ]
     else:
         fields = [
@@ -657,7 +660,7 @@ def estimate_cost(spec: ExperimentSpec, tracker=None, calibrate: bool = False) -
         if spec.method == "quanta":
             n_train, n_test = _train_test_sizes(ds, p.nb_of_target_samples)
             per_epoch = n_train * (fwd + fwd + bwd) + n_test * 2 * fwd  # frozen source forward + target step
-            runs = p.nb_of_runs
+            runs = p.nb_of_runs + (1 if p.nb_of_runs > 1 else 0)
             images = p.nb_of_runs * p.nb_of_target_epochs * (n_train + n_test)
             flops = float(p.nb_of_runs * p.nb_of_target_epochs * per_epoch)
             notes.append(f"{p.nb_of_runs} run(s) x {p.nb_of_target_epochs} epoch(s) on about {n_train:,} training "
@@ -671,14 +674,16 @@ def estimate_cost(spec: ExperimentSpec, tracker=None, calibrate: bool = False) -
     seconds, basis = None, ""
     dev_type = device_type(spec.device)
     if tracker is not None:
-        from tlcore.history import measured_speed
+        from tlcore.pace import JobRecord, fitted_pace
 
         try:
-            speed = measured_speed(tracker, spec.method, spec.backbone, dev_type)
+            model, machine = fitted_pace(tracker, dev_type)
+            if model is not None and spec.method in model.method_flops:
+                rate = machine(JobRecord(spec.method, 0.0, flops, images, runs, spec.backbone, str(size or "")))
+                seconds, basis = model.project(spec.method, flops, images, runs, rate), model.basis(spec.method,
+                                                                                                   dev_type)
         except Exception as exc:  # an unreadable store should not hide the FLOP count
-            speed, basis = None, f"the results store could not be read ({type(exc).__name__})"
-        if speed is not None:
-            seconds, basis = flops * speed.seconds_per_flop, speed.basis
+            basis = f"the results store could not be read ({type(exc).__name__})"
     if seconds is None and calibrate:
         try:
             rate_fe, rate_ft, how = _calibrated(spec.backbone, dev_type, size)

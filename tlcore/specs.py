@@ -137,6 +137,7 @@ class QuantaParams(_Validated):
     outdir: str = "./expe"
     train_from_previous_training: str | None = None
     show_only_build: bool = False
+    keep_weights: bool = False  # also keep each run's target checkpoint as an MLflow artifact (models/)
 
     _constraints: ClassVar = {
         "source_task": [_STR, _NONE],
@@ -151,6 +152,7 @@ class QuantaParams(_Validated):
         "outdir": [_STR],
         "train_from_previous_training": [_STR, _NONE],
         "show_only_build": [_BOOL],
+        "keep_weights": [_BOOL],
     }
 
 

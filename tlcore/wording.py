@@ -53,6 +53,8 @@ FORM_FIELDS: dict[str, str] = {
     "--train_from_previous_training": "'Resume from a checkpoint file' (Advanced parameters)",
     "-o": "'Export folder for the seed's files' (Advanced parameters)",
     "--outdir": "'Export folder for the seed's files' (Advanced parameters)",
+    "--keep-weights": "'Keep the target checkpoint in the run' (Advanced parameters)",
+    "--mlflow-path": "TLCORE_MLFLOW_PATH (the results folder the app is started with)",
 }
 
 # a flag as a word of its own: "--batch-size", "pass -sw", "(--skip-bad-images)"; not inside "x--y" or paths

@@ -744,11 +744,37 @@ def _write_exports(plan: QuantaPlan, r: int, result: dict[str, Any], run: RunHan
     os.replace(tmp, out / names["target_model"])
     paths["target_model"] = out / names["target_model"]
     for key, path in paths.items():
-        if key.endswith("_model"):
-            _attach(run, path, "models")
-        else:
+        if not key.endswith("_model"):
             run.log_artifact(path, "exports")
+    # lean artifacts: the source is referenced (param source_reference), never copied into the run; the target
+    # checkpoint stays in the export folder (what --train_from_previous_training resumes) and is kept in the
+    # run only when asked (--keep-weights)
+    if plan.params.keep_weights:
+        _attach(run, paths["target_model"], "models")
     return paths
+
+
+def source_reference(source: SourcePlan, spec: ExperimentSpec) -> str:
+    """What a QUANTA run records instead of a copy of its source: the Source training run id, the weights
+    file with its content hash, the pretrained weights' name, or the control's seed."""
+    if source.run_id and source.weights.strip() == source.run_id:  # -sw RUN_ID: the run holds the weights
+        return f"run:{source.run_id}"
+    if source.kind == "trained" and source.path is not None:
+        ref = f"file:{source.path.resolve()} sha256:{_file_sha256(source.path)[:16]}"
+        return f"{ref} run:{source.run_id}" if source.run_id else ref  # a file train-source wrote knows its run
+    if source.kind == "pretrained":
+        return f"pretrained:{spec.backbone}/{source.weights}"
+    return f"random:{spec.backbone} drawn from each run's seed (seed {spec.seed} + run index)"
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -805,6 +831,7 @@ def quanta(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> RunRes
             "seed": spec.seed, "device": str(plan.device), "model_selection": False, "use_crops": False,
             "target_task": spec.dataset, "source_task": plan.source.task, "source_kind": plan.source.kind,
             "source_weights": plan.source.weights, "source_run_id": plan.source.run_id,
+            "source_reference": source_reference(plan.source, spec), "keep_weights": params.keep_weights,
             "source_head_classes": plan.source.head_classes, "source_metrics": plan.source_eval_note,
             "layer_to_transfer": params.layer_to_transfer, "quanta_layers": ",".join(keys),
             "quanta_modules": ",".join(p.module for p in plan.points), "n_quanta_layers": len(keys),
