@@ -177,17 +177,20 @@ def machine_pace(backbone: str, resolution: int | None, method: str, device_type
     kind = "fe" if method == "fe" else "train"
     key = f"{socket.gethostname()}|{device_type}|{backbone}|{size}|{kind}"
     with _PACE_LOCK:
-        if key in _PACES:
-            return _PACES[key]
         stored: dict[str, float] = {}
         if remember is not None and remember.exists():
             with contextlib.suppress(OSError, ValueError):
                 stored = json.loads(remember.read_text())
-        if key not in stored:
-            from tlcore.evidence import calibrate_speed
+        if key in _PACES and (remember is None or key in stored):
+            return _PACES[key]
+        if key not in stored:  # timed once per process, remembered beside each store that asks
+            if key in _PACES:
+                stored[key] = _PACES[key]
+            else:
+                from tlcore.evidence import calibrate_speed
 
-            speed = calibrate_speed(backbone, device_type, input_size=size, repeats=5)
-            stored[key] = 1.0 / (speed.flops_per_s_fe if kind == "fe" else speed.flops_per_s_ft)
+                speed = calibrate_speed(backbone, device_type, input_size=size, repeats=5)
+                stored[key] = 1.0 / (speed.flops_per_s_fe if kind == "fe" else speed.flops_per_s_ft)
             if remember is not None:
                 with contextlib.suppress(OSError):
                     tmp = remember.with_name(f".{remember.name}.{os.getpid()}.tmp")
