@@ -433,7 +433,7 @@ def fit_point(point: SplitPoint, bank: FeatureBank, ds: ImageDataset, params: Fe
             z_train, z_eval = full_network_embedding(x_train, [x_eval], params.standardize, params.discretize,
                                                      params.threshold_high, params.threshold_low)
         with meter.lap("classifier"):
-            fit = fit_predict(params.classifier, z_train, y_train, z_eval, random_state=seed)
+            fit = fit_predict(params.classifier, z_train, y_train, z_eval, random_state=seed, device=str(device))
     r = meter.report
     n_images = len(train_idx) + len(eval_idx)
     inputs = n_images * n_crops
@@ -619,8 +619,9 @@ def _run_point(ctx: _PointContext, point: SplitPoint, index: int, bank: FeatureB
     run.log_metrics(metrics)
     run.log_params({**extra, "n_features": bank.n_features})
     if not converged:
-        reporter.message(f"{ctx.params.classifier} did not converge on {point.label} (scikit-learn's max_iter "
-                         "reached); the score is still logged, with param classifier_converged=false.", "warning")
+        reporter.message(f"{ctx.params.classifier} did not converge on {point.label} (its iteration cap was "
+                         "reached); the score is still logged, with param classifier_converged=false and the run's "
+                         "verdict capped.", "warning")
     for lap in ("postprocess", "classifier"):
         sweep_meter.laps[lap] = sweep_meter.laps.get(lap, 0.0) + metrics[f"time_{lap}_s"]
     acc_key = f"{point.eval_set}_accuracy"
