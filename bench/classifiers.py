@@ -122,7 +122,7 @@ def _options() -> dict[str, Callable[[], object]]:
         "sgd_seed": lambda: SGDClassifier(tol=5e-4, random_state=0),
         "sgd_early": lambda: SGDClassifier(early_stopping=True, n_iter_no_change=5, tol=1e-4, random_state=0),
         "linear": lambda: DeviceLinearSVM(),  # tlcore's torch L-BFGS linear SVM
-        "linear_tol1e-4": lambda: DeviceLinearSVM(tol=1e-4),
+        "linear_tol1e-3": lambda: DeviceLinearSVM(tol=1e-3),
     }
 
 
@@ -182,6 +182,7 @@ def main() -> None:
     ap.add_argument("--spc", default="10,100,1000")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--test-per-class", type=int, default=300)
+    ap.add_argument("--pool", type=int, default=1300, help="images per class extracted (training pool + test)")
     ap.add_argument("--options", default="linearsvc,linearsvc_primal,sgd_seed,sgd_early,linear")
     ap.add_argument("--linearsvc-cap", type=float, default=300.0,
                     help="seconds before a LinearSVC (dual) fit is given up on (0: no cap)")
@@ -196,7 +197,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     spcs = [int(s) for s in args.spc.split(",")]
     options = args.options.split(",")
-    x, y, made = load_features(work, max(spcs) + args.test_per_class)
+    x, y, made = load_features(work, max(args.pool, max(spcs) + args.test_per_class))
     print(f"machine: {hardware_info().describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"features: {x.shape[0]} images x {x.shape[1]} (lite0, 32 px; extraction took {made['extract_s']:.1f} s, "
           f"{x.shape[0] / made['extract_s']:.0f} img/s), test set {args.test_per_class} per class")
