@@ -39,7 +39,7 @@ METHOD_BLURBS = {
 METHOD_NOUNS = {"fe": "feature extraction", "ft": "fine-tuning", "quanta": "QUANTA", "source": "source training"}
 DEFAULT_BACKBONE = {"fe": "efficientnet_lite0", "ft": "efficientnet_lite0", "quanta": "quanta_cnn",
                     "source": "quanta_cnn"}
-FALLBACK_CLASSIFIERS = ("linearsvc", "svc", "sgd", "knn", "logreg")
+FALLBACK_CLASSIFIERS = ("linearsvc", "svc", "sgd", "knn", "logreg", "xgboost", "linear")
 CROPS_PER_IMAGE = 10
 
 

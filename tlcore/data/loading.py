@@ -2,6 +2,9 @@
 
 Workers decode and resize; the main process only moves uint8 batches (4x smaller than float)
 to the device, where :func:`normalize_batch` converts, normalises and sets the memory format.
+A batch is fetched in one call (:meth:`ImageBatches.__getitems__`): each file is decoded once,
+images of one size are resized together as one tensor (the same kernel as one at a time, so the
+same bytes), and the batch is stacked once, with no per-image tuples to collate.
 Ten crops are 4 corners + centre, each mirrored (torchvision's ``TenCrop``), made on the fly
 or read from a precomputed crops folder with the seed's ``image_crop_i.ext`` naming.
 """
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from tlcore.data.datasets import FileSource, ImageDataset
 from tlcore.data.images import BadImageError, read_image
@@ -153,6 +157,25 @@ class ImageBatches(Dataset):
                                f"(named {path.stem}_crop_i{path.suffix}), found {len(paths)}.")
         return torch.stack([self.single(read_image(p)) for p in paths])
 
+    def __getitems__(self, items: list[int]) -> Batch:
+        """A whole batch at once (the DataLoader's batched fetch); same images as ``__getitem__`` one by one."""
+        if self.crops or self.augment is not None:
+            return collate_skip_bad([self[item] for item in items])
+        decoded, labels, indices, skipped = [], [], [], []
+        for item in items:
+            i = int(self.indices[item])
+            try:
+                decoded.append(TF.pil_to_tensor(self.ds.source.load(i)))
+            except BadImageError:
+                if not self.skip_bad:
+                    raise
+                skipped.append(i)
+                continue
+            labels.append(int(self.ds.labels[i]))
+            indices.append(i)
+        return Batch(resize_batch(decoded, self.prep.input_size), torch.tensor(labels, dtype=torch.long),
+                     torch.tensor(indices, dtype=torch.long), skipped)
+
     def __getitem__(self, item: int):
         i = int(self.indices[item])
         try:
@@ -177,7 +200,24 @@ class Batch:
         return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.indices, self.skipped)
 
 
+def resize_batch(images: list[torch.Tensor], size: int) -> torch.Tensor:
+    """uint8 (3,H,W) images of any sizes -> one (N,3,size,size) tensor, resized as
+    :meth:`Preprocessing.resize_transform` does, one call per distinct input size."""
+    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for k, img in enumerate(images):
+        by_shape.setdefault(tuple(img.shape[-2:]), []).append(k)
+    for shape, ks in by_shape.items():
+        group = torch.stack([images[k] for k in ks])
+        if shape != (size, size):
+            group = TF.resize(group, [size, size], antialias=True)
+        out[ks] = group
+    return out
+
+
 def collate_skip_bad(items) -> Batch:
+    if isinstance(items, Batch):  # fetched whole by ImageBatches.__getitems__
+        return items
     good = [it for it in items if it[0] is not None]
     skipped = [it[2] for it in items if it[0] is None]
     if not good:

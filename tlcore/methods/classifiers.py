@@ -96,6 +96,15 @@ def xgboost(random_state: int, n_samples: int) -> ClassifierMixin:
     return XGBoostClassifier(random_state=random_state)
 
 
+@register_classifier
+def linear(random_state: int, n_samples: int) -> ClassifierMixin:
+    """LinearSVC's objective fitted full-batch by L-BFGS in torch, on the GPU when there is one: it
+    scales with the data (docs/benchmarks.md, bench/classifiers.py)."""
+    from tlcore.methods.linear_svm import DeviceLinearSVM
+
+    return DeviceLinearSVM(random_state=random_state)
+
+
 for _alias, _name in (("LinearSVC", "linearsvc"), ("SVC", "svc"), ("SGDClassifier", "sgd"), ("KNN", "knn"),
                       ("XGBoost", "xgboost"), ("LogisticRegression", "logreg")):
     classifiers.alias(_alias, _name)
@@ -123,21 +132,27 @@ class FitResult:
 
 
 def fit_predict(name: str, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray,
-                random_state: int = 0) -> FitResult:
+                random_state: int = 0, device: str | None = None) -> FitResult:
     """Fit on training rows, predict evaluation images.
 
     Inputs are (n, D) or, with crops, (n, n_crops, D): each crop of a training image is a
     sample with the image's label, and an evaluation image gets the majority vote of its crops.
+    ``device``: where a classifier that has a ``device`` parameter fits (the run's device).
+    ``converged`` is False when scikit-learn warned of non-convergence or the estimator says so
+    (``converged_``).
     """
     crops = x_train.ndim == 3
     n_crops = x_train.shape[1] if crops else 1
     xt = x_train.reshape(-1, x_train.shape[-1])
     yt = np.repeat(np.asarray(y_train), n_crops)
     clf = build_classifier(name, random_state, len(xt))
+    if device is not None and "device" in clf.get_params():
+        clf.set_params(device=str(device))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         clf.fit(xt, yt)
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    converged = converged and bool(getattr(clf, "converged_", True))
     if not crops:
         return FitResult(np.asarray(clf.predict(x_eval)), converged)
     xe = x_eval.reshape(-1, x_eval.shape[-1])

@@ -4,8 +4,8 @@
 2. Standardised per feature with the *training* statistics (``standardize="per_set"`` repeats the
    seed, which standardised each set with its own statistics, and says so), then discretised
    to {-1, 0, 1} at 0.15 / -0.25.
-3. A registered classifier (LinearSVC by default); with crops every crop is a training sample
-   and an image's prediction is the majority vote of its crops.
+3. A registered classifier (``linear`` by default: LinearSVC's objective fitted in torch); with
+   crops every crop is a training sample and an image's prediction is the majority vote of its crops.
 
 A few-shot curve costs one extraction: every image any point needs is extracted once (or read
 from the on-disk :class:`~tlcore.methods.feature_cache.FeatureCache`), then each point is one
@@ -433,7 +433,7 @@ def fit_point(point: SplitPoint, bank: FeatureBank, ds: ImageDataset, params: Fe
             z_train, z_eval = full_network_embedding(x_train, [x_eval], params.standardize, params.discretize,
                                                      params.threshold_high, params.threshold_low)
         with meter.lap("classifier"):
-            fit = fit_predict(params.classifier, z_train, y_train, z_eval, random_state=seed)
+            fit = fit_predict(params.classifier, z_train, y_train, z_eval, random_state=seed, device=str(device))
     r = meter.report
     n_images = len(train_idx) + len(eval_idx)
     inputs = n_images * n_crops
@@ -619,8 +619,9 @@ def _run_point(ctx: _PointContext, point: SplitPoint, index: int, bank: FeatureB
     run.log_metrics(metrics)
     run.log_params({**extra, "n_features": bank.n_features})
     if not converged:
-        reporter.message(f"{ctx.params.classifier} did not converge on {point.label} (scikit-learn's max_iter "
-                         "reached); the score is still logged, with param classifier_converged=false.", "warning")
+        reporter.message(f"{ctx.params.classifier} did not converge on {point.label} (its iteration cap was "
+                         "reached); the score is still logged, with param classifier_converged=false and the run's "
+                         "verdict capped.", "warning")
     for lap in ("postprocess", "classifier"):
         sweep_meter.laps[lap] = sweep_meter.laps.get(lap, 0.0) + metrics[f"time_{lap}_s"]
     acc_key = f"{point.eval_set}_accuracy"
