@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.streamlit_server import fill_fields, launch_chromium, start_server
+from tests.streamlit_server import fill_fields, launch_chromium, press_run, start_server
 
 CONDITIONS = {"closed": {}, "open": {}, "open-gc": {"STREAMLIT_RUNNER_POST_SCRIPT_GC": "true"}}
 
@@ -42,7 +42,7 @@ def job_seconds(browser, condition: str, folder: Path) -> float:
         page.goto(f"{server.url}/Run")
         page.get_by_text("Projected time").wait_for(timeout=300_000)
         fill_fields(page, {"Input size (px)": "64", "Samples per class": "1,2,5,10,20", "Draws per value": "3"})
-        page.get_by_role("button", name="▶ Run").click()
+        press_run(page)
         page.get_by_text("Queued as job #1.").wait_for(timeout=120_000)
         if condition == "closed":
             page.close()

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.streamlit_server import fill_fields, launch_chromium, start_server  # noqa: E402
+from tests.streamlit_server import fill_fields, launch_chromium, press_run, start_server  # noqa: E402
 
 LOAD_MS = 180_000
 
@@ -41,7 +41,7 @@ def run_and_home(out: Path) -> list[Path]:
                 page.get_by_text("Projected time").wait_for(timeout=LOAD_MS)
                 fill_fields(page, {"Input size (px)": "64", "Samples per class": "1,2,5,10", "Draws per value": "3"},
                             settle_ms=3000)
-                page.get_by_role("button", name="▶ Run").click()
+                press_run(page)
                 page.get_by_text(re.compile(r"MLflow runs \((\d+) of \1 finished\)")).wait_for(timeout=600_000)
                 page.wait_for_timeout(2000)
                 page.screenshot(path=str(out / "screenshot-run.png"))

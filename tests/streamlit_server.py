@@ -7,6 +7,7 @@ browser downloaded by ``playwright install``.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -108,3 +109,18 @@ def fill_fields(page, values: dict[str, str], settle_ms: int = 2000) -> None:
         box.fill(value)
         box.press("Enter")
     page.wait_for_timeout(settle_ms)
+
+
+def press_run(page, timeout_ms: int = 180_000) -> None:
+    """Press the Run page's Run button once the form has settled.
+
+    The projection comes from a pace measured on this machine, so on a loaded machine the same job can
+    project over the confirmation threshold: tick "Run it anyway" when the page asks for it.
+    """
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=timeout_ms)
+    confirm = page.get_by_text(re.compile(r"^Run it anyway \("))
+    if confirm.count():
+        confirm.first.click()
+        page.wait_for_timeout(500)
+        page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=timeout_ms)
+    page.get_by_role("button", name="▶ Run").click()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.streamlit_server import CHROMIUM, start_server
+from tests.streamlit_server import CHROMIUM, press_run, start_server
 from tlcore.jobs import journal_path_for
 from tlcore.tracking import Tracker
 
@@ -81,7 +81,7 @@ def test_feature_extraction_on_digits_from_the_run_page(browser, tmp_path):
         fill(page, "Input size (px)", "32")
         fill(page, "Samples per class", "2,5")
         fill(page, "Draws per value", "2")
-        page.get_by_role("button", name="▶ Run").click()
+        press_run(page)
         page.get_by_text("Queued as job #1.").wait_for(timeout=60_000)
         page.get_by_text(re.compile(r"MLflow runs \(4 of 4 finished\)")).wait_for(timeout=240_000)
         page.get_by_text(re.compile(r"vs samples per class \(4 finished\)")).wait_for(timeout=30_000)
@@ -116,7 +116,7 @@ def test_a_server_killed_mid_job_restarts_with_no_run_running_and_says_what_happ
         open_run_page(page, server)
         fill(page, "Samples per class", "1,2,5,10,20")
         fill(page, "Draws per value", "5")
-        page.get_by_role("button", name="▶ Run").click()
+        press_run(page)
         page.get_by_text("Queued as job #1.").wait_for(timeout=60_000)
         deadline = time.monotonic() + 120
         while True:  # until the job has opened its MLflow runs
@@ -183,7 +183,7 @@ def test_a_fine_tuning_killed_mid_run_continues_in_the_same_run_after_a_restart(
         fill(page, "Draws per value", "1")
         fill(page, "Epochs (at most)", "13")
         fill(page, "Input size (px)", "32")
-        page.get_by_role("button", name="▶ Run").click()
+        press_run(page)
         page.get_by_text("Queued as job #1.").wait_for(timeout=60_000)
         deadline = time.monotonic() + 240
         while True:  # until two epochs are logged

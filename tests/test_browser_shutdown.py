@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.streamlit_server import CHROMIUM, start_server
+from tests.streamlit_server import CHROMIUM, press_run, start_server
 from tests.test_browser import assert_clean_log, fill, open_run_page, run_statuses
 from tlcore.jobs import SHUTDOWN_REASON, journal_path_for
 from tlcore.tracking import Tracker
@@ -32,7 +32,7 @@ def test_ctrl_c_stops_the_running_job_and_its_runs_end_killed(browser, tmp_path)
         open_run_page(page, server)
         fill(page, "Samples per class", "1,2,5,10,20")  # minutes of work: still running when Ctrl-C comes
         fill(page, "Draws per value", "5")
-        page.get_by_role("button", name="▶ Run").click()
+        press_run(page)
         page.get_by_text("Queued as job #1.").wait_for(timeout=60_000)
         deadline = time.monotonic() + 120
         while True:  # until the job has opened its MLflow runs
