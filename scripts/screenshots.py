@@ -5,7 +5,8 @@ the Run page in headless Chromium (Debian's /usr/bin/chromium), waits for it to 
 the Run page (with the result) and the home page.
 
 With ``--analysis-store DIR`` (a store filled by ``python -m tlcore examples --mlflow-path DIR``):
-serves that store and saves the Trade-offs page (its few-shot curves tab) and the Quanta page.
+serves that store and saves the Trade-offs page (its few-shot curves tab), the Quanta page and the
+Guidelines page as it opens.
 
     .venv/bin/python scripts/screenshots.py [--out docs]
     .venv/bin/python -m tlcore examples --mlflow-path /tmp/tl-examples-full
@@ -76,20 +77,26 @@ def analysis_pages(store: Path, out: Path) -> list[Path]:
                 page.locator(".legendtext", has_text="layer 0").first.wait_for(timeout=LOAD_MS)
                 page.wait_for_timeout(3000)
                 page.screenshot(path=str(out / "screenshot-quanta.png"))
+                page.goto(f"{server.url}/Guidelines")
+                page.get_by_role("heading", name="🧭 Feature extraction or fine-tuning?").wait_for(timeout=LOAD_MS)
+                page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=LOAD_MS)
+                page.wait_for_timeout(3000)
+                page.screenshot(path=str(out / "screenshot-guidelines.png"))
                 browser.close()
         finally:
             server.stop()
         log = server.log()
     if "Traceback" in log:
         raise SystemExit(f"the server logged a traceback:\n{log[-4000:]}")
-    return [out / "screenshot-tradeoffs.png", out / "screenshot-quanta.png"]
+    return [out / "screenshot-tradeoffs.png", out / "screenshot-quanta.png", out / "screenshot-guidelines.png"]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "docs"))
-    parser.add_argument("--analysis-store", metavar="DIR", help="a store filled by `python -m tlcore examples`: "
-                                                                "screenshot the Trade-offs and Quanta pages instead")
+    parser.add_argument("--analysis-store", metavar="DIR",
+                        help="a store filled by `python -m tlcore examples`: screenshot the Trade-offs, Quanta and "
+                             "Guidelines pages instead")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
