@@ -7,9 +7,7 @@ import streamlit as st
 
 from pages.shared import widgets
 
-widgets.page_setup("Home", "🧪")
-
-st.title("🧪 TL Lab")
+widgets.page_setup("Home", "🧪", heading="🧪 TL Lab")
 st.markdown(
     "Decide **how** to transfer a pretrained vision model to your data: *feature extraction* "
     "(a full-network embedding and a linear classifier), *fine-tuning* (a new head, with 0-3 frozen "

@@ -29,8 +29,7 @@ from tlcore.planning import (
 )
 from tlcore.wording import for_form
 
-widgets.page_setup("Run", "🧪")
-st.title("🧪 Run an experiment")
+widgets.page_setup("Run", "🧪", heading="🧪 Run an experiment")
 card_slot = st.container()  # the result card of the job in focus, once it ends (filled further down)
 
 runner = widgets.runner()

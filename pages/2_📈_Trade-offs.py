@@ -8,8 +8,7 @@ import streamlit as st
 from pages.shared import results_cache, widgets
 from tlcore import plots, results
 
-widgets.page_setup("Trade-offs", "📈")
-st.title("📈 Trade-offs")
+widgets.page_setup("Trade-offs", "📈", heading="📈 Trade-offs")
 st.caption("Accuracy against cost for feature extraction (FE) and fine-tuning (FT) runs, few-shot learning "
            "curves and where they cross, and what fine-tuning costs relative to feature extraction.")
 

@@ -9,8 +9,7 @@ from tlcore import plots, results
 
 MAX_HISTORY_RUNS = 24  # metric histories are read per run: keep the step chart to the latest few
 
-widgets.page_setup("Quanta", "🔬")
-st.title("🔬 QUANTA: which layers transfer")
+widgets.page_setup("Quanta", "🔬", heading="🔬 QUANTA: which layers transfer")
 st.caption("A QUANTA layer mixes the frozen source's features with the target's own at one layer: "
            "λ_S is the share of the source's. λ_S staying high means the target keeps using the source's "
            "features there; falling means it prefers its own. The value also moves with the scale of the "

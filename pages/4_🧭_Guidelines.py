@@ -25,8 +25,7 @@ from tlcore.guidelines import (
 from tlcore.jobs import format_duration
 from tlcore.planning import format_flops, spec_fingerprint
 
-widgets.page_setup("Guidelines", "🧭")
-st.title("🧭 Feature extraction or fine-tuning?")
+widgets.page_setup("Guidelines", "🧭", heading="🧭 Feature extraction or fine-tuning?")
 st.caption("Answer four questions about your data and your budget. The answer names a method and a configuration, "
            "says why (each reason cites a published finding or your own runs), projects what every option would "
            "cost, and offers the cheap pilot that would confirm it on your images.")

@@ -12,8 +12,7 @@ from tlcore.tracking import mlflow_ui_command
 
 MAX_COMPARE = 10
 
-widgets.page_setup("Runs", "🗂️")
-st.title("🗂️ Runs")
+widgets.page_setup("Runs", "🗂️", heading="🗂️ Runs")
 uri = results_cache.store_uri()
 if done := st.session_state.pop("runs.done", None):
     st.success(done)

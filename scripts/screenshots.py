@@ -11,6 +11,8 @@ Guidelines page as it opens.
     .venv/bin/python scripts/screenshots.py [--out docs]
     .venv/bin/python -m tlcore examples --mlflow-path /tmp/tl-examples-full
     .venv/bin/python scripts/screenshots.py --analysis-store /tmp/tl-examples-full
+
+The pages' emoji need a colour emoji font (Debian: ``apt-get install fonts-noto-color-emoji``).
 """
 
 from __future__ import annotations

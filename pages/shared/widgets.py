@@ -37,12 +37,20 @@ PAGE_LABELS = {
 }
 
 
-def page_setup(title: str, icon: str = "🧪", badge: bool = True) -> None:
-    """Common page configuration, the sidebar's page links and job badge; call first on every page."""
+def page_setup(title: str, icon: str = "🧪", heading: str | None = None, badge: bool = True) -> None:
+    """Common page configuration, the page's heading, the sidebar's page links and job badge; call first.
+
+    The heading is drawn before the job badge: the badge starts the job runner, which opens the store
+    (MLflow's import and a migration check, seconds on a cold server), and the page should show
+    itself before that.
+    """
     st.set_page_config(page_title=f"{title} · {APP_TITLE}", page_icon=icon, layout="wide")
     with st.sidebar:
         sidebar_links()
-        if badge:
+    if heading:
+        st.title(heading)
+    if badge:
+        with st.sidebar:
             job_badge()
 
 
