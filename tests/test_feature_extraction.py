@@ -178,7 +178,7 @@ def test_a_curve_is_a_parent_run_with_children_that_log_the_schema_and_their_sta
         assert d.tags["mlflow.parentRunId"] == parent.info.run_id and d.tags["sweep_id"] == parent.data.tags["sweep_id"]
         assert SCHEMA_PARAMS <= set(d.params), SCHEMA_PARAMS - set(d.params)
         assert SCHEMA_METRICS <= set(d.metrics), SCHEMA_METRICS - set(d.metrics)
-        assert d.params["method"] == "fe" and d.params["classifier"] == "linear"
+        assert d.params["method"] == "fe" and d.params["classifier"] == "linearsvc"
         assert d.params["layers"] == "efficientnet_lite0_100" and d.params["energy_method"].startswith("estimate")
         n_images = int(d.params["n_train_images"]) + d.metrics["n_eval_images"]
         assert int(d.params["n_train_images"]) == 3 * int(d.params["samples_per_class"])

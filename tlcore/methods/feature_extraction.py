@@ -4,8 +4,9 @@
 2. Standardised per feature with the *training* statistics (``standardize="per_set"`` repeats the
    seed, which standardised each set with its own statistics, and says so), then discretised
    to {-1, 0, 1} at 0.15 / -0.25.
-3. A registered classifier (``linear`` by default: LinearSVC's objective fitted in torch); with
-   crops every crop is a training sample and an image's prediction is the majority vote of its crops.
+3. A registered classifier (scikit-learn's LinearSVC by default; ``linear`` fits its objective in
+   torch, for large points); with crops every crop is a training sample and an image's prediction
+   is the majority vote of its crops.
 
 A few-shot curve costs one extraction: every image any point needs is extracted once (or read
 from the on-disk :class:`~tlcore.methods.feature_cache.FeatureCache`), then each point is one
