@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,21 +217,24 @@ def _resolve(rel: str, ds: ImageDataset, split_dir: Path) -> Path:
     return (roots[0] / p).resolve()
 
 
+def _read_csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, row) of each non-blank row of one split CSV, checked to hold the seed's 4 columns."""
+    with open(path, newline="") as f:
+        for line_no, row in enumerate(csv.reader(f), 1):
+            if not row or not row[0].strip():
+                continue
+            if len(row) < 4:
+                raise DatasetError(f"{path.name}, line {line_no}: expected 4 columns "
+                                   f"(relative_path,split,filename,label), got {len(row)}.")
+            yield line_no, row
+
+
 def _csv_rows(split_dir: Path) -> list[tuple[str, str, str, str]]:
     """(file, relative path, partition column, label) of every row of a split folder's CSVs."""
     files = [split_dir / n for n in ("all_images.csv", "val.csv", "test.csv") if (split_dir / n).is_file()]
     files += sorted(p for p in split_dir.iterdir() if _TRAIN_RE.match(p.name))
-    rows = []
-    for path in files:
-        with open(path, newline="") as f:
-            for line_no, row in enumerate(csv.reader(f), 1):
-                if not row or not row[0].strip():
-                    continue
-                if len(row) < 4:
-                    raise DatasetError(f"{path.name}, line {line_no}: expected 4 columns "
-                                       f"(relative_path,split,filename,label), got {len(row)}.")
-                rows.append((path.name, row[0].strip(), row[1].strip(), row[3].strip()))
-    return rows
+    return [(path.name, row[0].strip(), row[1].strip(), row[3].strip())
+            for path in files for _, row in _read_csv_rows(path)]
 
 
 def csv_dataset(name: str, split_path: str | Path) -> ImageDataset:
@@ -307,27 +311,21 @@ def load_split_csvs(ds: ImageDataset, split_dir: str | Path, n_splits: int | Non
 
     def read(path: Path) -> np.ndarray:
         idx = []
-        with open(path, newline="") as f:
-            for line_no, row in enumerate(csv.reader(f), 1):
-                if not row or not row[0].strip():
-                    continue
-                if len(row) < 4:
-                    raise DatasetError(f"{path.name}, line {line_no}: expected 4 columns "
-                                       f"(relative_path,split,filename,label), got {len(row)}.")
-                rel, label = row[0].strip(), row[3].strip()
-                if label not in class_index:
-                    unknown.append(f"{label!r} ({path.name}, line {line_no})")
-                    continue
-                file = _resolve(rel, ds, split_dir)
-                if file in by_path:
-                    idx.append(by_path[file])
-                elif file.is_file():
-                    by_path[file] = len(ds) + len(extra_paths)
-                    extra_paths.append(file)
-                    extra_labels.append(class_index[label])
-                    idx.append(by_path[file])
-                else:
-                    missing.append(str(file))
+        for line_no, row in _read_csv_rows(path):
+            rel, label = row[0].strip(), row[3].strip()
+            if label not in class_index:
+                unknown.append(f"{label!r} ({path.name}, line {line_no})")
+                continue
+            file = _resolve(rel, ds, split_dir)
+            if file in by_path:
+                idx.append(by_path[file])
+            elif file.is_file():
+                by_path[file] = len(ds) + len(extra_paths)
+                extra_paths.append(file)
+                extra_labels.append(class_index[label])
+                idx.append(by_path[file])
+            else:
+                missing.append(str(file))
         return np.array(sorted(set(idx)), dtype=np.int64)
 
     val = read(split_dir / "val.csv")
