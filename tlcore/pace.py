@@ -37,6 +37,7 @@ from tlcore.tracking import EXPERIMENTS, TAG_HOST, Tracker, store_folder
 #: Beside the store: this machine's timed seconds per FLOP per backbone, resolution and pass.
 PACE_FILE = "machine_pace.json"
 _PACES: dict[str, float] = {}
+_REMEMBERED: set[tuple[str, Path]] = set()  # (pace key, file) pairs known to be written beside a store
 _PACE_LOCK = threading.Lock()
 
 #: The metric experiments.run logs on a job's top run: its wall time, data loading and model set-up included.
@@ -177,12 +178,12 @@ def machine_pace(backbone: str, resolution: int | None, method: str, device_type
     kind = "fe" if method == "fe" else "train"
     key = f"{socket.gethostname()}|{device_type}|{backbone}|{size}|{kind}"
     with _PACE_LOCK:
+        if key in _PACES and (remember is None or (key, remember) in _REMEMBERED):
+            return _PACES[key]  # no file read on the projection's hot path once this store has the pace
         stored: dict[str, float] = {}
         if remember is not None and remember.exists():
             with contextlib.suppress(OSError, ValueError):
                 stored = json.loads(remember.read_text())
-        if key in _PACES and (remember is None or key in stored):
-            return _PACES[key]
         if key not in stored:  # timed once per process, remembered beside each store that asks
             if key in _PACES:
                 stored[key] = _PACES[key]
@@ -196,6 +197,8 @@ def machine_pace(backbone: str, resolution: int | None, method: str, device_type
                     tmp = remember.with_name(f".{remember.name}.{os.getpid()}.tmp")
                     tmp.write_text(json.dumps(stored, indent=1, sort_keys=True))
                     os.replace(tmp, remember)
+        if remember is not None:
+            _REMEMBERED.add((key, remember))
         _PACES[key] = stored[key]
         return stored[key]
 
