@@ -113,7 +113,7 @@ def _options() -> dict[str, Callable[[], object]]:
     from sklearn.linear_model import SGDClassifier
     from sklearn.svm import LinearSVC
 
-    from tlcore.methods.linear_svm import DeviceLinearSVM
+    from tlcore.classifiers.linear_svm import DeviceLinearSVM
 
     return {
         "linearsvc": lambda: LinearSVC(random_state=0),  # the seed's: scikit-learn's defaults

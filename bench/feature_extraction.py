@@ -29,11 +29,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tlcore import experiments
+from tlcore.classifiers import fit_predict
 from tlcore.data import load_dataset
 from tlcore.data.loading import ImageBatches, normalize_batch
 from tlcore.devices import hardware_info, resolve_device
 from tlcore.measure import EnergySettings
-from tlcore.methods.classifiers import fit_predict
 from tlcore.methods.common import load_data, plan_points, score_metrics
 from tlcore.methods.feature_extraction import (
     Extractor,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,21 +13,9 @@ from pages.shared import widgets
 from tlcore import quality, units
 from tlcore.errors import DatasetError, SpecError, TLError
 from tlcore.jobs import JobState
-from tlcore.planning import (
-    APP_DEFAULT_NOTES,
-    CONFIRM_ABOVE_S,
-    DEFAULT_BACKBONE,
-    METHOD_BLURBS,
-    METHOD_LABELS,
-    FormField,
-    RunForm,
-    build_spec,
-    default_export_dir,
-    default_spc_grid,
-    format_flops,
-    method_fields,
-    spec_fingerprint,
-)
+from tlcore.methods import base
+from tlcore.methods.base import FormField
+from tlcore.planning import CONFIRM_ABOVE_S, RunForm, build_spec, format_flops, spec_fingerprint
 from tlcore.wording import for_form
 
 widgets.page_setup("Run", "🧪", heading="🧪 Run an experiment")
@@ -100,30 +89,52 @@ def draw_field(f: FormField, key: str):
     return st.text_input(f.label, value="" if f.default is None else str(f.default), key=key, help=help_text)
 
 
+def draw_source_field(f: FormField, key: str, backbone: str) -> str:
+    """A source network to transfer from: the backbone's pretrained weights, a finished source training, a
+    random source (the control) or a file."""
+    sources = finished_sources(tracker.uri, widgets.results_version())
+    opts = (["default"] if weights_status(backbone) else []) + list(sources["run_id"]) + ["random", "file"]
+    described = {r.run_id: f"source training {r.run_id[:8]} · {r.dataset} · {r.backbone}"
+                 + (f" · {r.accuracy:.0%}" if pd.notna(r.accuracy) else "") for r in sources.itertuples()}
+    described.update({"default": f"pretrained {backbone} (ImageNet)", "random": "random (the control)",
+                      "file": "a weights file..."})
+    pick = st.selectbox(f.label, opts, key=key, format_func=described.get, help=f.help)
+    if sources.empty and not weights_status(backbone):
+        st.caption("No finished source training yet: train one with 'Train a source network' first, or use "
+                   "a random source as the control.")
+    if pick == "file":
+        pick = st.text_input("Source weights file", key=f"{key}_file")
+        if not pick:
+            problems.append("Give the path of the source weights file, or pick other source weights.")
+    return pick or "default"
+
+
 # ---------------------------------------------------------------------------------------------
 # The form
 
-method = st.radio("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.get, horizontal=True, key="run_method")
-st.caption(METHOD_BLURBS[method])
+method = st.radio("Method", base.names(), format_func=lambda name: base.get(name).title, horizontal=True,
+                  key="run_method")
+record = base.get(method)
+st.caption(record.blurb)
 form_col, side_col = st.columns([3, 2], gap="large")
 problems: list[str] = []  # shown under "Before you run"
 blocked_inline = False  # a problem already shown in red beside its field
 
 with form_col:
-    st.subheader("Data" if method != "quanta" else "Target data")
+    st.subheader(record.data_title)
     data_dir = st.session_state.get("run_data_dir", "").strip() or None
     dataset, download, check = widgets.dataset_picker("run_dataset", data_dir)
     if check is None or not check.ok:
         blocked_inline = True
 
     st.subheader("Network")
-    row = widgets.backbone_picker(f"run_backbone_{method}", DEFAULT_BACKBONE[method])
+    row = widgets.backbone_picker(f"run_backbone_{method}", record.default_backbone)
     backbone = row["name"]
     from tlcore.models import backbone_config
 
     config = backbone_config(backbone)
     weights, download_weights = "default", False
-    if method in ("fe", "ft"):
+    if record.pretrained_weights:
         status = weights_status(backbone)
         options = [*status, "random", "file"]
         labels = {w: f"{w} ({'on this machine' if ok else 'not on this machine'})" for w, ok in status.items()}
@@ -163,45 +174,25 @@ with form_col:
                    "would cost much more for nothing.")
 
     st.subheader("Method parameters")
-    fields = method_fields(method, backbone)
+    fields = record.form_fields(backbone)
     values: dict = {}
     for f in (f for f in fields if not f.advanced):
         key = f"run_p_{method}_{f.name}_{backbone}"
-        if method == "quanta" and f.name == "source_weights":
-            sources = finished_sources(tracker.uri, widgets.results_version())
-            opts = (["default"] if weights_status(backbone) else []) + list(sources["run_id"]) + ["random", "file"]
-            described = {r.run_id: f"source training {r.run_id[:8]} · {r.dataset} · {r.backbone}"
-                         + (f" · {r.accuracy:.0%}" if pd.notna(r.accuracy) else "") for r in sources.itertuples()}
-            described.update({"default": f"pretrained {backbone} (ImageNet)", "random": "random (the control)",
-                              "file": "a weights file..."})
-            pick = st.selectbox(f.label, opts, key=key, format_func=described.get, help=f.help)
-            if sources.empty and not weights_status(backbone):
-                st.caption("No finished source training yet: train one with 'Train a source network' first, or use "
-                           "a random source as the control.")
-            if pick == "file":
-                pick = st.text_input("Source weights file", key=f"{key}_file")
-                if not pick:
-                    problems.append("Give the path of the source weights file, or pick other source weights.")
-            values[f.name] = pick or "default"
-            continue
-        values[f.name] = draw_field(f, key)
+        values[f.name] = draw_source_field(f, key, backbone) if f.kind == "source" else draw_field(f, key)
+    placed = record.store_defaults(tracker.uri) if record.store_defaults else {}  # e.g. exports beside the results
     with st.expander("Advanced parameters"):
         for f in (f for f in fields if f.advanced):
-            if f.name == "outdir":  # where the app really writes QUANTA's exports: beside the results
-                f = FormField(**{**f.__dict__, "default": default_export_dir(tracker.uri)})
+            if f.name in placed:
+                f = dataclasses.replace(f, default=placed[f.name])
             values[f.name] = draw_field(f, f"run_p_{method}_{f.name}_{backbone}")
-    if method in APP_DEFAULT_NOTES:
-        st.caption(APP_DEFAULT_NOTES[method])
-    with_control = False
-    if method == "quanta" and str(values.get("source_weights", "")).lower() != "random":
-        with_control = st.checkbox("Also run the random-source control (same settings)", value=True,
-                                   key="run_quanta_control",
-                                   help="lambda_S also moves with the scale of the activations: a layer transfers "
-                                        "only where the trained source's lambda_S differs from a random source's. "
-                                        "The Quanta page compares them layer by layer.")
+    if record.app_defaults_note:
+        st.caption(record.app_defaults_note)
+    control_changes = record.control(values) if record.control else None
+    with_control = control_changes is not None and st.checkbox(
+        record.control_label, value=True, key=f"run_control_{method}", help=record.control_help or None)
 
     model_selection, spc_text, splits, split_path, use_crops = False, "", None, "", False
-    if method in ("fe", "ft"):
+    if record.sweep:
         st.subheader("Protocol")
         mode = st.radio("Mode", ["curve", "selection"], horizontal=True, key="run_mode",
                         format_func={"curve": "Few-shot curve (scored on test)",
@@ -212,7 +203,7 @@ with form_col:
                        "hyperparameters before a curve.")
         else:
             c1, c2 = st.columns(2)
-            grid = default_spc_grid(method, widgets.has_gpu())
+            grid = record.default_grid(widgets.has_gpu())
             spc_text = c1.text_input("Samples per class", value=grid, key=f"run_spc_{method}",
                                      help="Comma-separated grid. Empty: the split CSVs' values, or the seed's grid up "
                                           "to what the data allows.")
@@ -221,11 +212,11 @@ with form_col:
                                      help="Random training splits per samples-per-class value (the seed used 5). "
                                           "Three draws give each point a 95% interval; FE and FT on the same values "
                                           "train on the same draws, so they compare pair by pair.")
-            if method == "ft" and not widgets.has_gpu():
-                st.caption(f"No GPU here: fine-tuning defaults to {grid} samples per class so it finishes in "
+            if grid != record.grid:
+                st.caption(f"No GPU here: {record.noun} defaults to {grid} samples per class so it finishes in "
                            "minutes; add values for a fuller curve (the cost below updates).")
     with st.expander("Data and run options"):
-        if method in ("fe", "ft"):
+        if record.sweep:
             split_path = st.text_input("Split CSV folder", key="run_split_path",
                                        help="The seed's CSVs (val.csv, test.csv, train_samples_XX_split_K.csv). "
                                             "Empty: <dataset folder>/splits when present, else generated.")
@@ -292,7 +283,7 @@ with side_col:
             submitted = runner.submit(spec, token=spec_fingerprint(spec))
             control = None
             if with_control:
-                control_spec = spec.with_params(source_weights="random")
+                control_spec = spec.with_params(**control_changes)
                 control = runner.submit(control_spec, token=spec_fingerprint(control_spec))
         except TLError as exc:
             widgets.show_error(exc)
@@ -300,7 +291,7 @@ with side_col:
             st.session_state["run_focus_job"] = submitted.job.id
             n = submitted.job.number
             if submitted.new:
-                text = f"Queued as job #{n}" + (f", its random-source control as job #{control.job.number}."
+                text = f"Queued as job #{n}" + (f", its {record.control_noun} as job #{control.job.number}."
                                                  if control is not None else ".")
             elif submitted.job.active:
                 text = f"This experiment is already queued or running as job #{n}."
@@ -367,7 +358,8 @@ def draw_card(job) -> None:
 
     runs = job_runs(tracker.uri, tuple(job.run_ids), f"{job.state}:{len(job.runs)}") if job.runs else pd.DataFrame()
     verdicts = None
-    if job.spec.method == "quanta" and job.runs:
+    page = base.get(job.spec.method).analysis_page if base.methods.knows(job.spec.method) else "tradeoffs"
+    if page == "quanta" and job.runs:
         from pages.shared import results_cache
         from tlcore import results
 
@@ -398,8 +390,7 @@ def draw_card(job) -> None:
         st.markdown(" · ".join(f"**{k}** {v}" for k, v in card.cost.items()))
         c1, c2, c3 = st.columns(3)
         with c1:
-            widgets.page_link("quanta" if job.spec.method == "quanta" else "tradeoffs",
-                              "See it beside the other runs")
+            widgets.page_link(page, "See it beside the other runs")
         with c2:
             widgets.page_link("runs", "Browse the runs")
         with c3:
@@ -413,7 +404,8 @@ def draw_results(job) -> None:
     stamp = f"{job.state}:{len(job.runs)}:{len(job.metrics)}"
     runs = job_runs(tracker.uri, tuple(job.run_ids), stamp) if job.runs else pd.DataFrame()
     figures = live_figures(job.metrics, job.spec.method)
-    curve = curve_figure(runs) if job.spec.method in ("fe", "ft") and not runs.empty else None
+    sweeps = base.methods.knows(job.spec.method) and base.get(job.spec.method).sweep
+    curve = curve_figure(runs) if sweeps and not runs.empty else None
     if curve is not None:
         figures.insert(0, curve)
     for i, fig in enumerate(figures):

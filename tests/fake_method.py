@@ -12,13 +12,14 @@ steps, and raises when told to. What it does is chosen by ``spec.tags["fake"]``:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
 
-from tlcore import experiments
 from tlcore.errors import DatasetError
-from tlcore.experiments import RunResult
+from tlcore.methods import base
+from tlcore.methods.base import RunResult
 
 GATE = threading.Event()
 STARTED = threading.Event()
@@ -50,11 +51,15 @@ def fake_method(spec, reporter, tracker) -> RunResult:
     return RunResult(spec.method, [run.run_id], metrics=metrics, summary="Fake run: test accuracy 87.5%.")
 
 
+def use_fake(monkeypatch, name: str) -> None:
+    """Run :func:`fake_method` for the registered method ``name`` (its record stays, only ``run`` changes)."""
+    monkeypatch.setitem(base.methods._entries, name, dataclasses.replace(base.get(name), run=fake_method))
+
+
 @pytest.fixture
 def fake_fe(monkeypatch):
     """Replace the registered ``fe`` method by :func:`fake_method` for one test."""
-    experiments._load_methods()
-    monkeypatch.setitem(experiments.methods._entries, "fe", fake_method)
+    use_fake(monkeypatch, "fe")
     GATE.clear()
     STARTED.clear()
     DEFAULT["behaviour"] = "quick"

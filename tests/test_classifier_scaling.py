@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tlcore import classifiers as classifier_module
 from tlcore import experiments
-from tlcore.methods import classifiers as classifier_module
-from tlcore.methods.linear_svm import DeviceLinearSVM
+from tlcore.classifiers.linear_svm import DeviceLinearSVM
 from tlcore.quality import CAPPED, QUALITY_REASON_TAG, QUALITY_TAG
 from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec, FeatureExtractionParams

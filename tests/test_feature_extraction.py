@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from tlcore import experiments
+from tlcore.classifiers import build_classifier, classifiers, fit_predict
 from tlcore.errors import BackboneError, Cancelled, DatasetError, SpecError
-from tlcore.methods.classifiers import build_classifier, classifiers, fit_predict
 from tlcore.methods.feature_extraction import (
     PER_SET_WARNING,
     discretize,

@@ -172,12 +172,12 @@ KILLED_SERVER = """
 import sys, time
 sys.path.insert(0, {root!r})
 from tests.fake_method import fake_method
-from tlcore import experiments
+import dataclasses
 from tlcore.jobs import JobRunner
+from tlcore.methods import base
 from tlcore.specs import ExperimentSpec
 
-experiments._load_methods()
-experiments.methods._entries["fe"] = fake_method
+base.methods._entries["fe"] = dataclasses.replace(base.get("fe"), run=fake_method)
 runner = JobRunner({store!r})
 runner.recover()
 running = runner.submit(ExperimentSpec("fe", "digits", tags={{"fake": "gate"}}), token="one").job

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlcore.methods.classifiers import build_classifier, fit_predict
-from tlcore.methods.linear_svm import DeviceLinearSVM
+from tlcore.classifiers import build_classifier, fit_predict
+from tlcore.classifiers.linear_svm import DeviceLinearSVM
 
 
 def _ternary_blobs(n_per_class: int, n_classes: int, d: int = 60, noise: float = 0.0, seed: int = 0):
@@ -69,7 +69,7 @@ def test_it_scores_like_linearsvc_on_noisy_features():
 
 
 def test_fit_predict_reports_a_capped_fit_and_passes_the_run_device(monkeypatch):
-    from tlcore.methods import classifiers
+    from tlcore import classifiers
 
     seen = {}
 

@@ -9,8 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.analysis_store import analysis_store  # noqa: F401  (a fixture)
-from tests.fake_method import fake_fe, fake_method  # noqa: F401  (fixture)
-from tlcore import experiments
+from tests.fake_method import fake_fe, fake_method, use_fake  # noqa: F401  (fixture)
 
 PAGE = "pages/4_🧭_Guidelines.py"
 
@@ -91,7 +90,7 @@ def test_with_runs_the_evidence_is_graded_and_shown_with_its_strength(analysis_s
 
 
 def test_the_pilot_queues_an_fe_curve_and_one_ft_configuration(store_dir, monkeypatch, fake_fe):  # noqa: F811
-    monkeypatch.setitem(experiments.methods._entries, "ft", fake_method)
+    use_fake(monkeypatch, "ft")
     at = open_page(monkeypatch, store_dir)
     at.number_input(key="g_spc_digits").set_value(5).run()
     at.button(key="g_pilot").click().run()

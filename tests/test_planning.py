@@ -13,9 +13,9 @@ from tlcore.errors import DatasetError, SpecError
 from tlcore.history import job_runs, measured_speed, recent_runs
 from tlcore.job_charts import curve_figure, live_figures
 from tlcore.jobs import MetricPoint
+from tlcore.methods import base
 from tlcore.pace import PACE_FILE
 from tlcore.planning import (
-    APP_DEFAULTS,
     RunForm,
     build_spec,
     check_dataset,
@@ -25,8 +25,11 @@ from tlcore.planning import (
     parse_spc_grid,
     spec_fingerprint,
 )
-from tlcore.specs import PARAMS_BY_METHOD, ExperimentSpec
+from tlcore.specs import ExperimentSpec
 from tlcore.tracking import TAG_HOST
+
+PARAMS_BY_METHOD = {name: base.get(name).params for name in base.names()}
+APP_DEFAULTS = {name: dict(base.get(name).app_defaults) for name in base.names()}
 
 
 def test_samples_per_class_grid_parsing():

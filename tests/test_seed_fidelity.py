@@ -51,7 +51,7 @@ def children(runs):
 
 
 def test_seed_classifier_names_resolve_and_xgboost_votes_over_labels_with_gaps():
-    from tlcore.methods.classifiers import classifiers, fit_predict
+    from tlcore.classifiers import classifiers, fit_predict
 
     names = {n: classifiers.canonical(n) for n in ("LinearSVC", "SVC", "SGDClassifier", "KNN", "XGBoost")}
     assert names == {"LinearSVC": "linearsvc", "SVC": "svc", "SGDClassifier": "sgd", "KNN": "knn",

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tlcore.errors import Cancelled, DatasetError
-from tlcore.tracking import EXPERIMENTS, TAG_PID, TAG_START, Tracker, resolve_tracking_uri
+from tlcore.methods.base import EXPERIMENTS
+from tlcore.tracking import TAG_PID, TAG_START, Tracker, resolve_tracking_uri
 
 
 def test_tracking_uri_is_absolute_whatever_the_source(tmp_path, monkeypatch):

@@ -247,7 +247,7 @@ def cmd_fe(args: argparse.Namespace) -> int:
         backbone = backbone or desc.backbone
         if args.resolution is None and desc.input_size:
             args.resolution = desc.input_size
-    from tlcore.methods.classifiers import classifiers
+    from tlcore.classifiers import classifiers
 
     params = FeatureExtractionParams(
         classifier=classifiers.canonical(args.classifier), model_description=description,

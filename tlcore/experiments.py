@@ -1,55 +1,33 @@
 """The single entry point the CLI and the app share: ``run(spec, reporter)``.
 
-Methods register themselves by name (``fe``, ``ft``, ``quanta``, ``source``); ``run``
-validates the spec, opens the tracking store and hands over. Whatever works from one front
-end works from the other, because both build the same :class:`ExperimentSpec` and call this.
+Methods are records in :mod:`tlcore.methods.base` (``fe``, ``ft``, ``quanta``, ``source``, plugins);
+``run`` validates the spec, opens the tracking store and hands over to the record's run function.
+Whatever works from one front end works from the other: both build the same :class:`ExperimentSpec`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-from tlcore.errors import SpecError
-from tlcore.registry import Registry
+from tlcore.methods.base import RunResult, get, names
 from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec
 from tlcore.tracking import Tracker
 
-
-@dataclass
-class RunResult:
-    """What a finished experiment produced: its MLflow runs and headline metrics."""
-
-    method: str
-    run_ids: list[str] = field(default_factory=list)
-    parent_run_id: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    summary: str = ""
-    artifacts: dict[str, str] = field(default_factory=dict)
-
-
-MethodFn = Callable[[ExperimentSpec, Reporter, Tracker], RunResult]
-methods: Registry[MethodFn] = Registry("method", SpecError)
+__all__ = ["RunResult", "available_methods", "record_job_time", "register_method", "resolve_defaults", "run"]
 
 
 def register_method(name: str):
-    """Register ``fn(spec, reporter, tracker) -> RunResult`` as the implementation of a method."""
+    """Transition shim while the methods move to records (:mod:`tlcore.methods.base`): does nothing."""
 
-    def deco(fn: MethodFn) -> MethodFn:
-        methods.register(fn, name=name)
+    def deco(fn):
         return fn
 
     return deco
 
 
-def _load_methods() -> None:
-    import tlcore.methods  # noqa: F401  (each method module registers itself)
-
-
 def available_methods() -> list[str]:
-    _load_methods()
-    return methods.names()
+    return names()
 
 
 def resolve_defaults(spec: ExperimentSpec) -> ExperimentSpec:
@@ -69,11 +47,10 @@ def run(spec: ExperimentSpec, reporter: Reporter | None = None, tracker: Tracker
     import time
 
     spec = resolve_defaults(spec.validate())
-    _load_methods()
     started = time.perf_counter()  # after the imports: a process pays them once, not each job
-    fn = methods.get(spec.method)
+    method = get(spec.method)
     tracker = tracker or Tracker(spec.mlflow_path)
-    result = fn(spec, reporter or Reporter(), tracker)
+    result = method.runner()(spec, reporter or Reporter(), tracker)
     record_job_time(tracker, result, time.perf_counter() - started)
     return result
 

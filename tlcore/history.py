@@ -15,8 +15,9 @@ from typing import Any
 
 import pandas as pd
 
+from tlcore.methods.base import EXPERIMENTS, methods
 from tlcore.quality import QUALITY_REASON_TAG, QUALITY_TAG
-from tlcore.tracking import EXPERIMENTS, TAG_HOST, Tracker
+from tlcore.tracking import TAG_HOST, Tracker
 
 RUN_COLUMNS = ("run_id", "experiment", "method", "status", "start_time", "run_name", "dataset", "backbone",
                "samples_per_class", "split", "configuration", "classifier", "device", "accuracy",
@@ -220,7 +221,7 @@ def measured_speed(tracker: Tracker, method: str, backbone: str, device_type: st
             rates.append(time_s / flops)
     if not rates:
         return None
-    name = {"quanta": "QUANTA"}.get(method, EXPERIMENTS[method].lower())
+    name = methods.get(method).noun
     basis = (f"median pace of the last {len(rates)} finished {name} job{'s' if len(rates) > 1 else ''} of "
              f"{backbone} on {device_type} on this machine")
     return MeasuredSpeed(statistics.median(rates), len(rates), basis)

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcore.tracking import EXPERIMENTS, TAG_HOST, Tracker, store_folder
+from tlcore.methods.base import EXPERIMENTS, methods
+from tlcore.tracking import TAG_HOST, Tracker, store_folder
 
 #: Beside the store: this machine's timed seconds per FLOP per backbone, resolution and pass.
 PACE_FILE = "machine_pace.json"
@@ -42,7 +43,6 @@ _PACE_LOCK = threading.Lock()
 
 #: The metric experiments.run logs on a job's top run: its wall time, data loading and model set-up included.
 JOB_TIME_METRIC = "job_time_s"
-METHOD_NAMES = {"fe": "feature extraction", "ft": "fine-tuning", "quanta": "QUANTA", "source": "source training"}
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class PaceModel:
         """The projection's provenance, one clause for the Run page and ``--dry-run``."""
         n = self.jobs_by_method.get(method, 0)
         return (f"fitted on {self.jobs} finished job{'s' if self.jobs != 1 else ''} on {device_type} on this machine "
-                f"({n} of {METHOD_NAMES[method]}): {self.method_flops[method]:.2g} x the timed compute, "
+                f"({n} of {methods.get(method).noun}): {self.method_flops[method]:.2g} x the timed compute, "
                 f"{self.per_image * 1e3:.3g} ms per image, {self.per_run:.2g} s per run, "
                 f"{self.method_overhead[method]:.2g} s per job")
 
@@ -175,7 +175,8 @@ def machine_pace(backbone: str, resolution: int | None, method: str, device_type
     from tlcore.models import backbone_config
 
     size = int(resolution) if resolution else backbone_config(backbone).preprocessing.input_size
-    kind = "fe" if method == "fe" else "train"
+    forward = methods.knows(method) and methods.get(method).pace == "forward"
+    kind = "fe" if forward else "train"  # "fe": the key's spelling in machine_pace.json files already written
     key = f"{socket.gethostname()}|{device_type}|{backbone}|{size}|{kind}"
     with _PACE_LOCK:
         if key in _PACES and (remember is None or (key, remember) in _REMEMBERED):

@@ -19,221 +19,19 @@ from typing import Any
 
 from tlcore.errors import DatasetError, SpecError, TLError
 from tlcore.jobs import format_duration
-from tlcore.specs import PARAMS_BY_METHOD, ExperimentSpec
-
-METHOD_LABELS = {
-    "fe": "Feature extraction",
-    "ft": "Fine-tuning",
-    "quanta": "QUANTA (per-layer transferability)",
-    "source": "Train a source network",
-}
-METHOD_BLURBS = {
-    "fe": "Activations of many layers, standardised and discretised, then a linear classifier. Cheap: each "
-          "image goes through the network once for a whole few-shot curve.",
-    "ft": "A new head on the pretrained network, trained with 0-3 quarters of the network frozen (or LP-FT). "
-          "Costs a forward and a backward pass per image and epoch.",
-    "quanta": "A frozen source and a fresh target network mixed layer by layer; lambda_S says how much each layer "
-              "of the target wants the source's features.",
-    "source": "Train a network from scratch (QUANTA's source), e.g. on digits:0-4 before transferring to digits:5-9.",
-}
-METHOD_NOUNS = {"fe": "feature extraction", "ft": "fine-tuning", "quanta": "QUANTA", "source": "source training"}
-DEFAULT_BACKBONE = {"fe": "efficientnet_lite0", "ft": "efficientnet_lite0", "quanta": "quanta_cnn",
-                    "source": "quanta_cnn"}
-FALLBACK_CLASSIFIERS = ("linearsvc", "svc", "sgd", "knn", "logreg", "xgboost", "linear")
-CROPS_PER_IMAGE = 10
-
-
-# ---------------------------------------------------------------------------------------------
-# Form fields of each method
-
-
-@dataclass(frozen=True)
-class FormField:
-    """One parameter of a method's params class as the page draws it.
-
-    ``kind``: choice, int, float, bool, text or layer (an index or a tap name). ``optional``:
-    empty means None. ``option_labels`` name the choices for people.
-    """
-
-    name: str
-    label: str
-    kind: str
-    help: str = ""
-    advanced: bool = False
-    options: tuple = ()
-    option_labels: tuple[str, ...] = ()
-    minimum: float | None = None
-    optional: bool = False
-    default: Any = None
-
-    def label_of(self, value: Any) -> str:
-        if self.option_labels and value in self.options:
-            return self.option_labels[self.options.index(value)]
-        return str(value)
-
-
-def classifier_names() -> tuple[str, ...]:
-    """The FE classifier registry's names once the FE method is installed, else the CLI's list."""
-    try:
-        from tlcore.methods.classifiers import classifiers  # type: ignore[import-not-found]
-    except ImportError:
-        return FALLBACK_CLASSIFIERS
-    return tuple(classifiers.names()) or FALLBACK_CLASSIFIERS
-
-
-@functools.lru_cache(maxsize=32)
-def ft_configurations(backbone: str) -> tuple:
-    """The freezing configurations a backbone defines, plus LP-FT."""
-    from tlcore.models.catalog import meta_backbone
-
-    try:
-        return (*meta_backbone(backbone).configurations(), "lp-ft")
-    except Exception:
-        return (0, 1, 2, 3, "lp-ft")
-
-
-def description_choices(backbone: str) -> tuple[tuple[str | None, ...], tuple[str, ...]]:
-    """Shipped model descriptions of a backbone: (names, labels); None = every tap."""
-    from tlcore.models.descriptions import DESCRIPTIONS_DIR, PERCENTS
-
-    names: list[str | None] = [None]
-    labels = ["every tap (100%)"]
-    for pct in PERCENTS:
-        if pct != 100 and (DESCRIPTIONS_DIR / f"{backbone}_{pct}.json").is_file():
-            names.append(f"{backbone}_{pct}")
-            labels.append(f"{pct}% of the taps ({backbone}_{pct})")
-    return tuple(names), tuple(labels)
-
-
-#: Where the app's defaults differ from the params classes' (which keep the seeds' values for the CLI), and why.
-#: QUANTA: the seed's 1 epoch at lr 2e-4 moves lambda_S by ~0.0002 on the embedded tasks (0.90025 -> 0.9004), so
-#: nothing separates a trained source from the control; measured on digits 0-4 -> 5-9 (docs/evidence.md), 6 target
-#: epochs with the QUANTA weights at lr 0.05 and 40 images per class separate them at layer 0.
-APP_DEFAULTS: dict[str, dict[str, Any]] = {
-    "quanta": {"nb_of_target_epochs": 6, "quanta_lr": 0.05, "nb_of_target_samples": 40},
-}
-APP_DEFAULT_NOTES = {
-    "quanta": "The app's defaults differ from the seed's (1 target epoch at lr 2e-4, which leaves lambda_S at "
-              "0.900 on small tasks): 6 epochs, the QUANTA weights at lr 0.05, 40 images per class. The command "
-              "line keeps the seed's values.",
-}
-
-
-def default_spc_grid(method: str, gpu: bool) -> str:
-    """The Run page's samples-per-class grid: the full small grid, except fine-tuning without a GPU, where each
-    point trains for up to 40 epochs and two values keep the job to minutes on a laptop CPU."""
-    return "2,10" if method == "ft" and not gpu else "1,2,5,10"
-
-
-def quanta_layer_choices(backbone: str) -> tuple[tuple, tuple[str, ...]]:
-    """The layers QUANTA can mix on ``backbone``: -1 (every layer at once) and each one, in network order."""
-    from tlcore.models import backbone_config
-    from tlcore.models.quanta_layer import quanta_points
-
-    try:
-        points = quanta_points(backbone_config(backbone))
-    except Exception:
-        return (-1,), ("every layer at once",)
-    options = (-1, *(p.index if p.key == str(p.index) else p.key for p in points))
-    labels = (f"every layer at once ({len(points)})",
-              *(f"{p.key}: {p.module}" if p.key == str(p.index) else p.key for p in points))
-    return options, labels
+from tlcore.methods.base import FormField, methods
+from tlcore.specs import ExperimentSpec
 
 
 def method_fields(method: str, backbone: str | None = None) -> list[FormField]:
-    """The parameters of ``method`` the Run page shows, with the params class's defaults."""
-    if method not in PARAMS_BY_METHOD:
-        raise SpecError(f"Unknown method {method!r}; choose one of {', '.join(PARAMS_BY_METHOD)}.")
-    backbone = backbone or DEFAULT_BACKBONE[method]
-    defaults = PARAMS_BY_METHOD[method]()
-    F = FormField
-    if method == "fe":
-        names, labels = description_choices(backbone)
-        fields = [
-            F("classifier", "Classifier", "choice", "Trained on the embedding of each training image (or crop).",
-              options=classifier_names()),
-            F("model_description", "Layers (model description)", "choice",
-              "Which taps feed the embedding: all of them, or an evenly spaced share (the seed's 75/50/25 % files).",
-              options=names, option_labels=labels),
-            F("standardize", "Standardisation statistics", "choice", "Training-set statistics for every set (FNE), "
-              "or each set its own (reproduces the seed).", advanced=True, options=("train", "per_set"),
-              option_labels=("training set (FNE)", "each set its own (the seed)")),
-            F("discretize", "Discretise to {-1, 0, 1}", "bool", "The FNE post-processing.", advanced=True),
-            F("threshold_high", "Upper threshold", "float", "Standardised values above it become 1.",
-              advanced=True, minimum=0.0),
-            F("threshold_low", "Lower threshold", "float", "Standardised values below it become -1.",
-              advanced=True),
-            F("cache", "Reuse extracted features", "bool", "Extract each image once per dataset, backbone, layers, "
-              "crops and resolution, and reuse the features across runs.", advanced=True),
-            F("cache_dir", "Feature cache folder", "text", "Empty: beside the results.", advanced=True,
-              optional=True),
-        ]
-    elif method == "ft":
-        confs = ft_configurations(backbone)
-        conf_labels = {0: "0: train everything", 1: "1: freeze about a quarter", 2: "2: freeze about half",
-                       3: "3: freeze about three quarters", "lp-ft": "LP-FT: linear probe, then fine-tune all"}
-        fields = [
-            F("configuration", "Freezing configuration", "choice", "How much of the network, from the input, "
-              "stays frozen.", options=confs, option_labels=tuple(conf_labels.get(c, str(c)) for c in confs)),
-            F("optimizer", "Optimizer", "choice", "SGD with momentum and decoupled weight decay (the seed), or Adam.",
-              options=("sgd", "adam", "adamw")),
-            F("learning_rate", "Learning rate", "float", minimum=1e-8),
-            F("epochs", "Epochs (at most)", "int", "Early stopping may end sooner.", minimum=1),
-            F("patience", "Early-stopping patience", "int", "Epochs without a lower val loss before stopping.",
-              advanced=True, minimum=1),
-            F("early_stop_from_epoch", "Early stopping from epoch", "int", "The seed: from the 11th.",
-              advanced=True, minimum=1),
-            F("weight_decay", "Weight decay", "float", advanced=True, minimum=0.0),
-            F("momentum", "Momentum", "float", advanced=True, minimum=0.0),
-            F("grad_clip_norm", "Gradient-norm clipping", "float", advanced=True, minimum=1e-8),
-            F("bn_trainable", "BatchNorm trainable in frozen layers", "bool", "The seed kept it trainable.",
-              advanced=True),
-            F("lp_epochs", "LP-FT: linear-probe epochs", "int", advanced=True, minimum=1),
-            F("amp", "Mixed precision on GPU", "bool", "bf16 autocast; ignored on CPU.", advanced=True),
-            F("resume", "Resume run id", "text", "Continue a killed fine-tuning run from its last epoch.",
-              advanced=True, optional=True),
-        ]
-    elif method == "quanta":
-        layer_options, layer_labels = quanta_layer_choices(backbone)
-        fields = [
-            F("source_weights", "Source weights", "text", "'default' (the backbone's pretrained weights), 'random' "
-              "(the control), a weights file, or the run id of a finished source training."),
-            F("layer_to_transfer", "Layer to transfer", "choice", "Every layer at once (one QUANTA pair each, "
-              "trained together), or one layer of the backbone.", options=layer_options,
-              option_labels=layer_labels),
-            F("nb_of_target_samples", "Training samples per class", "int", "Empty: every training image.",
-              minimum=1, optional=True),
-            F("nb_of_target_epochs", "Target epochs", "int", minimum=1),
-            F("nb_of_runs", "Runs (seeds)", "int", "Each run is seeded with seed + run index.", minimum=1),
-            F("learning_rate", "Learning rate", "float", advanced=True, minimum=1e-8),
-            F("quanta_lr", "QUANTA weights' learning rate", "float", "Empty: the same as the network's.",
-              advanced=True, minimum=1e-8, optional=True),
-            F("augment_data", "Augment data", "bool", advanced=True),
-            F("source_task", "Source task (for the record)", "text", advanced=True, optional=True),
-            F("outdir", "Export folder for the seed's files", "text", advanced=True),
-            F("train_from_previous_training", "Resume from a checkpoint file", "text", advanced=True, optional=True),
-            F("keep_weights", "Keep the target checkpoint in the run", "bool", "Also store each run's target "
-              "checkpoint in MLflow (models/); it always stays in the export folder, where a resume reads it.",
-              advanced=True),
-        ]
-    else:
-        fields = [
-            F("epochs", "Epochs", "int", minimum=1),
-            F("learning_rate", "Learning rate", "float", minimum=1e-8),
-            F("augment_data", "Augment data", "bool", advanced=True),
-            F("out", "Also write the weights to", "text", "A file path; the weights are an MLflow artifact anyway.",
-              advanced=True, optional=True),
-        ]
-    out = []
-    app_defaults = APP_DEFAULTS.get(method, {})
-    for f in fields:
-        if not hasattr(defaults, f.name):
-            continue  # a field this version of the params class does not have
-        default = app_defaults.get(f.name, getattr(defaults, f.name))
-        if f.kind == "choice" and default not in f.options and f.options:
-            default = f.options[0]
-        out.append(FormField(**{**f.__dict__, "default": default}))
-    return out
+    """The parameters of ``method`` the Run page shows, with their defaults (the app's where it has its own)."""
+    return methods.get(method).form_fields(backbone)
+
+
+def default_spc_grid(method: str, gpu: bool) -> str:
+    """The Run page's samples-per-class grid: the method's, or its shorter CPU grid without a GPU (fine-tuning
+    trains each point for up to 40 epochs; two values keep the job to minutes on a laptop CPU)."""
+    return methods.get(method).default_grid(gpu)
 
 
 def coerce_value(f: FormField, raw: Any) -> Any:
@@ -310,36 +108,26 @@ class RunForm:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def default_export_dir(tracking_uri: str | None) -> str:
-    """Where the app puts QUANTA's seed-format exports: beside a local store (``<folder>/quanta_exports``),
-    else in the user's cache; never the server's working directory (the CLI keeps the seed's ``./expe``)."""
-    from tlcore.tracking import sqlite_path
-
-    path = sqlite_path(tracking_uri) if tracking_uri else None
-    if path is not None and ":memory:" not in tracking_uri:
-        return str(path.parent / "quanta_exports")
-    return str(Path.home() / ".cache" / "tlcore" / "quanta_exports")
-
-
 def build_spec(form: RunForm, tracking_uri: str | None = None) -> ExperimentSpec:
     """Validate the form as a spec; raises :class:`SpecError` with one sentence naming the field.
 
     ``tracking_uri`` places QUANTA's exports beside the results when the form leaves the folder at
     its default."""
-    method = form.method
-    if method not in PARAMS_BY_METHOD:
-        raise SpecError(f"Unknown method {method!r}; choose one of {', '.join(PARAMS_BY_METHOD)}.")
+    record = methods.get(form.method)
+    method = record.name
     if not (form.dataset or "").strip():
         raise SpecError("Choose a dataset: an embedded one such as digits, or a folder path.")
-    backbone = form.backbone or DEFAULT_BACKBONE[method]
-    by_name = {f.name: f for f in method_fields(method, backbone)}
+    backbone = form.backbone or record.default_backbone
+    by_name = {f.name: f for f in record.form_fields(backbone)}
     values = {}
     for name, raw in form.params.items():
         f = by_name.get(name)
         values[name] = coerce_value(f, raw) if f else raw
-    if method == "quanta" and str(values.get("outdir") or "").strip() in ("", PARAMS_BY_METHOD[method]().outdir):
-        values["outdir"] = default_export_dir(tracking_uri)
-    params = PARAMS_BY_METHOD[method](**values)
+    seed_defaults = record.params()
+    for name, value in (record.store_defaults(tracking_uri) if record.store_defaults else {}).items():
+        if str(values.get(name) or "").strip() in ("", str(getattr(seed_defaults, name, ""))):
+            values[name] = value  # left at the seed's value: where the app puts it
+    params = record.params(**values)
     kw: dict[str, Any] = dict(
         backbone=backbone, weights=form.weights or "default", seed=int(form.seed), device=form.device or "auto",
         data_dir=form.data_dir.strip() or None, download=bool(form.download),
@@ -353,12 +141,12 @@ def build_spec(form: RunForm, tracking_uri: str | None = None) -> ExperimentSpec
             kw["resolution"] = int(form.resolution)
     if form.batch_size:
         kw["batch_size"] = int(form.batch_size)
-    if method in ("fe", "ft"):
+    if record.sweep:
         kw.update(model_selection=bool(form.model_selection), samples_per_class=parse_spc_grid(form.samples_per_class),
                   splits=int(form.splits) if form.splits else None, split_path=form.split_path.strip() or None,
                   use_crops=bool(form.use_crops))
-    if method == "source":
-        kw["weights"] = "random"
+    if record.fixed_weights:
+        kw["weights"] = record.fixed_weights
     spec = ExperimentSpec(method, dataset_name(form.dataset, form.class_filter), **kw)
     return spec.validate()
 
@@ -525,41 +313,18 @@ def format_flops(flops: float) -> str:
     return written(flops)
 
 
-@functools.lru_cache(maxsize=64)
-def _flops(backbone: str, input_size: int, num_classes: int, configuration: int | str | None = None,
-           bn_trainable: bool = False) -> tuple[int, int]:
-    """(forward, backward) FLOPs per image; backward for the trainable set of ``configuration``."""
-    import torch
-
-    from tlcore.measure.flops import count_flops
-    from tlcore.models.catalog import meta_backbone
-
-    bb = meta_backbone(backbone)
-    with torch.device("meta"):
-        bb.reset_classifier(num_classes)
-    # batch 2: counted in train mode, BatchNorm refuses one value per channel (1x1 maps at small sizes)
-    if configuration is None:
-        return count_flops(bb, input_size, batch=2).forward, 0
-    if configuration == "lp-ft":  # the probe phase: only the head trains
-        head = bb.head_parameter_names()
-        for name, p in bb.named_parameters():
-            p.requires_grad_(name in head)
-    else:
-        bb.apply_freezing(int(configuration), bn_trainable)
-    count = count_flops(bb, input_size, train=True, batch=2)
-    return count.forward, count.backward
-
-
 def option_flops(backbone: str, num_classes: int, input_size: int | None = None) -> tuple[float, dict]:
     """FLOPs per image of feature extraction (a forward pass) and of each fine-tuning option (forward
     plus the backward of what it trains), counted on the meta device; for the guideline projection."""
+    from tlcore.methods.records.fine_tuning import ft_configurations
     from tlcore.models import backbone_config
+    from tlcore.models.catalog import meta_flops
 
     size = input_size or backbone_config(backbone).preprocessing.input_size
-    fwd, _ = _flops(backbone, size, num_classes)
+    fwd, _ = meta_flops(backbone, size, num_classes)
     per_option = {}
     for config in ft_configurations(backbone):
-        f, b = _flops(backbone, size, num_classes, 0 if config == "lp-ft" else config)
+        f, b = meta_flops(backbone, size, num_classes, 0 if config == "lp-ft" else config)
         per_option[config] = float(f + b)
     return float(fwd), per_option
 
@@ -571,21 +336,6 @@ def device_type(device: str) -> str:
 
         return resolve_device("auto").type
     return name
-
-
-def _train_test_sizes(ds, per_class: int | None) -> tuple[int, int]:
-    """QUANTA and source training: the train partition (or 70 %) and the rest, as their methods split."""
-    n = len(ds)
-    if ds.partition is not None and (ds.partition == "train").any():
-        n_train = int((ds.partition == "train").sum())
-    else:
-        n_train = round(n * 0.7)
-    n_test = n - n_train
-    if ds.partition is not None and (ds.partition == "test").any():
-        n_test = int((ds.partition == "test").sum())
-    if per_class:
-        n_train = min(n_train, per_class * ds.num_classes)
-    return n_train, n_test
 
 
 @functools.lru_cache(maxsize=16)
@@ -613,64 +363,11 @@ def estimate_cost(spec: ExperimentSpec, tracker=None, calibrate: bool = False) -
     from tlcore.experiments import resolve_defaults
 
     spec = resolve_defaults(spec.validate())
-    size = spec.input_size
-    notes: list[str] = []
-    upper = False
-    if spec.method in ("fe", "ft"):
-        from tlcore.methods.common import load_data, plan_points
-
-        ds, splits = load_data(spec)
-        points = plan_points(spec, ds, splits)
-        crops = CROPS_PER_IMAGE if spec.use_crops else 1
-        fwd, _ = _flops(spec.backbone, size, ds.num_classes)
-        runs = len(points) + (1 if len(points) > 1 else 0)
-        if spec.method == "fe":
-            import numpy as np
-
-            used = np.unique(np.concatenate([np.concatenate([p.train, p.eval]) for p in points]))
-            images = len(used) * crops
-            flops = float(images) * fwd
-            notes.append(f"{len(points)} classifier fit{'s' if len(points) > 1 else ''} on features extracted once "
-                         f"from {len(used):,} images" + (" x 10 crops" if crops > 1 else "") + ".")
-        else:
-            p = spec.params
-            conf = p.configuration
-            epochs = p.epochs
-            images, flops = 0, 0.0
-            f_all, b_all = _flops(spec.backbone, size, ds.num_classes, 0 if conf == "lp-ft" else conf, p.bn_trainable)
-            f_lp, b_lp = _flops(spec.backbone, size, ds.num_classes, "lp-ft") if conf == "lp-ft" else (0, 0)
-            for pt in points:
-                n_train, n_val, n_eval = len(pt.train) * crops, len(pt.val), len(pt.eval) * crops
-                full_epochs = epochs
-                if conf == "lp-ft":  # the probe's epochs are the first of the run's epochs, not extra ones
-                    full_epochs -= p.lp_epochs
-                    images += p.lp_epochs * (n_train + n_val)
-                    flops += p.lp_epochs * (n_train * (f_lp + b_lp) + n_val * fwd)
-                images += full_epochs * (n_train + n_val) + n_eval
-                flops += full_epochs * (n_train * (f_all + b_all) + n_val * fwd) + n_eval * fwd
-            upper = True
-            notes.append(f"{len(points)} training{'s' if len(points) > 1 else ''} of up to {epochs} epochs; early "
-                         "stopping usually ends them sooner.")
-    else:
-        from tlcore.data import load_dataset
-
-        ds = load_dataset(spec.dataset, spec.data_dir, download=False)
-        p = spec.params
-        fwd, bwd = _flops(spec.backbone, size, ds.num_classes, 0)
-        if spec.method == "quanta":
-            n_train, n_test = _train_test_sizes(ds, p.nb_of_target_samples)
-            per_epoch = n_train * (fwd + fwd + bwd) + n_test * 2 * fwd  # frozen source forward + target step
-            runs = p.nb_of_runs + (1 if p.nb_of_runs > 1 else 0)
-            images = p.nb_of_runs * p.nb_of_target_epochs * (n_train + n_test)
-            flops = float(p.nb_of_runs * p.nb_of_target_epochs * per_epoch)
-            notes.append(f"{p.nb_of_runs} run(s) x {p.nb_of_target_epochs} epoch(s) on about {n_train:,} training "
-                         "images; each step is a frozen source forward plus a target training step.")
-        else:
-            n_train, n_test = _train_test_sizes(ds, None)
-            runs = 1
-            images = p.epochs * (n_train + n_test)
-            flops = float(p.epochs * (n_train * (fwd + bwd) + n_test * fwd))
-            notes.append(f"{p.epochs} epochs on about {n_train:,} training images.")
+    record = methods.get(spec.method)
+    if record.estimate is None:
+        raise SpecError(f"Method {record.name!r} cannot estimate its cost before it runs.")
+    work = record.estimate(spec)
+    runs, images, flops, size = work.runs, work.images, work.flops, spec.input_size
     seconds, basis = None, ""
     dev_type = device_type(spec.device)
     if tracker is not None:
@@ -690,11 +387,11 @@ def estimate_cost(spec: ExperimentSpec, tracker=None, calibrate: bool = False) -
         except Exception:  # a pace we cannot measure: the time stays unknown
             pass
         else:
-            seconds = flops / (rate_fe if spec.method == "fe" else rate_ft)
-            basis = (f"no finished {METHOD_NOUNS[spec.method]} job of {spec.backbone} on {dev_type} here yet, so "
+            seconds = flops / (rate_fe if record.pace == "forward" else rate_ft)
+            basis = (f"no finished {record.noun} job of {spec.backbone} on {dev_type} here yet, so "
                      f"from a pace {how}; loading data and models comes on top")
     if seconds is None and not basis:
-        basis = (f"no finished {METHOD_NOUNS[spec.method]} run of {spec.backbone} on {dev_type} on this "
+        basis = (f"no finished {record.noun} run of {spec.backbone} on {dev_type} on this "
                  "machine yet; the first one will calibrate the estimate")
-    return CostEstimate(runs=runs, images=int(images), flops_per_image=float(fwd), flops=float(flops),
-                        seconds=seconds, basis=basis, upper_bound=upper, notes=tuple(notes))
+    return CostEstimate(runs=runs, images=int(images), flops_per_image=work.flops_per_image, flops=float(flops),
+                        seconds=seconds, basis=basis, upper_bound=work.upper_bound, notes=work.notes)

@@ -65,7 +65,7 @@ class FeatureExtractionParams(_Validated):
 
     def validate(self) -> None:
         super().validate()
-        from tlcore.methods.classifiers import classifiers
+        from tlcore.classifiers import classifiers
 
         if not classifiers.knows(self.classifier):
             raise SpecError(f"The 'classifier' parameter of FeatureExtractionParams must be a registered classifier. "
@@ -181,12 +181,27 @@ class SourceTrainingParams(_Validated):
     }
 
 
-PARAMS_BY_METHOD: dict[str, type] = {
-    "fe": FeatureExtractionParams,
-    "ft": FineTuningParams,
-    "quanta": QuantaParams,
-    "source": SourceTrainingParams,
-}
+def params_class(method: str) -> type | None:
+    """The params class of a registered method (None for an unknown one). Read from the method registry
+    (:mod:`tlcore.methods.base`), which sits below this module: each method names its own params class."""
+    from tlcore.methods import base
+
+    return base.methods.get(method).params if base.methods.knows(method) else None
+
+
+class _RegisteredMethod(Constraint):
+    """One of the methods registered now (read when checked, so a method added later counts)."""
+
+    def _names(self) -> list[str]:
+        from tlcore.methods import base
+
+        return base.names()
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return isinstance(value, str) and value in self._names()
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(repr(o) for o in self._names())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +250,7 @@ class ExperimentSpec(_Validated):
     tags: dict[str, str] = field(default_factory=dict)
 
     _constraints: ClassVar = {
-        "method": [Options(PARAMS_BY_METHOD)],
+        "method": [_RegisteredMethod()],
         "dataset": [Check(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")],
         "backbone": [_STR],
         "weights": [_STR],
@@ -264,15 +279,15 @@ class ExperimentSpec(_Validated):
     }
 
     def __post_init__(self) -> None:
-        if self.params is None and self.method in PARAMS_BY_METHOD:
-            self.params = PARAMS_BY_METHOD[self.method]()
+        if self.params is None and (cls := params_class(self.method)) is not None:
+            self.params = cls()
         if isinstance(self.samples_per_class, list):
             self.samples_per_class = tuple(self.samples_per_class)
 
     def validate(self) -> ExperimentSpec:
         """Check every field and the method's parameters; return self so calls chain."""
         super().validate()
-        expected = PARAMS_BY_METHOD[self.method]
+        expected = params_class(self.method)
         if not isinstance(self.params, expected):
             raise SpecError(f"The 'params' parameter of ExperimentSpec must be a {expected.__name__} for method "
                             f"{self.method!r}. Got {type(self.params).__name__} instead.")
@@ -313,5 +328,5 @@ class ExperimentSpec(_Validated):
             p = dict(params)
             if isinstance(p.get("taps"), list):
                 p["taps"] = tuple(p["taps"])
-            spec.params = PARAMS_BY_METHOD[spec.method](**p)
+            spec.params = params_class(spec.method)(**p)
         return spec

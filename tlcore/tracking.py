@@ -24,13 +24,8 @@ from typing import Any
 
 from tlcore import __version__
 from tlcore.errors import Cancelled, TLError, TrainingDiverged
+from tlcore.methods.base import EXPERIMENTS  # method -> experiment, read from the method records
 
-EXPERIMENTS = {
-    "fe": "Feature extraction",
-    "ft": "Fine-tuning",
-    "quanta": "QUANTA",
-    "source": "Source training",
-}
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 HEARTBEAT_EVERY_S = 20.0

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
+from tlcore.classifiers.voting import vote  # noqa: F401  (fine-tuning's test pass votes as FE does)
 from tlcore.data import ImageDataset, SplitSet, generate_splits, load_dataset, resolve_splits
 from tlcore.data.splits import N_DRAWS, find_split_dir
 from tlcore.errors import DatasetError
@@ -211,19 +212,7 @@ def score_metrics(prefix: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[s
     }
 
 
-def vote(crop_predictions: np.ndarray, crop_scores: np.ndarray | None = None) -> np.ndarray:
-    """Majority vote over each image's crops: (n_images, n_crops) labels -> (n_images,).
-
-    Ties go to the tied class with the highest summed score when scores (n_images, n_crops,
-    n_classes) are given, else to the smallest label.
-    """
-    crop_predictions = np.asarray(crop_predictions)
-    n_classes = int(crop_predictions.max()) + 1 if crop_scores is None else crop_scores.shape[-1]
-    counts = np.zeros((len(crop_predictions), n_classes))
-    rows = np.repeat(np.arange(len(crop_predictions)), crop_predictions.shape[1])
-    np.add.at(counts, (rows, crop_predictions.ravel()), 1)
-    if crop_scores is not None:
-        tie_break = crop_scores.sum(axis=1)
-        tie_break = (tie_break - tie_break.min()) / (np.ptp(tie_break) + 1e-12) * 0.5  # < one vote
-        counts = counts + tie_break
-    return counts.argmax(axis=1)
+def plan_sweep(spec: ExperimentSpec) -> list[SplitPoint]:
+    """The points a sweep of ``spec`` will run (loads the dataset and its split set, as the run will)."""
+    ds, splits = load_data(spec)
+    return plan_points(spec, ds, splits)

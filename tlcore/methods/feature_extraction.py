@@ -31,13 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from tlcore.classifiers import classifiers, fit_predict
 from tlcore.data import ImageDataset, split_class_filter
 from tlcore.data.loading import ImageBatches, Preprocessing, make_loader, normalize_batch
 from tlcore.devices import resolve_device
 from tlcore.errors import BackboneError, DatasetError
-from tlcore.experiments import RunResult, register_method
 from tlcore.measure import CostMeter, EnergySettings, count_flops
-from tlcore.methods.classifiers import classifiers, fit_predict
+from tlcore.methods.base import RunResult
 from tlcore.methods.common import SplitPoint, Sweep, common_params, load_data, plan_points, score_metrics
 from tlcore.methods.feature_cache import FeatureCache, default_cache_root
 from tlcore.models import Backbone, create_backbone, default_description, load_description
@@ -532,7 +532,6 @@ def _fe_params(p: FeatureExtractionParams, sel: TapSelection, device: torch.devi
     }
 
 
-@register_method("fe")
 def run_feature_extraction(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> RunResult:
     """Extract once, fit one classifier per point; see the module docstring."""
     params: FeatureExtractionParams = spec.params

@@ -40,10 +40,10 @@ from tlcore.data import ImageDataset
 from tlcore.data.loading import N_CROPS, ImageBatches, Preprocessing, default_num_workers, make_loader, normalize_batch
 from tlcore.devices import resolve_device, synchronize
 from tlcore.errors import BackboneError, SpecError, TLError, TrainingDiverged
-from tlcore.experiments import RunResult, register_method
 from tlcore.measure import CostMeter, CostReport, flops_per_image
 from tlcore.measure.energy import EnergySettings
 from tlcore.methods import common
+from tlcore.methods.base import RunResult
 from tlcore.models import Backbone, create_backbone
 from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec, FineTuningParams
@@ -798,7 +798,6 @@ class Outcome:
     metrics: dict[str, float]
 
 
-@register_method("ft")
 def fine_tune(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> RunResult:
     """Fine-tune ``spec.backbone`` on every planned split (or continue ``spec.params.resume``)."""
     if spec.params.resume:

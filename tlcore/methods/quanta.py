@@ -46,8 +46,8 @@ from tlcore.data import ImageDataset, SplitSet, load_dataset, resolve_splits
 from tlcore.data.loading import Preprocessing
 from tlcore.devices import resolve_device
 from tlcore.errors import DatasetError, TLError, WeightsError
-from tlcore.experiments import RunResult, register_method
 from tlcore.measure import CostMeter, count_flops
+from tlcore.methods.base import RunResult
 from tlcore.methods.common import SplitPoint, Sweep
 from tlcore.methods.source_training import ARTIFACT_NAME, energy_settings, save_checkpoint
 from tlcore.methods.supervised import (
@@ -805,7 +805,6 @@ def _summary(plan: QuantaPlan, rows: list[dict[str, Any]], run_ids: list[str]) -
     return "\n".join(lines)
 
 
-@register_method("quanta")
 def quanta(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> RunResult:
     params: QuantaParams = spec.params
     with tempfile.TemporaryDirectory(prefix="tlcore-quanta-") as tmp:

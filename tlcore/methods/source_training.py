@@ -29,8 +29,8 @@ import torch
 from tlcore.data import load_dataset, resolve_splits
 from tlcore.devices import resolve_device
 from tlcore.errors import DatasetError, TLError
-from tlcore.experiments import RunResult, register_method
 from tlcore.measure import CostMeter, EnergySettings, count_flops
+from tlcore.methods.base import RunResult
 from tlcore.methods.supervised import (
     ClassificationMeter,
     batches_on_device,
@@ -109,7 +109,6 @@ def _export(outdir: Path, task: str, state: dict, meta: dict, history: dict, tes
     return folder
 
 
-@register_method("source")
 def train_source(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> RunResult:
     params: SourceTrainingParams = spec.params
     device = resolve_device(spec.device)

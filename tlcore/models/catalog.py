@@ -6,6 +6,7 @@ listing every backbone takes a second instead of initialising 400 M random weigh
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -78,3 +79,24 @@ def predict_top_k(backbone: str, images: Sequence[str | Path], weights: str = "d
         labels = [source.categories[int(i)] for i in top.indices]
         out.append((str(path), list(zip(labels, top.values.tolist(), strict=True))))
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def meta_flops(backbone: str, input_size: int, num_classes: int, configuration: int | str | None = None,
+               bn_trainable: bool = False) -> tuple[int, int]:
+    """(forward, backward) FLOPs per image, counted on the meta device (no weights, no memory); backward for
+    what ``configuration`` trains (None: inference only; "lp-ft": the probe phase, only the head)."""
+    bb = meta_backbone(backbone)
+    with torch.device("meta"):
+        bb.reset_classifier(num_classes)
+    # batch 2: counted in train mode, BatchNorm refuses one value per channel (1x1 maps at small sizes)
+    if configuration is None:
+        return count_flops(bb, input_size, batch=2).forward, 0
+    if configuration == "lp-ft":
+        head = bb.head_parameter_names()
+        for name, p in bb.named_parameters():
+            p.requires_grad_(name in head)
+    else:
+        bb.apply_freezing(int(configuration), bn_trainable)
+    count = count_flops(bb, input_size, train=True, batch=2)
+    return count.forward, count.backward

@@ -26,8 +26,8 @@ from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import SVC, LinearSVC
 
+from tlcore.classifiers.voting import vote
 from tlcore.errors import SpecError
-from tlcore.methods.common import vote
 from tlcore.registry import Registry
 
 ClassifierFactory = Callable[[int, int], ClassifierMixin]
@@ -100,7 +100,7 @@ def xgboost(random_state: int, n_samples: int) -> ClassifierMixin:
 def linear(random_state: int, n_samples: int) -> ClassifierMixin:
     """LinearSVC's objective fitted full-batch by L-BFGS in torch, on the GPU when there is one: it
     scales with the data (docs/benchmarks.md, bench/classifiers.py)."""
-    from tlcore.methods.linear_svm import DeviceLinearSVM
+    from tlcore.classifiers.linear_svm import DeviceLinearSVM
 
     return DeviceLinearSVM(random_state=random_state)
 
