@@ -102,7 +102,7 @@ def bench_throughput(args: argparse.Namespace) -> float:
         return time.perf_counter() - t
 
     def pipeline(k: int) -> float:
-        from tlcore.methods.feature_cache import FeatureCache
+        from tlcore.features import FeatureCache
 
         cache = FeatureCache.open(tmp / f"cache-{k}", {"bench": k})  # empty: every image is extracted and written
         ex = Extractor(spec, ds, bb, sel.taps, prep, device, cache, energy, 0)

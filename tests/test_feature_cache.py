@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tlcore.methods.feature_cache import FeatureCache, default_cache_root, identity_digest
+from tlcore.features.cache import FeatureCache, default_cache_root, identity_digest
 
 IDENTITY = {"dataset": "digits", "backbone": "resnet18", "weights": "imagenet", "taps": ["layer4.1"],
             "crops": "none", "resolution": 64}

@@ -482,7 +482,7 @@ def test_extracted_features_are_the_eval_mode_forward_of_each_image(store_dir, d
 
     from tlcore.data import load_dataset
     from tlcore.data.loading import ImageBatches, normalize_batch
-    from tlcore.methods.feature_cache import FeatureCache
+    from tlcore.features import FeatureCache
     from tlcore.models import create_backbone
 
     result = experiments.run(_spec(str(digits_folder), samples_per_class=(2,), splits=1), Recorder(),
