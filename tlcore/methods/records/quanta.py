@@ -157,5 +157,5 @@ register(Method(
     blurb="Train a network from scratch (QUANTA's source), e.g. on digits:0-4 before transferring to digits:5-9.",
     default_backbone="quanta_cnn", fixed_weights="random", pretrained_weights=False, fields=source_fields,
     estimate=source_estimate, analysis_page="quanta",
-    cli_help="train a source network (QUANTA's source; the seed's --source_training)",
+    cli_help="train a source network (QUANTA's source; the seed's train_source_model.py)",
 ))
