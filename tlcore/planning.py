@@ -351,21 +351,22 @@ def _calibrated(backbone: str, dev_type: str, size: int) -> tuple[float, float, 
 CONFIRM_ABOVE_S = 600.0
 
 
-def estimate_cost(spec: ExperimentSpec, tracker=None, calibrate: bool = False) -> CostEstimate:
+def estimate_cost(spec: ExperimentSpec, tracker=None, calibrate: bool = False) -> CostEstimate | None:
     """Images x FLOPs per image, and a time from this machine's pace on similar finished runs.
 
     Loads the dataset and plans the splits exactly as the method will, so a samples-per-class
     value a class cannot supply fails here, before any run is opened. The FLOPs of FE assume
     each image is extracted once per job (features are reused across the curve). With
     ``calibrate``, a machine that has no finished job of this kind yet times a forward pass and a
-    training step (a few seconds, once per process) so the projection is never blank.
+    training step (a few seconds, once per process) so the projection is never blank. None for a method
+    whose record has no ``estimate``.
     """
     from tlcore.experiments import resolve_defaults
 
     spec = resolve_defaults(spec.validate())
     record = methods.get(spec.method)
     if record.estimate is None:
-        raise SpecError(f"Method {record.name!r} cannot estimate its cost before it runs.")
+        return None  # a method without a cost model: nothing to project, nothing to block
     work = record.estimate(spec)
     runs, images, flops, size = work.runs, work.images, work.flops, spec.input_size
     seconds, basis = None, ""

@@ -166,6 +166,10 @@ def print_plan(spec, out=None) -> None:
     tracker = Tracker(uri) if db is None or db.exists() else None
     spec = resolve_defaults(spec.validate())
     est = estimate_cost(spec, tracker, calibrate=True)
+    if est is None:
+        print(f"Plan: {base.get(spec.method).noun} of {spec.backbone} on {spec.dataset}; this method has no cost "
+              f"model, so nothing is projected. Dry run: nothing was run; drop --dry-run to run it.", file=out)
+        return
     size = f" at {spec.input_size} px" if spec.input_size else ""
     print(f"Plan: {base.get(spec.method).noun} of {spec.backbone}{size} on {spec.dataset}, device {spec.device}: "
           f"{est.runs} MLflow run{'s' if est.runs != 1 else ''}, {est.images:,} image passes x "
