@@ -63,7 +63,7 @@ def co2(kg) -> str:
 
 def duration(seconds) -> str:
     """'42 s', '3 min 05 s', '12 min', '1.5 h' (the job runner's wording)."""
-    from tlcore.jobs import format_duration
+    from tlcore.jobs.state import format_duration
 
     v = _finite(seconds)
     return "—" if v is None else format_duration(v)

@@ -1,16 +1,16 @@
-"""Background jobs for the app: a FIFO queue and one worker thread per device, state the UI polls.
+"""The job runner of the app: a FIFO queue per device, cancel, recovery, state the UI polls.
 
 The Streamlit server holds one :class:`JobRunner` (``st.cache_resource``). A job is one
-:class:`~tlcore.specs.ExperimentSpec` run through :func:`tlcore.experiments.run` on a daemon
-worker thread; everything the UI shows about it (stage, fraction, ETA, the metric history for
-live charts, messages, MLflow run ids, the error) lives here, never in a browser session, so a
-job survives reruns, page switches, closed tabs and reloads. Why not a ``ThreadPoolExecutor``:
-its non-daemon threads keep the server from shutting down until the job ends.
+:class:`~tlcore.specs.ExperimentSpec`; the runner queues it, hands its work to an executor
+(:mod:`tlcore.executors`; by default a daemon thread of this process running
+:func:`tlcore.experiments.run`) and keeps everything the UI shows about it (stage, fraction, ETA,
+the metric history for live charts, messages, MLflow run ids, the error), never in a browser
+session, so a job survives reruns, page switches, closed tabs and reloads.
 
-A small JSON journal next to the tracking store records each job's state and run ids. When
-the server is killed mid-job (SIGKILL, a crash, a power cut), the next start marks the runs it
-left RUNNING as FAILED (:meth:`Tracker.fail_orphaned_runs`) and the journal says which job was
-interrupted, so the home page can tell the user what happened and offer to run it again.
+The journal (:mod:`tlcore.jobs.journal`) records each job's state and run ids. When the server is
+killed mid-job, the next start marks the runs it left RUNNING as FAILED
+(:meth:`Tracker.fail_orphaned_runs`) and the journal says which job was interrupted, so the home
+page can tell the user what happened and offer to run it again.
 """
 
 from __future__ import annotations
@@ -18,274 +18,41 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import json
 import logging
 import os
-import socket
 import threading
 import time
 import traceback
 import uuid
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
 
 from tlcore.errors import Cancelled, TLError
+from tlcore.executors import Executor, LocalExecutor, Outcome, Work
+from tlcore.jobs.journal import _LIVE_RUNNERS, JobJournal, _owner_alive, _this_server, journal_path_for
+from tlcore.jobs.state import (
+    ACTIVE_STATES,
+    MAX_MESSAGES,
+    MAX_METRIC_POINTS,
+    Job,
+    JobMessage,
+    JobState,
+    MetricPoint,
+    RunRef,
+    Submitted,
+    describe_spec,
+)
 from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec
-from tlcore.tracking import RunHandle, Tracker, _process_start_time, artifact_root, owner_alive
+from tlcore.tracking import RunHandle, Tracker
 
 log = logging.getLogger(__name__)
 
-JOURNAL_NAME = "tlcore-jobs.json"
-JOURNAL_VERSION = 1
-MAX_METRIC_POINTS = 20_000  # per job; older points are thinned, so charts keep their shape
-MAX_MESSAGES = 200
-JOURNAL_KEEP = 100  # jobs remembered across restarts
 MEMORY_KEEP = 50  # ended jobs kept in memory (with their metric history) by a long-lived server
 DEDUP_WINDOW_S = 3.0  # a token seen this recently returns its job even when that job has ended (a double click)
 USER_CANCEL_REASON = "Cancelled by the user; metrics logged before that are kept."
 SHUTDOWN_REASON = "The server was stopped while this run was running; metrics logged before that are kept."
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    FINISHED = "finished"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    INTERRUPTED = "interrupted"  # the server stopped or died while the job was queued or running
-
-
-ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
-METHOD_NAMES = {"fe": "Feature extraction", "ft": "Fine-tuning", "quanta": "QUANTA", "source": "Source training"}
-
-
-@dataclass(frozen=True)
-class MetricPoint:
-    """One value a method reported for the live charts."""
-
-    name: str
-    value: float
-    step: int | None
-    series: str
-    time: float
-
-
-@dataclass(frozen=True)
-class RunRef:
-    run_id: str
-    experiment: str
-    name: str | None = None
-
-
-@dataclass(frozen=True)
-class JobMessage:
-    time: float
-    level: str
-    text: str
-
-
-@dataclass
-class Job:
-    """A job's state. The runner hands out copies (:meth:`JobRunner.get`), safe to read anywhere."""
-
-    id: str
-    number: int
-    spec: ExperimentSpec
-    label: str
-    device: str
-    token: str | None = None
-    state: JobState = JobState.QUEUED
-    submitted_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    ended_at: float | None = None
-    stage: str = "Waiting in the queue"
-    fraction: float = 0.0
-    metrics: list[MetricPoint] = field(default_factory=list)
-    messages: list[JobMessage] = field(default_factory=list)
-    runs: list[RunRef] = field(default_factory=list)
-    error: str | None = None
-    error_type: str | None = None
-    traceback: str | None = None
-    summary: str = ""
-    result_metrics: dict[str, float] = field(default_factory=dict)
-    cancel_requested: bool = False
-    note: str = ""  # what happened to a job of a previous server (interrupted jobs)
-    acknowledged: bool = False
-    owner: dict[str, Any] = field(default_factory=dict)
-    # ETA anchor: the first moment the fraction moved past zero
-    _anchor: tuple[float, float] | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
-
-    @property
-    def run_ids(self) -> list[str]:
-        return [r.run_id for r in self.runs]
-
-    @property
-    def elapsed_s(self) -> float | None:
-        if self.started_at is None:
-            return None
-        return (self.ended_at or time.time()) - self.started_at
-
-    def eta_s(self, now: float | None = None) -> float | None:
-        """Seconds left, from the pace since progress first moved (model loading is not progress)."""
-        if self.state is not JobState.RUNNING or self.fraction <= 0 or self.started_at is None:
-            return None
-        now = now or time.time()
-        if self._anchor is not None and self.fraction > self._anchor[1] and now > self._anchor[0]:
-            rate = (self.fraction - self._anchor[1]) / (now - self._anchor[0])
-        else:
-            rate = self.fraction / max(now - self.started_at, 1e-6)
-        if rate <= 0:
-            return None
-        return max(0.0, (1.0 - self.fraction) / rate)
-
-    def status_line(self, now: float | None = None) -> str:
-        """One line for badges and tables: state, stage, percentage and time left or taken."""
-        if self.state is JobState.QUEUED:
-            return "queued"
-        if self.state is JobState.RUNNING:
-            eta = self.eta_s(now)
-            left = f" · {format_duration(eta)} left" if eta is not None else ""
-            return f"{self.stage} · {self.fraction:.0%}{left}"
-        took = f" in {format_duration(self.elapsed_s)}" if self.elapsed_s is not None else ""
-        return f"{self.state}{took}"
-
-    def to_journal(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "number": self.number, "label": self.label, "device": self.device,
-            "state": str(self.state), "submitted_at": self.submitted_at, "started_at": self.started_at,
-            "ended_at": self.ended_at, "stage": self.stage, "fraction": round(self.fraction, 4),
-            "runs": [[r.run_id, r.experiment, r.name] for r in self.runs], "error": self.error,
-            "error_type": self.error_type, "summary": self.summary, "note": self.note,
-            "acknowledged": self.acknowledged, "owner": self.owner, "spec": self.spec.to_dict(),
-        }
-
-    @classmethod
-    def from_journal(cls, d: Mapping[str, Any]) -> Job:
-        try:
-            spec = ExperimentSpec.from_dict(d["spec"])
-        except Exception:  # a spec from another version of tlcore: keep the record, not the spec
-            raw = d.get("spec") or {}
-            spec = ExperimentSpec(str(raw.get("method", "fe")), str(raw.get("dataset", "?")))
-        return cls(
-            id=d["id"], number=int(d.get("number", 0)), spec=spec, label=d.get("label", ""),
-            device=d.get("device", "cpu"), state=JobState(d.get("state", "failed")),
-            submitted_at=float(d.get("submitted_at") or 0), started_at=d.get("started_at"),
-            ended_at=d.get("ended_at"), stage=d.get("stage", ""), fraction=float(d.get("fraction") or 0),
-            runs=[RunRef(*r) for r in d.get("runs", [])], error=d.get("error"), error_type=d.get("error_type"),
-            summary=d.get("summary", ""), note=d.get("note", ""), acknowledged=bool(d.get("acknowledged")),
-            owner=dict(d.get("owner") or {}),
-        )
-
-
-@dataclass(frozen=True)
-class Submitted:
-    """What :meth:`JobRunner.submit` did: ``new`` is False when the token named a job already queued."""
-
-    job: Job
-    new: bool
-
-
-def format_duration(seconds: float | None) -> str:
-    """'42 s', '3 min 05 s', '12 min', '1.5 h'."""
-    if seconds is None:
-        return "?"
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min" if seconds >= 600 else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    return f"{seconds / 3600:.1f} h"
-
-
-def describe_spec(spec: ExperimentSpec) -> str:
-    """A short label: method, dataset, backbone and the protocol."""
-    method = METHOD_NAMES.get(spec.method, spec.method)
-    parts = [method, spec.dataset, spec.backbone]
-    if spec.method in ("fe", "ft"):
-        if spec.model_selection:
-            parts.append("model selection")
-        elif spec.samples_per_class:
-            draws = f" x {spec.splits} draws" if spec.splits else ""
-            parts.append(f"{len(spec.samples_per_class)} points ({','.join(map(str, spec.samples_per_class))}{draws})")
-        else:
-            parts.append("seed grid")
-    if spec.method == "ft":
-        parts.append(f"config {spec.params.configuration}")
-    if spec.method == "quanta":
-        layer = spec.params.layer_to_transfer
-        parts.append("every layer" if layer in (-1, "-1") else f"layer {layer}")
-    return " · ".join(str(p) for p in parts)
-
-
-def journal_path_for(tracking_uri: str) -> Path:
-    """Beside a sqlite store; for a tracking server, in the user's cache folder (one file per URI)."""
-    root = artifact_root(tracking_uri)
-    if root:
-        return Path(root).parent / JOURNAL_NAME
-    import hashlib
-
-    digest = hashlib.sha1(tracking_uri.encode()).hexdigest()[:12]
-    return Path.home() / ".cache" / "tlcore" / f"jobs-{digest}.json"
-
-
-def _this_server() -> dict[str, Any]:
-    """Who owns a journal entry: this process (pid, host, start time) and this runner in it."""
-    pid = os.getpid()
-    return {"pid": pid, "host": socket.gethostname(), "start": _process_start_time(pid), "runner": uuid.uuid4().hex[:8]}
-
-
-_LIVE_RUNNERS: set[str] = set()  # runners of this process that have not been closed
-
-
-def _owner_alive(owner: Mapping[str, Any]) -> bool:
-    if not owner:
-        return False
-    if owner.get("host") != socket.gethostname():
-        return True  # another machine's server: not ours to judge
-    if owner.get("pid") == os.getpid():
-        return owner.get("runner") in _LIVE_RUNNERS
-    return owner_alive(int(owner.get("pid") or 0), owner.get("start"))
-
-
-class JobJournal:
-    """Job records in one JSON file, rewritten atomically. Entries of other live servers are kept."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-
-    def load(self) -> list[dict[str, Any]]:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return []
-        except (OSError, json.JSONDecodeError) as exc:
-            log.warning("Ignoring unreadable job journal %s: %s", self.path, exc)
-            return []
-        jobs = data.get("jobs", []) if isinstance(data, dict) else []
-        return [j for j in jobs if isinstance(j, dict) and "id" in j]
-
-    def save(self, ours: list[dict[str, Any]], owner: Mapping[str, Any]) -> None:
-        """Write our entries, keeping entries of other servers that are still alive."""
-        with self._lock:
-            our_ids = {j["id"] for j in ours}
-            others = [j for j in self.load() if j["id"] not in our_ids and j.get("owner") != dict(owner)]
-            entries = sorted(others + ours, key=lambda j: j.get("submitted_at") or 0)
-            if len(entries) > JOURNAL_KEEP:
-                entries = entries[-JOURNAL_KEEP:]
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps({"version": JOURNAL_VERSION, "jobs": entries}, indent=1, default=str))
-            os.replace(tmp, self.path)
 
 
 class JobReporter(Reporter):
@@ -354,7 +121,8 @@ class JobReporter(Reporter):
 
 
 class JobRunner:
-    """One per server process: FIFO queues keyed by device, one daemon worker thread for each.
+    """One per server process: FIFO queues keyed by device, one job at a time on each, run by ``executor``
+    (default: :class:`~tlcore.executors.LocalExecutor`, a daemon thread per job).
 
     Example:
         >>> runner = JobRunner(Tracker("results"))
@@ -364,8 +132,10 @@ class JobRunner:
         <JobState.FINISHED: 'finished'>
     """
 
-    def __init__(self, tracker: Tracker | str | None = None, journal_path: str | os.PathLike | None = None) -> None:
+    def __init__(self, tracker: Tracker | str | None = None, journal_path: str | os.PathLike | None = None,
+                 executor: Executor | None = None) -> None:
         self.tracker = tracker if isinstance(tracker, Tracker) else Tracker(tracker)
+        self.executor: Executor = executor if executor is not None else LocalExecutor()
         self.journal = JobJournal(journal_path or journal_path_for(self.tracker.uri))
         self.owner = _this_server()
         _LIVE_RUNNERS.add(self.owner["runner"])
@@ -373,7 +143,7 @@ class JobRunner:
         self._changed = threading.Condition(self._lock)
         self._jobs: dict[str, Job] = {}
         self._queues: dict[str, deque[str]] = {}
-        self._workers: dict[str, threading.Thread] = {}
+        self._running: dict[str, Work] = {}  # device -> the work its executor runs now
         self._reporters: dict[str, JobReporter] = {}
         self._tokens: dict[str, str] = {}
         self._numbers = itertools.count(1)
@@ -459,10 +229,10 @@ class JobRunner:
             if token:
                 self._tokens[token] = job_id
             self._queues.setdefault(device, deque()).append(job_id)
-            self._ensure_worker(device)
             self._changed.notify_all()
             snapshot = self._snapshot(job)
         self._save_journal()
+        self._start_next(device)
         return Submitted(snapshot, True)
 
     def resubmit(self, job_id: str) -> Submitted:
@@ -503,6 +273,7 @@ class JobRunner:
 
         Returns False when the job had already ended.
         """
+        work = None
         with self._lock:
             job = self._require(job_id)
             if job.state is JobState.QUEUED:
@@ -519,8 +290,11 @@ class JobRunner:
                 reporter = self._reporters.get(job_id)
                 if reporter is not None:
                     reporter.request_cancel()
+                work = self._running.get(job.device)
             else:
                 return False
+        if work is not None and work.job_id == job_id:
+            self.executor.cancel(work, USER_CANCEL_REASON)
         self._save_journal()
         return True
 
@@ -617,9 +391,11 @@ class JobRunner:
                         reporter.request_cancel(SHUTDOWN_REASON)
             for q in self._queues.values():
                 q.clear()
+            running = list(self._running.values())
             self._changed.notify_all()
-        for t in list(self._workers.values()):
-            t.join(timeout)
+        for work in running:
+            self.executor.cancel(work, SHUTDOWN_REASON)
+        self.executor.shutdown(timeout)
         with self._lock:
             stuck = [j for j in self._jobs.values() if j.state is JobState.RUNNING]
         for job in stuck:
@@ -660,46 +436,42 @@ class JobRunner:
             if job.token and self._tokens.get(job.token) == job.id:
                 del self._tokens[job.token]
 
-    def _ensure_worker(self, device: str) -> None:
-        t = self._workers.get(device)
-        if t is None or not t.is_alive():
-            t = threading.Thread(target=self._work, args=(device,), name=f"tlcore-jobs-{device}", daemon=True)
-            self._workers[device] = t
-            t.start()
-
-    def _work(self, device: str) -> None:
-        while True:
-            with self._lock:
-                queue = self._queues.setdefault(device, deque())
-                while not queue and not self._closed:
-                    self._changed.wait()
-                if self._closed:
-                    return
-                job = self._jobs[queue.popleft()]
-                job.state = JobState.RUNNING
-                job.started_at = time.time()
-                job.stage = "Starting"
-                reporter = JobReporter(self, job)
-                self._reporters[job.id] = reporter
-                self._changed.notify_all()
-            self._save_journal()
-            self._execute(job, reporter)
-
-    def _execute(self, job: Job, reporter: JobReporter) -> None:
-        from tlcore import experiments
-
-        state, error, error_type, tb, result = JobState.FINISHED, None, None, None, None
+    def _start_next(self, device: str) -> None:
+        """Hand the next job queued for ``device`` to the executor, unless one runs there already."""
+        with self._lock:
+            queue = self._queues.get(device)
+            if self._closed or device in self._running or not queue:
+                return
+            job = self._jobs[queue.popleft()]
+            job.state = JobState.RUNNING
+            job.started_at = time.time()
+            job.stage = "Starting"
+            reporter = JobReporter(self, job)
+            self._reporters[job.id] = reporter
+            work = Work(job.id, job.spec, reporter, self.tracker, device)
+            self._running[device] = work
+            self._changed.notify_all()
+        self._save_journal()
         try:
-            result = experiments.run(job.spec, reporter, self.tracker)
-        except Cancelled:
+            self.executor.start(work, self._finished)
+        except Exception as exc:  # an executor that cannot start fails the job, not the runner
+            self._finished(work, Outcome(error=exc, traceback=traceback.format_exc()))
+
+    def _finished(self, work: Work, outcome: Outcome) -> None:
+        """The executor's ``done``: what the outcome means for the job, its runs and the journal; then the next job."""
+        with self._lock:
+            job = self._jobs[work.job_id]
+        state, error, error_type, tb, result = JobState.FINISHED, None, None, None, outcome.result
+        exc = outcome.error
+        if isinstance(exc, Cancelled):
             state = JobState.INTERRUPTED if self._closed and not job.cancel_requested else JobState.CANCELLED
-        except TLError as exc:
+        elif isinstance(exc, TLError):
             state, error, error_type = JobState.FAILED, str(exc), type(exc).__name__
-        except Exception as exc:  # a bug: keep the traceback for the expander
+        elif exc is not None:  # a bug: keep the traceback for the expander
             state, error_type = JobState.FAILED, type(exc).__name__
             first = str(exc).splitlines()[0] if str(exc) else ""
             error = f"Unexpected {type(exc).__name__}: {first} (a bug; the traceback is below)."
-            tb = traceback.format_exc()
+            tb = outcome.traceback
         if state is JobState.CANCELLED:
             self._end_open_runs(job, "KILLED", USER_CANCEL_REASON)
         elif state is JobState.INTERRUPTED:
@@ -724,10 +496,13 @@ class JobRunner:
             else:
                 job.stage = "Failed"
             self._reporters.pop(job.id, None)
+            if self._running.get(work.device) is work:
+                del self._running[work.device]
             self._forget_old_jobs()
             self._results_version += 1
             self._changed.notify_all()
         self._save_journal()
+        self._start_next(work.device)
 
     def _end_open_runs(self, job: Job, status: str, reason: str) -> None:
         """Safety net: no run of the job stays RUNNING, whatever the method did."""
