@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from tlcore.errors import DatasetError, SpecError, TLError
-from tlcore.jobs import format_duration
 from tlcore.methods.base import FormField, methods
 from tlcore.specs import ExperimentSpec
+from tlcore.units import format_duration
 
 
 def method_fields(method: str, backbone: str | None = None) -> list[FormField]:

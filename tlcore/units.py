@@ -61,10 +61,20 @@ def co2(kg) -> str:
     return "0 g CO2e" if g == 0 else f"{g * 1e3:.3g} mg CO2e"
 
 
-def duration(seconds) -> str:
-    """'42 s', '3 min 05 s', '12 min', '1.5 h' (the job runner's wording)."""
-    from tlcore.jobs.state import format_duration
+def format_duration(seconds: float | None) -> str:
+    """'42 s', '3 min 05 s', '12 min', '1.5 h'."""
+    if seconds is None:
+        return "?"
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min" if seconds >= 600 else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{seconds / 3600:.1f} h"
 
+
+def duration(seconds) -> str:
+    """'42 s', '3 min 05 s', '12 min', '1.5 h'; a dash for a missing value."""
     v = _finite(seconds)
     return "—" if v is None else format_duration(v)
 

@@ -166,8 +166,8 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from tlcore.advice import advise, situation_from_dataset
     from tlcore.errors import SpecError
     from tlcore.guidelines import STRENGTH_LABELS, Situation
-    from tlcore.jobs import format_duration
     from tlcore.planning import format_flops
+    from tlcore.units import format_duration
 
     answers = dict(domain=args.domain, device=args.device, budget_hours=args.budget_hours,
                    budget_kwh=args.budget_kwh, tuning_time=args.tuning_time, deployment_shift=args.deployment_shift,

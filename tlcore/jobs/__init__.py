@@ -17,7 +17,6 @@ from tlcore.jobs.state import (
     ACTIVE_STATES,
     MAX_MESSAGES,
     MAX_METRIC_POINTS,
-    METHOD_NAMES,
     Job,
     JobMessage,
     JobState,
@@ -25,12 +24,12 @@ from tlcore.jobs.state import (
     RunRef,
     Submitted,
     describe_spec,
-    format_duration,
 )
+from tlcore.units import format_duration
 
 __all__ = [
     "ACTIVE_STATES", "DEDUP_WINDOW_S", "JOURNAL_KEEP", "JOURNAL_NAME", "JOURNAL_VERSION", "MAX_MESSAGES",
-    "MAX_METRIC_POINTS", "MEMORY_KEEP", "METHOD_NAMES", "SHUTDOWN_REASON", "USER_CANCEL_REASON", "Job",
+    "MAX_METRIC_POINTS", "MEMORY_KEEP", "SHUTDOWN_REASON", "USER_CANCEL_REASON", "Job",
     "JobJournal", "JobMessage", "JobReporter", "JobRunner", "JobState", "MetricPoint", "RunRef", "Submitted",
     "describe_spec", "format_duration", "journal_path_for",
 ]

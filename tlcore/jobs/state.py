@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from tlcore.methods.base import methods
 from tlcore.specs import ExperimentSpec
+from tlcore.units import format_duration
 
 MAX_METRIC_POINTS = 20_000  # per job; older points are thinned, so charts keep their shape
 MAX_MESSAGES = 200
@@ -28,9 +30,6 @@ class JobState(StrEnum):
 
 
 ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
-METHOD_NAMES = {"fe": "Feature extraction", "ft": "Fine-tuning", "quanta": "QUANTA", "source": "Source training"}
-
-
 @dataclass(frozen=True)
 class MetricPoint:
     """One value a method reported for the live charts."""
@@ -161,23 +160,11 @@ class Submitted:
     new: bool
 
 
-def format_duration(seconds: float | None) -> str:
-    """'42 s', '3 min 05 s', '12 min', '1.5 h'."""
-    if seconds is None:
-        return "?"
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min" if seconds >= 600 else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    return f"{seconds / 3600:.1f} h"
-
-
 def describe_spec(spec: ExperimentSpec) -> str:
     """A short label: method, dataset, backbone and the protocol."""
-    method = METHOD_NAMES.get(spec.method, spec.method)
-    parts = [method, spec.dataset, spec.backbone]
-    if spec.method in ("fe", "ft"):
+    record = methods.get(spec.method) if methods.knows(spec.method) else None
+    parts = [record.label if record else spec.method, spec.dataset, spec.backbone]
+    if record is not None and record.sweep:
         if spec.model_selection:
             parts.append("model selection")
         elif spec.samples_per_class:
