@@ -98,7 +98,7 @@ def _per_class(labels: np.ndarray, pool: np.ndarray, n: int, seed: int, name: st
 
 def _export(outdir: Path, task: str, state: dict, meta: dict, history: dict, test: dict) -> Path:
     """The seed's ``{output_dir}/{source}_training/`` folder (rewritten whole)."""
-    from tlcore.methods.quanta import safe_name
+    from tlcore.methods.quanta.names import safe_name
 
     folder = outdir / f"{safe_name(task)}_training"
     folder.mkdir(parents=True, exist_ok=True)
