@@ -241,13 +241,16 @@ def label(name: str) -> str:
     return methods.get(name).label if methods.knows(name) else name
 
 
-class _ExperimentNames(Mapping[str, str]):
-    """method name -> MLflow experiment name, read live from the registry."""
+class _Column(Mapping[str, Any]):
+    """method name -> one attribute of its record, read live from the registry (a method added later counts)."""
 
-    def __getitem__(self, name: str) -> str:
+    def __init__(self, attribute: str) -> None:
+        self.attribute = attribute
+
+    def __getitem__(self, name: str) -> Any:
         if not methods.knows(name):
             raise KeyError(name)
-        return methods.get(name).experiment
+        return getattr(methods.get(name), self.attribute)
 
     def __iter__(self) -> Iterator[str]:
         return iter(methods.names())
@@ -256,7 +259,8 @@ class _ExperimentNames(Mapping[str, str]):
         return len(methods)
 
 
-EXPERIMENTS: Mapping[str, str] = _ExperimentNames()
+EXPERIMENTS: Mapping[str, str] = _Column("experiment")
+LABELS: Mapping[str, str] = _Column("label")
 
 
 def method_of_experiment(experiment: str) -> str | None:
