@@ -104,3 +104,28 @@ def test_a_failing_executor_fails_the_job_not_the_runner(recording):
     failed = runner.get(job.id)
     assert failed.state is JobState.FAILED and failed.error.startswith("Unexpected RuntimeError: no cluster")
     assert not runner.has_active()
+
+
+def test_a_sweep_run_point_by_point_scores_as_the_whole_sweep(tracker):
+    """What a cluster executor does: list the points, open a parent, run each point apart under it."""
+    from tlcore import experiments
+    from tlcore.specs import ExperimentSpec, FeatureExtractionParams
+
+    spec = ExperimentSpec("fe", "digits", resolution=32, samples_per_class=(2, 5), splits=2, measure_energy=False,
+                          params=FeatureExtractionParams(classifier="linearsvc"))  # features cached: one extraction
+    whole = experiments.run(spec, tracker=tracker)
+    points = experiments.sweep_points(spec)
+    assert points == [(2, 0), (2, 1), (5, 0), (5, 1)]
+    with tracker.start_run("fe", {"samples_per_class": "sweep"}, tags={"sweep_parent": "true"}) as parent:
+        apart = [experiments.run_point(spec, p, tracker=tracker, parent_run_id=parent.run_id, sweep_id="s1")
+                 for p in points]
+    client = tracker.client
+
+    def accuracy(run_id):
+        return client.get_run(run_id).data.metrics["test_accuracy"]
+
+    assert [accuracy(r) for r in whole.run_ids] == [accuracy(r.run_ids[0]) for r in apart]
+    for r in apart:
+        run = client.get_run(r.run_ids[0])
+        assert run.data.tags["mlflow.parentRunId"] == parent.run_id and run.data.tags["sweep_id"] == "s1"
+        assert r.parent_run_id is None  # no parent of its own: the executor's holds them

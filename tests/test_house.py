@@ -38,7 +38,8 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([base] if base else []))
             for alias in node.names:  # `from a import b`: the module a.b when there is one, else a
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
         for child in ast.iter_child_nodes(node):

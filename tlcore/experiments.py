@@ -67,3 +67,33 @@ def record_job_time(tracker: Tracker, result: RunResult, seconds: float) -> None
         tracker.client.log_metric(top, JOB_TIME_METRIC, float(seconds))
     except Exception:  # a figure for later projections, never a reason to fail a finished job
         pass
+
+
+def sweep_points(spec: ExperimentSpec) -> list[tuple[int, int]]:
+    """The (samples per class, draw) points of a sweep, as an executor that runs them apart lists them."""
+    from tlcore.errors import SpecError
+
+    spec = resolve_defaults(spec.validate())
+    method = get(spec.method)
+    if not method.sweep:
+        raise SpecError(f"Method {method.name!r} does not sweep samples per class: run the whole job with run().")
+    return [(p.spc, p.split) for p in method.points(spec)]
+
+
+def run_point(spec: ExperimentSpec, point: tuple[int, int], reporter: Reporter | None = None,
+              tracker: Tracker | None = None, parent_run_id: str | None = None,
+              sweep_id: str | None = None) -> RunResult:
+    """One point of a sweep: the call a remote executor makes for each of :func:`sweep_points`.
+
+    The point trains on exactly the images it would in the whole sweep (draws are seeded per point). Its run
+    joins ``sweep_id`` and hangs under ``parent_run_id`` when given (whoever split the sweep opens that parent).
+    """
+    from tlcore.methods.common import PARENT_TAG
+
+    tags = dict(spec.tags)
+    if sweep_id:
+        tags["sweep_id"] = sweep_id
+    if parent_run_id:
+        tags[PARENT_TAG] = parent_run_id
+    spc, draw = point
+    return run(replace(spec, points=((int(spc), int(draw)),), tags=tags), reporter, tracker)

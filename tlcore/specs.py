@@ -213,6 +213,12 @@ def _spc_ok(v: Any) -> bool:
                                                         for x in v)
 
 
+def _points_ok(v: Any) -> bool:
+    return isinstance(v, tuple) and len(v) > 0 and all(
+        isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in p)
+        and p[0] >= 1 and p[1] >= 0 for p in v)
+
+
 @dataclass
 class ExperimentSpec(_Validated):
     """One experiment: a method on a dataset with a backbone, and where its runs are recorded.
@@ -228,6 +234,7 @@ class ExperimentSpec(_Validated):
     weights: str = "default"
     samples_per_class: tuple[int, ...] | None = None  # None: the split set's values (seed grid)
     splits: int | None = None  # draws per samples-per-class value (None: all, 5 in the seed)
+    points: tuple[tuple[int, int], ...] | None = None  # only these (samples per class, draw) of the sweep
     split_path: str | None = None
     model_selection: bool = False
     use_crops: bool = False
@@ -256,6 +263,7 @@ class ExperimentSpec(_Validated):
         "weights": [_STR],
         "samples_per_class": [Check(_spc_ok, "a non-empty tuple of ints >= 1"), _NONE],
         "splits": [Interval(int, 1, None), _NONE],
+        "points": [Check(_points_ok, "a non-empty tuple of (samples per class >= 1, draw >= 0) pairs"), _NONE],
         "split_path": [_STR, _NONE],
         "model_selection": [_BOOL],
         "use_crops": [_BOOL],
@@ -283,6 +291,8 @@ class ExperimentSpec(_Validated):
             self.params = cls()
         if isinstance(self.samples_per_class, list):
             self.samples_per_class = tuple(self.samples_per_class)
+        if isinstance(self.points, list):  # read back from JSON
+            self.points = tuple(tuple(p) if isinstance(p, list) else p for p in self.points)
 
     def validate(self) -> ExperimentSpec:
         """Check every field and the method's parameters; return self so calls chain."""

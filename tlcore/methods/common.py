@@ -104,6 +104,12 @@ def plan_points(spec: ExperimentSpec, ds: ImageDataset, splits: SplitSet) -> lis
                   for spc in splits.spc_values for k, idx in enumerate(splits.train[spc])]
     if not points:
         raise DatasetError(f"The split set of {ds.name} has no training split to run.")
+    if spec.points is not None:  # one executor's share of the sweep (experiments.run_point)
+        wanted = set(spec.points)
+        points = [p for p in points if (p.spc, p.split) in wanted]
+        if not points:
+            raise DatasetError(f"None of the points {sorted(wanted)} (samples per class, draw) is in the split set "
+                               f"of {ds.name}; list them with experiments.sweep_points.")
     for p in points:
         present = np.unique(ds.labels[p.train])
         if len(p.train) == 0:
@@ -146,6 +152,10 @@ def point_params(point: SplitPoint) -> dict[str, Any]:
             "eval_set": point.eval_set, "train_hash": split_hash(point.train)}
 
 
+#: Tag of a spec whose sweep points run one by one (experiments.run_point): their children's parent run.
+PARENT_TAG = "sweep_parent_run_id"
+
+
 class Sweep:
     """The MLflow runs of one experiment: a parent (when there is more than one point) and children.
 
@@ -161,6 +171,7 @@ class Sweep:
         self.params = params
         self.sweep_id = sweep_id or spec.tags.get("sweep_id") or uuid.uuid4().hex[:12]
         self.parent: RunHandle | None = None
+        self.given_parent_id = spec.tags.get(PARENT_TAG)  # a parent opened by whoever split the sweep
         self.child_ids: list[str] = []
         self.done = 0
         self.progress = (0.0, 1.0)  # the share of the reporter's bar the children fill (after shared work)
@@ -173,7 +184,7 @@ class Sweep:
         return t
 
     def __enter__(self) -> Sweep:
-        if self.n_points > 1:
+        if self.n_points > 1 and not self.given_parent_id:
             self.parent = self.tracker.start_run(
                 self.spec.method, {**self.params, "samples_per_class": "sweep", "split": "sweep",
                                    "n_points": self.n_points},
@@ -193,7 +204,8 @@ class Sweep:
         self.reporter.check_cancelled()
         run = self.tracker.start_run(
             self.spec.method, {**self.params, **point_params(point), **params}, tags=self.tags,
-            parent_run_id=self.parent.run_id if self.parent else None, run_name=f"{self.variant} · {point.name}")
+            parent_run_id=self.parent.run_id if self.parent else self.given_parent_id,
+            run_name=f"{self.variant} · {point.name}")
         self.child_ids.append(run.run_id)
         self.reporter.run_started(run.run_id, EXPERIMENTS[self.spec.method], point.label)
         lo, hi = self.progress
