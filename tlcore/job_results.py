@@ -117,7 +117,9 @@ def result_card(runs: pd.DataFrame, method: str, title: str, quanta_verdicts: pd
     """The card of a job from its MLflow rows, or None when it left no run."""
     if runs.empty:
         return None
-    if method in ("fe", "ft"):
+    from tlcore.methods import base
+
+    if base.methods.knows(method) and base.get(method).sweep:  # a few-shot curve: points x draws
         return curve_card(runs, title)
     if method == "quanta":
         return quanta_card(runs, quanta_verdicts, title)
