@@ -14,6 +14,8 @@ Every name stays reachable as ``results.X`` (and ``from tlcore.results import X`
 not know which module holds it.
 """
 
+# Reached by tests as ``results.EXPERIMENTS`` / ``results.sqlite_path``, as when results was one module.
+from tlcore.methods.base import EXPERIMENTS as EXPERIMENTS
 from tlcore.results.columns import (
     ACCURACY_METRICS,
     BEST_VAL_METRIC,
@@ -52,7 +54,6 @@ from tlcore.results.quanta import (
     quanta_values,
 )
 from tlcore.results.store import (
-    METHOD_OF_EXPERIMENT,
     RunDetails,
     add_verdicts,
     archive_runs,
@@ -95,9 +96,6 @@ from tlcore.results.tradeoffs import (
     pareto_mask,
     tradeoff_points,
 )
-
-# Reached by tests as ``results.EXPERIMENTS`` / ``results.sqlite_path``, as when results was one module.
-from tlcore.tracking import EXPERIMENTS as EXPERIMENTS
 from tlcore.tracking import sqlite_path as sqlite_path
 
 __all__ = [
@@ -110,7 +108,6 @@ __all__ = [
     "FT_FROZEN_FRACTION",
     "INFO_COLUMNS",
     "METHOD_LABELS",
-    "METHOD_OF_EXPERIMENT",
     "QUANTA_COLUMNS",
     "QUANTA_PREFIX",
     "QUANTA_SETTINGS",

@@ -24,6 +24,7 @@ import pandas as pd
 
 from tlcore import quality
 from tlcore.errors import TLError
+from tlcore.methods.base import EXPERIMENTS, method_of_experiment
 from tlcore.results.columns import (
     BEST_VAL_METRIC,
     RANDOM_SOURCE,
@@ -34,9 +35,7 @@ from tlcore.results.columns import (
     VIEWS,
     RunColumns,
 )
-from tlcore.tracking import EXPERIMENTS, sqlite_path
-
-METHOD_OF_EXPERIMENT = {name: method for method, name in EXPERIMENTS.items()}
+from tlcore.tracking import sqlite_path
 
 
 def load_runs(uri: str, columns: RunColumns, methods: Iterable[str] | None = None,
@@ -264,7 +263,7 @@ def _tidy(raw: dict, columns: RunColumns) -> pd.DataFrame:
         df[col] = pd.to_datetime(pd.to_numeric(df[col], errors="coerce"), unit="ms", utc=True)
     df["experiment_id"] = df["experiment_id"].astype(str)
     from_param = df["method"] if "method" in df else pd.Series(np.nan, index=df.index, dtype=object)
-    df["method"] = df["experiment"].map(METHOD_OF_EXPERIMENT).fillna(from_param)
+    df["method"] = df["experiment"].map(method_of_experiment).fillna(from_param)
     df["duration_s"] = (df["end_time"] - df["start_time"]).dt.total_seconds()
     # Derived columns every page uses.
     if BEST_VAL_METRIC in df and "val_accuracy" in df:

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from tlcore import quality
+from tlcore.methods.base import LABELS
 from tlcore.results.columns import (
     ACCURACY_METRICS,
     COST_AXES,
@@ -25,7 +26,7 @@ from tlcore.results.columns import (
 )
 from tlcore.results.store import RunDetails
 
-METHOD_LABELS = {"fe": "Feature extraction", "ft": "Fine-tuning", "quanta": "QUANTA", "source": "Source training"}
+METHOD_LABELS = LABELS  # method -> label, read live from the method records
 
 
 # ---------------------------------------------------------------------------------------------
