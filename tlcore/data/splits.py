@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcore.data.datasets import ImageDataset
+from tlcore.data.sources import PARTITION_ALIASES, FileSource, ImageDataset
 from tlcore.errors import DatasetError
 
 #: The seed's samples-per-class grid; the largest balanced size is always added.
@@ -245,8 +245,6 @@ def csv_dataset(name: str, split_path: str | Path) -> ImageDataset:
     val). The dataset root is the folder holding the split folders (``textures/`` for
     ``textures/train/marbled/x.jpg``), so precomputed crops mirror it as in the seed.
     """
-    from tlcore.data.datasets import PARTITION_ALIASES, FileSource
-
     split_dir = Path(split_path).expanduser()
     if not split_dir.is_dir():
         raise DatasetError(f"Split folder {split_dir} does not exist; pass the folder that holds val.csv and test.csv.")
@@ -346,8 +344,6 @@ def load_split_csvs(ds: ImageDataset, split_dir: str | Path, n_splits: int | Non
             "fix the paths or regenerate the splits with `python -m tlcore splits`."
         )
     if extra_paths:  # CSVs may name images outside the scanned layout: append them to the pool
-        from tlcore.data.datasets import FileSource
-
         src: FileSource = ds.source  # type: ignore[assignment]
         src.paths.extend(extra_paths)
         ds.labels = np.concatenate([ds.labels, np.array(extra_labels, dtype=np.int64)])
