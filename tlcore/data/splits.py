@@ -349,13 +349,7 @@ def load_split_csvs(ds: ImageDataset, split_dir: str | Path, n_splits: int | Non
         ds.labels = np.concatenate([ds.labels, np.array(extra_labels, dtype=np.int64)])
         if ds.partition is not None:
             ds.partition = np.concatenate([ds.partition, np.array(["train"] * len(extra_paths), dtype=object)])
-    found = []
-    all_train = np.unique(np.concatenate([d for ds_ in train.values() for d in ds_]))
-    for a_name, a, b_name, b in (("train", all_train, "val", val), ("train", all_train, "test", test),
-                                 ("val", val, "test", test)):
-        shared = np.intersect1d(a, b)
-        if len(shared):
-            found.append(f"{len(shared)} image(s) are in both {a_name} and {b_name}")
+    found = _overlaps(train, val, test)
     split_set = SplitSet(train, val, test, origin=f"csv: {split_dir}")
     if found:
         msg = (f"Split CSVs in {split_dir}: " + "; ".join(found) +
@@ -364,6 +358,18 @@ def load_split_csvs(ds: ImageDataset, split_dir: str | Path, n_splits: int | Non
         split_set.warnings.append(msg)
         warnings.warn(msg, SplitOverlapWarning, stacklevel=2)
     return split_set
+
+
+def _overlaps(train: dict[int, list[np.ndarray]], val: np.ndarray, test: np.ndarray) -> list[str]:
+    """One phrase per pair of sets (train, val, test) that share images."""
+    found = []
+    all_train = np.unique(np.concatenate([d for ds_ in train.values() for d in ds_]))
+    for a_name, a, b_name, b in (("train", all_train, "val", val), ("train", all_train, "test", test),
+                                 ("val", val, "test", test)):
+        shared = np.intersect1d(a, b)
+        if len(shared):
+            found.append(f"{len(shared)} image(s) are in both {a_name} and {b_name}")
+    return found
 
 
 def resolve_splits(ds: ImageDataset, split_path: str | Path | None = None, seed: int = 0,
