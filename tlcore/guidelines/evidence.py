@@ -354,7 +354,6 @@ def gather_evidence(runs: pd.DataFrame, quanta_runs: pd.DataFrame, situation: Si
                     curves=curves_out, **quanta_fields)
 
 
-
 def spc_grid_for_pilot(samples_per_class: int, largest: int = 10) -> tuple[int, ...]:
     """Small samples-per-class values to try first: 1, 2, 5, 10 up to what the user has."""
     grid = [v for v in (1, 2, 5, 10, 20) if v <= min(samples_per_class, largest)]

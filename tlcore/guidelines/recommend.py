@@ -51,7 +51,6 @@ class Recommendation:
         return CONFIG_LABELS.get(self.configuration, f"Fine-tuning, configuration {self.configuration}")
 
 
-
 def situation_facts(s: Situation, projection: Projection | None) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "samples_per_class": s.samples_per_class, "num_classes": s.num_classes, "domain": s.domain,
@@ -94,6 +93,24 @@ def _measured_decision(ev: Evidence | None, s: Situation) -> tuple[str, int | st
     return None  # measured, but not resolved: the cost decides (see recommend)
 
 
+@dataclass
+class _Draft:
+    """The recommendation while it is decided: each step of :func:`recommend` reads and amends it."""
+
+    method: str
+    configuration: int | str | None
+    layers: str | None
+    reasons: list[Reason] = field(default_factory=list)
+    fired: list[str] = field(default_factory=list)
+    cautions: list[str] = field(default_factory=list)
+    pilot: bool = False
+
+    def add(self, reason: Reason) -> None:
+        """A reason, and its rule among those that fired."""
+        self.reasons.append(reason)
+        self.fired.append(reason.rule_id)
+
+
 def recommend(situation: Situation, book: RuleBook | None = None, projection: Projection | None = None,
               evidence: Evidence | None = None) -> Recommendation:
     """Evaluate the rules for a situation; measured evidence of deciding strength comes first.
@@ -108,148 +125,184 @@ def recommend(situation: Situation, book: RuleBook | None = None, projection: Pr
     s = situation.validate()
     book = book or load_rules()
     facts = situation_facts(s, projection)
-    reasons: list[Reason] = []
-    fired: list[str] = []
-    cautions: list[str] = []
     measured_src = book.sources.get("your_runs")
-
-    method_rules = sorted((r for r in book.rules if r.kind == "method"), key=lambda r: -r.priority)
-    chosen = next(r for r in method_rules if rule_matches(r, facts))
-    method = chosen.recommend["method"]
-    configuration = chosen.recommend.get("configuration", 0 if method == "ft" else None)
-    layers = chosen.recommend.get("layers")
     comp = evidence.comparison if evidence is not None else None
-    measured = _measured_decision(evidence, s) if measured_src is not None else None
-    if measured is not None and not (chosen.id == "ft-over-budget" and measured[0] == "ft"):
-        method, measured_config, text, strength = measured
-        configuration = measured_config if method == "ft" else None
-        layers = "all" if method == "fe" else None
-        reasons.append(Reason(text, "measured-in-your-runs", measured_src, strength))
-        fired.append("measured-in-your-runs")
-        if chosen.recommend["method"] != method:
-            reasons.append(Reason(f"(The generic rule would have said {chosen.recommend['method'].upper()}: "
-                                  f"{chosen.because})", chosen.id, book.sources[chosen.source], PRIOR))
-        else:
-            reasons.append(Reason(chosen.because, chosen.id, book.sources[chosen.source], _rule_strength(chosen)))
-        fired.append(chosen.id)
-    elif (comp is not None and comp.strength in DECIDING and comp.near and comp.verdict == "not_resolved"
-          and measured_src is not None and chosen.id != "ft-over-budget"):
-        # measured at the user's label count but not separated: the cheaper option, said plainly
-        method, configuration, layers = "fe", None, "all"
-        reasons.append(Reason(comp.describe() + " With no measured difference, the cheaper option wins.",
-                              "measured-tie", measured_src, comp.strength))
-        fired.append("measured-tie")
-        if chosen.recommend["method"] != "fe":
-            reasons.append(Reason(f"(The generic rule would have said {chosen.recommend['method'].upper()}: "
-                                  f"{chosen.because})", chosen.id, book.sources[chosen.source], PRIOR))
-        fired.append(chosen.id)
-        cautions.append("Your runs do not separate the two methods at your number of labels; the pilot with more "
-                        "draws, or more labels, would.")
-    else:
-        reasons.append(Reason(chosen.because, chosen.id, book.sources[chosen.source], _rule_strength(chosen)))
-        fired.append(chosen.id)
-    facts["method"] = method
 
-    pilot = False
-    # The depth is fixed when the deciding rule or the user's runs named one; advice fills it in otherwise,
-    # highest priority first, and a lower-priority rule that disagrees is not shown.
-    config_fixed = method == "ft" and ((measured is not None and configuration is not None)
-                                       or "configuration" in chosen.recommend)
-    depth_reason: int | None = None  # the reason that chose the freezing depth, if advice did
-    for rule in sorted((r for r in book.rules if r.kind == "advice"), key=lambda r: -r.priority):
-        if not rule_matches(rule, facts):
-            continue
-        rec = rule.recommend
-        if "configuration" in rec:
-            if config_fixed and rec["configuration"] != configuration:
-                continue
-            configuration, config_fixed = rec["configuration"], True
-            depth_reason = len(reasons)
-        pilot = pilot or bool(rec.get("pilot"))
-        reasons.append(Reason(rule.because, rule.id, book.sources[rule.source], _rule_strength(rule)))
-        fired.append(rule.id)
-
-    if method == "ft" and configuration is None:
-        configuration = 0
-    # QUANTA sets the depth only from the chosen backbone on this dataset, with a layer that showed a signal
-    if (evidence is not None and method == "ft" and evidence.quanta_depth is not None and configuration != "lp-ft"
-            and evidence.quanta_backbone == s.backbone and same_task_family(evidence.quanta_dataset, s.dataset)
-            and measured_src is not None):
-        k, n = evidence.quanta_depth
-        suggested = min(3, int(k / n * 4))
-        if depth_reason is not None and suggested != configuration:
-            old = reasons[depth_reason]
-            reasons[depth_reason] = Reason(f"(The generic advice would have said configuration {configuration}: "
-                                           f"{old.text})", old.rule_id, old.source, old.strength)
-        reasons.append(Reason(
-            f"In your QUANTA runs ({evidence.quanta_backbone} on {evidence.quanta_dataset}), lambda_S stayed above "
-            f"the random-source control for the first {k} of {n} layers (95% intervals): those transfer, which "
-            f"supports freezing about {suggested}/4 of the network (configuration {suggested}).",
-            "measured-quanta-depth", measured_src, STRONG))
-        fired.append("measured-quanta-depth")
-        configuration = suggested
-
-    def cost_of(o: OptionCost) -> float:
-        return o.seconds if o.seconds is not None else o.flops
-
-    def option_for(m: str, config) -> OptionCost | None:
-        key = (m, config if m == "ft" else None)
-        return next((o for o in projection.options if (o.method, o.configuration if o.method == "ft" else None)
-                     == key), None) if projection is not None else None
-
-    # an option 10x costlier than the cheapest needs measured evidence that it scores higher
-    chosen_cost = option_for(method, configuration)
-    if (projection is not None and chosen_cost is not None and method == "ft" and comp is not None
-            and comp.strength in DECIDING and comp.says_ft_lower and measured_src is not None):
-        cheapest = min(projection.options, key=cost_of)
-        ratio = cost_of(chosen_cost) / max(cost_of(cheapest), 1e-12)
-        if ratio >= COSTLY_RATIO and cheapest.method == "fe":
-            beyond = "" if comp.near else (f" (measured up to {comp.measured_range[1]} samples per class; you have "
-                                           f"{s.samples_per_class}: the pilot at more labels would tell)")
-            reasons.insert(0, Reason(
-                f"{chosen_cost.label} is projected at {ratio:.0f}x the cost of feature extraction, and your runs "
-                f"{comp.where} do not show it scoring higher: {comp.describe()}{beyond} Feature extraction is "
-                "recommended until a run shows the gain is worth the cost.", "costly-without-measured-gain",
-                measured_src, comp.strength))
-            fired.insert(0, "costly-without-measured-gain")
-            method, configuration, layers = "fe", None, "all"
-            chosen_cost = option_for("fe", None)
-            if not comp.near:
-                cautions.append("Your runs stop below your number of labels; fine-tuning may still gain there.")
-                pilot = True
-
-    alternatives: list[tuple[OptionCost, str]] = []
-    if projection is not None:
-        for o in projection.options:
-            if o is chosen_cost:
-                continue
-            note = ""
-            if chosen_cost is not None and chosen_cost.seconds and o.seconds is not None:
-                ratio = o.seconds / chosen_cost.seconds
-                note = f"{ratio:.1f}x the time" if ratio >= 1 else f"{1 / ratio:.1f}x less time"
-            elif chosen_cost is not None and chosen_cost.flops > 0:
-                ratio = o.flops / chosen_cost.flops
-                note = f"{ratio:.1f}x the compute" if ratio >= 1 else f"{1 / ratio:.1f}x less compute"
-            alternatives.append((o, note))
+    draft, chosen, measured = _decide_method(s, book, facts, evidence, measured_src)
+    facts["method"] = draft.method
+    depth_reason = _apply_advice(draft, book, facts, chosen, measured)
+    if draft.method == "ft" and draft.configuration is None:
+        draft.configuration = 0
+    if measured_src is not None:
+        _apply_quanta_depth(draft, s, evidence, depth_reason, measured_src)
+    chosen_cost = _option_for(projection, draft.method, draft.configuration)
+    if measured_src is not None:
+        chosen_cost = _unless_costly_without_gain(draft, s, projection, comp, chosen_cost, measured_src)
+    alternatives = _alternatives(projection, chosen_cost)
 
     # weak or conflicting evidence: say so, point to the pilot
     if evidence is not None:
         weak = evidence.weak_items
         if weak and (comp is None or comp.strength not in DECIDING):
-            cautions.append("Your runs here are weak evidence (" + "; ".join(i.why_not or i.text for i in weak[:2])
-                            + "): they are shown but do not decide.")
+            draft.cautions.append("Your runs here are weak evidence (" + "; ".join(i.why_not or i.text
+                                                                                  for i in weak[:2])
+                                  + "): they are shown but do not decide.")
         conflicts = [i for i in evidence.items if i.kind == "conflict"]
         if conflicts:
-            cautions.append(conflicts[0].text)
-    if cautions:
-        pilot = True
+            draft.cautions.append(conflicts[0].text)
+    if draft.cautions:
+        draft.pilot = True
 
+    method = draft.method
     accuracy_note, expected = _expected_accuracy(s, method, comp)
-    caution = " ".join(dict.fromkeys(cautions))
+    caution = " ".join(dict.fromkeys(draft.cautions))
     if caution:
         caution += " Run the pilot to measure it on your images."
-    return Recommendation(method, configuration if method == "ft" else None, layers, reasons, alternatives,
-                          chosen_cost, projection, evidence, fired, accuracy_note, pilot, caution, expected)
+    return Recommendation(method, draft.configuration if method == "ft" else None, draft.layers, draft.reasons,
+                          alternatives, chosen_cost, projection, evidence, draft.fired, accuracy_note, draft.pilot,
+                          caution, expected)
+
+
+def _decide_method(s: Situation, book: RuleBook, facts: dict[str, Any], evidence: Evidence | None,
+                   measured_src: Source | None) -> tuple[_Draft, Rule, tuple | None]:
+    """FE or FT: the highest-priority method rule that holds, unless the user's runs decide (a
+    measured difference or crossover), or measured the user's label count without separating the
+    two (then the cheaper option). Returns the draft, the rule and the measured decision, if any."""
+    method_rules = sorted((r for r in book.rules if r.kind == "method"), key=lambda r: -r.priority)
+    chosen = next(r for r in method_rules if rule_matches(r, facts))
+    method = chosen.recommend["method"]
+    draft = _Draft(method, chosen.recommend.get("configuration", 0 if method == "ft" else None),
+                   chosen.recommend.get("layers"))
+    comp = evidence.comparison if evidence is not None else None
+    measured = _measured_decision(evidence, s) if measured_src is not None else None
+    generic = Reason(f"(The generic rule would have said {chosen.recommend['method'].upper()}: {chosen.because})",
+                     chosen.id, book.sources[chosen.source], PRIOR)
+    if measured is not None and not (chosen.id == "ft-over-budget" and measured[0] == "ft"):
+        draft.method, measured_config, text, strength = measured
+        draft.configuration = measured_config if draft.method == "ft" else None
+        draft.layers = "all" if draft.method == "fe" else None
+        draft.add(Reason(text, "measured-in-your-runs", measured_src, strength))
+        if chosen.recommend["method"] != draft.method:
+            draft.add(generic)
+        else:
+            draft.add(Reason(chosen.because, chosen.id, book.sources[chosen.source], _rule_strength(chosen)))
+    elif (comp is not None and comp.strength in DECIDING and comp.near and comp.verdict == "not_resolved"
+          and measured_src is not None and chosen.id != "ft-over-budget"):
+        # measured at the user's label count but not separated: the cheaper option, said plainly
+        draft.method, draft.configuration, draft.layers = "fe", None, "all"
+        draft.add(Reason(comp.describe() + " With no measured difference, the cheaper option wins.",
+                         "measured-tie", measured_src, comp.strength))
+        if chosen.recommend["method"] != "fe":
+            draft.reasons.append(generic)
+        draft.fired.append(chosen.id)
+        draft.cautions.append("Your runs do not separate the two methods at your number of labels; the pilot with "
+                              "more draws, or more labels, would.")
+    else:
+        draft.add(Reason(chosen.because, chosen.id, book.sources[chosen.source], _rule_strength(chosen)))
+    return draft, chosen, measured
+
+
+def _apply_advice(draft: _Draft, book: RuleBook, facts: dict[str, Any], chosen: Rule,
+                  measured: tuple | None) -> int | None:
+    """The advice rules that hold, highest priority first; returns the index of the reason that chose
+    the freezing depth, if advice did.
+
+    The depth is fixed when the deciding rule or the user's runs named one; advice fills it in
+    otherwise, and a lower-priority rule that disagrees is not shown."""
+    config_fixed = draft.method == "ft" and ((measured is not None and draft.configuration is not None)
+                                             or "configuration" in chosen.recommend)
+    depth_reason: int | None = None
+    for rule in sorted((r for r in book.rules if r.kind == "advice"), key=lambda r: -r.priority):
+        if not rule_matches(rule, facts):
+            continue
+        rec = rule.recommend
+        if "configuration" in rec:
+            if config_fixed and rec["configuration"] != draft.configuration:
+                continue
+            draft.configuration, config_fixed = rec["configuration"], True
+            depth_reason = len(draft.reasons)
+        draft.pilot = draft.pilot or bool(rec.get("pilot"))
+        draft.add(Reason(rule.because, rule.id, book.sources[rule.source], _rule_strength(rule)))
+    return depth_reason
+
+
+def _apply_quanta_depth(draft: _Draft, s: Situation, evidence: Evidence | None, depth_reason: int | None,
+                        measured_src: Source) -> None:
+    """QUANTA sets the depth only from the chosen backbone on this dataset, with a layer that showed a
+    signal; the advice it overrides is kept, marked as what generic advice would have said."""
+    if not (evidence is not None and draft.method == "ft" and evidence.quanta_depth is not None
+            and draft.configuration != "lp-ft" and evidence.quanta_backbone == s.backbone
+            and same_task_family(evidence.quanta_dataset, s.dataset)):
+        return
+    k, n = evidence.quanta_depth
+    suggested = min(3, int(k / n * 4))
+    if depth_reason is not None and suggested != draft.configuration:
+        old = draft.reasons[depth_reason]
+        draft.reasons[depth_reason] = Reason(f"(The generic advice would have said configuration "
+                                             f"{draft.configuration}: {old.text})", old.rule_id, old.source,
+                                             old.strength)
+    draft.add(Reason(
+        f"In your QUANTA runs ({evidence.quanta_backbone} on {evidence.quanta_dataset}), lambda_S stayed above "
+        f"the random-source control for the first {k} of {n} layers (95% intervals): those transfer, which "
+        f"supports freezing about {suggested}/4 of the network (configuration {suggested}).",
+        "measured-quanta-depth", measured_src, STRONG))
+    draft.configuration = suggested
+
+
+def _cost_of(o: OptionCost) -> float:
+    return o.seconds if o.seconds is not None else o.flops
+
+
+def _option_for(projection: Projection | None, method: str, config: int | str | None) -> OptionCost | None:
+    key = (method, config if method == "ft" else None)
+    return next((o for o in projection.options if (o.method, o.configuration if o.method == "ft" else None)
+                 == key), None) if projection is not None else None
+
+
+def _unless_costly_without_gain(draft: _Draft, s: Situation, projection: Projection | None,
+                                comp: Comparison | None, chosen_cost: OptionCost | None,
+                                measured_src: Source) -> OptionCost | None:
+    """An option 10x costlier than the cheapest needs measured evidence that it scores higher:
+    without it, feature extraction (first reason). Returns the cost of what is now recommended."""
+    if not (projection is not None and chosen_cost is not None and draft.method == "ft" and comp is not None
+            and comp.strength in DECIDING and comp.says_ft_lower):
+        return chosen_cost
+    cheapest = min(projection.options, key=_cost_of)
+    ratio = _cost_of(chosen_cost) / max(_cost_of(cheapest), 1e-12)
+    if not (ratio >= COSTLY_RATIO and cheapest.method == "fe"):
+        return chosen_cost
+    beyond = "" if comp.near else (f" (measured up to {comp.measured_range[1]} samples per class; you have "
+                                   f"{s.samples_per_class}: the pilot at more labels would tell)")
+    draft.reasons.insert(0, Reason(
+        f"{chosen_cost.label} is projected at {ratio:.0f}x the cost of feature extraction, and your runs "
+        f"{comp.where} do not show it scoring higher: {comp.describe()}{beyond} Feature extraction is "
+        "recommended until a run shows the gain is worth the cost.", "costly-without-measured-gain",
+        measured_src, comp.strength))
+    draft.fired.insert(0, "costly-without-measured-gain")
+    draft.method, draft.configuration, draft.layers = "fe", None, "all"
+    if not comp.near:
+        draft.cautions.append("Your runs stop below your number of labels; fine-tuning may still gain there.")
+        draft.pilot = True
+    return _option_for(projection, "fe", None)
+
+
+def _alternatives(projection: Projection | None, chosen_cost: OptionCost | None) -> list[tuple[OptionCost, str]]:
+    """Every other projected option, with its time (or compute) against the recommended one."""
+    alternatives: list[tuple[OptionCost, str]] = []
+    if projection is None:
+        return alternatives
+    for o in projection.options:
+        if o is chosen_cost:
+            continue
+        note = ""
+        if chosen_cost is not None and chosen_cost.seconds and o.seconds is not None:
+            ratio = o.seconds / chosen_cost.seconds
+            note = f"{ratio:.1f}x the time" if ratio >= 1 else f"{1 / ratio:.1f}x less time"
+        elif chosen_cost is not None and chosen_cost.flops > 0:
+            ratio = o.flops / chosen_cost.flops
+            note = f"{ratio:.1f}x the compute" if ratio >= 1 else f"{1 / ratio:.1f}x less compute"
+        alternatives.append((o, note))
+    return alternatives
 
 
 def _expected_accuracy(s: Situation, method: str, comp: Comparison | None) -> tuple[str, tuple | None]:
