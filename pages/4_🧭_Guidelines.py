@@ -6,24 +6,11 @@ import pandas as pd
 import streamlit as st
 
 from pages.shared import results_cache, widgets
-from tlcore import plots, units
-from tlcore.advice import advise
+from tlcore import plots
 from tlcore.data.resolution import input_size_for
 from tlcore.errors import TLError
-from tlcore.guidelines import (
-    DECIDING,
-    DOMAINS,
-    GPUS,
-    STRENGTH_LABELS,
-    TUNING_TIMES,
-    Situation,
-    fits_budget,
-    gpu_speed,
-    load_rules,
-    pilot_specs,
-)
-from tlcore.jobs import format_duration
-from tlcore.planning import format_flops, spec_fingerprint
+from tlcore.guidelines import DECIDING, DOMAINS, GPUS, STRENGTH_LABELS, TUNING_TIMES, Situation, advise
+from tlcore.planning import spec_fingerprint
 
 widgets.page_setup("Guidelines", "🧭", heading="🧭 Feature extraction or fine-tuning?")
 st.caption("Answer four questions about your data and your budget. The answer names a method and a configuration, "
@@ -34,27 +21,19 @@ tracker = widgets.tracker()
 runner = widgets.runner()
 
 
-@st.cache_data(show_spinner="Counting FLOPs...", max_entries=32)
-def option_flops(backbone: str, num_classes: int, resolution: int | None) -> tuple[float, dict]:
-    from tlcore.planning import option_flops as count
-
-    return count(backbone, num_classes, resolution)
-
-
 @st.cache_data(show_spinner=False, ttl=60)
 def machine_speed(uri: str, backbone: str, version: int):
-    from tlcore.evidence import machine_speed as pace
-    from tlcore.planning import device_type
+    from tlcore.guidelines import machine_speed as pace
 
     try:
-        return pace(widgets.tracker(), results_cache.runs("tradeoffs"), backbone, device_type("auto"))
+        return pace(widgets.tracker(), results_cache.runs("tradeoffs"), backbone)
     except Exception:  # an unreadable store: the page already says so; the pace is simply unknown
         return None
 
 
 @st.cache_resource(show_spinner="Measuring this machine: a forward pass and a training step...")
 def calibrated_speed(backbone: str):
-    from tlcore.evidence import calibrate_speed
+    from tlcore.guidelines import calibrate_speed
 
     return calibrate_speed(backbone)
 
@@ -114,19 +93,9 @@ with right:
 
 native = check.native_size if check is not None and check.ok else None
 size = input_size_for(native, int(row["input_size"])) if not row.get("fixed_input_size") else int(row["input_size"])
-try:
-    situation = Situation(
-        samples_per_class=int(spc), num_classes=int(n_classes), domain=domain, device=device,
-        budget_hours=float(budget) if limit == "Hours" else None, budget_kwh=float(budget) if limit == "kWh" else None,
-        tuning_time=tuning, deployment_shift=bool(deployment_shift), backbone=row["name"], dataset=dataset,
-        epochs=int(epochs), resolution=size if size != int(row["input_size"]) else None).validate()
-    book = load_rules()
-except TLError as exc:
-    widgets.show_error(exc)
-    st.stop()
 
 # ---------------------------------------------------------------------------------------------
-# Evidence, pace, projection, recommendation
+# The answer: evidence, pace, projection and recommendation in one call
 
 try:
     runs = results_cache.runs("tradeoffs")
@@ -135,29 +104,24 @@ except Exception as exc:  # an unreadable store: the generic rules still answer
     widgets.show_error(exc)
     runs = quanta_runs = pd.DataFrame()
 
+# this machine's pace from its finished jobs (or measured on request); a named GPU's comes from its spec sheet
+speed = None
 if device == "this_machine":
-    speed = machine_speed(tracker.uri, situation.backbone, widgets.results_version()) or st.session_state.get(
-        f"g_calibrated_{situation.backbone}")
-else:
-    speed = gpu_speed(device)
+    speed = machine_speed(tracker.uri, row["name"], widgets.results_version()) or st.session_state.get(
+        f"g_calibrated_{row['name']}")
 try:
-    flops = option_flops(situation.backbone, situation.num_classes, situation.resolution)
+    with st.spinner("Counting FLOPs..."):
+        advice = advise(Situation(
+            samples_per_class=int(spc), num_classes=int(n_classes), domain=domain, device=device,
+            budget_hours=float(budget) if limit == "Hours" else None,
+            budget_kwh=float(budget) if limit == "kWh" else None, tuning_time=tuning,
+            deployment_shift=bool(deployment_shift), backbone=row["name"], dataset=dataset, epochs=int(epochs),
+            resolution=size if size != int(row["input_size"]) else None), tracker.uri, runs=runs,
+            quanta_runs=quanta_runs, speed=speed)
 except Exception as exc:
     widgets.show_error(exc)
     st.stop()
-advice = advise(situation, tracker.uri, runs=runs, quanta_runs=quanta_runs, speed=speed, flops=flops, book=book)
-rec, evidence, projection = advice.recommendation, advice.evidence, advice.projection
-
-
-def describe_cost(option) -> str:
-    if option is None:
-        return "not projected"
-    parts = [format_flops(option.flops)]
-    if option.seconds is not None:
-        parts.append(format_duration(option.seconds))
-    if option.energy_kwh is not None:
-        parts.append(units.energy(option.energy_kwh))
-    return " · ".join(parts)
+rec, evidence = advice.recommendation, advice.evidence
 
 
 st.divider()
@@ -169,18 +133,18 @@ with c1:
     st.write(rec.accuracy_note)
 with c2:
     st.markdown("**Projected cost on your whole labelled set**")
-    st.write(describe_cost(rec.chosen_cost))
-    if speed is None:
+    st.write(advice.cost_text)
+    if advice.speed is None:
         st.caption("Time and energy need this machine's pace: run one job of this backbone, or measure it now.")
         if st.button("Measure this machine (about 10 s)", key="g_calibrate"):
             try:
-                st.session_state[f"g_calibrated_{situation.backbone}"] = calibrated_speed(situation.backbone)
+                st.session_state[f"g_calibrated_{row['name']}"] = calibrated_speed(row["name"])
             except Exception as exc:
                 widgets.show_error(exc)
             else:
                 st.rerun()
-    elif situation.budget_hours or situation.budget_kwh:
-        over = rec.chosen_cost is not None and not fits_budget(situation, rec.chosen_cost)
+    elif advice.over_budget is not None:
+        over = advice.over_budget
         (st.warning if over else st.caption)("Over your budget." if over else "Within your budget.")
 
 if rec.caution:
@@ -196,22 +160,15 @@ for reason in rec.reasons:
 st.caption("Strength of each reason: " + "; ".join(STRENGTH_LABELS.values()) + ". Measured evidence of strong or "
            "medium strength decides before published findings; weak evidence is shown and never decides.")
 with st.expander("The sources and what each one found"):
-    cited = dict.fromkeys(r.source.key for r in rec.reasons)
-    for key in cited:
-        src = book.sources[key]
+    for src in advice.cited_sources:
         st.markdown(f"**{src.citation}**: {src.finding}")
 
 st.subheader("Alternatives")
-table = pd.DataFrame([{
-    "option": o.label, "compute": format_flops(o.flops),
-    "time": format_duration(o.seconds) if o.seconds is not None else "unknown",
-    "energy": units.energy(o.energy_kwh) if o.energy_kwh is not None else "unknown",
-    "compared with the recommendation": note or "",
-} for o, note in rec.alternatives])
+table = advice.alternatives_table()
 if not table.empty:
     st.dataframe(table, hide_index=True, width="stretch")
 with st.expander("Assumptions behind the projection"):
-    for line in projection.assumptions:
+    for line in advice.projection.assumptions:
         st.markdown(f"- {line}")
 
 # ---------------------------------------------------------------------------------------------
@@ -246,12 +203,12 @@ if not dataset or check is None or not check.ok:
 else:
     c1, c2 = st.columns([1, 2])
     resolution = c1.number_input("Image size for the pilot (px)", min_value=16, max_value=1024,
-                                 value=int(situation.resolution or row["input_size"]),
+                                 value=int(advice.situation.resolution or row["input_size"]),
                                  key=f"g_pilot_resolution_{dataset}",
                                  help="Smaller is faster; tiny images default to 64 px, the size the projection "
                                       "assumes.")
     try:
-        specs = pilot_specs(situation, rec, dataset, int(resolution))
+        specs = advice.pilot(dataset, int(resolution))
     except TLError as exc:
         widgets.show_error(exc)
         specs = []

@@ -189,7 +189,7 @@ def machine_pace(backbone: str, resolution: int | None, method: str, device_type
             if key in _PACES:
                 stored[key] = _PACES[key]
             else:
-                from tlcore.evidence import calibrate_speed
+                from tlcore.speed import calibrate_speed
 
                 speed = calibrate_speed(backbone, device_type, input_size=size, repeats=5)
                 stored[key] = 1.0 / (speed.flops_per_s_fe if kind == "fe" else speed.flops_per_s_ft)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcore.data.datasets import ImageDataset
+from tlcore.data.sources import PARTITION_ALIASES, FileSource, ImageDataset
 from tlcore.errors import DatasetError
 
 #: The seed's samples-per-class grid; the largest balanced size is always added.
@@ -245,8 +245,6 @@ def csv_dataset(name: str, split_path: str | Path) -> ImageDataset:
     val). The dataset root is the folder holding the split folders (``textures/`` for
     ``textures/train/marbled/x.jpg``), so precomputed crops mirror it as in the seed.
     """
-    from tlcore.data.datasets import PARTITION_ALIASES, FileSource
-
     split_dir = Path(split_path).expanduser()
     if not split_dir.is_dir():
         raise DatasetError(f"Split folder {split_dir} does not exist; pass the folder that holds val.csv and test.csv.")
@@ -346,20 +344,12 @@ def load_split_csvs(ds: ImageDataset, split_dir: str | Path, n_splits: int | Non
             "fix the paths or regenerate the splits with `python -m tlcore splits`."
         )
     if extra_paths:  # CSVs may name images outside the scanned layout: append them to the pool
-        from tlcore.data.datasets import FileSource
-
         src: FileSource = ds.source  # type: ignore[assignment]
         src.paths.extend(extra_paths)
         ds.labels = np.concatenate([ds.labels, np.array(extra_labels, dtype=np.int64)])
         if ds.partition is not None:
             ds.partition = np.concatenate([ds.partition, np.array(["train"] * len(extra_paths), dtype=object)])
-    found = []
-    all_train = np.unique(np.concatenate([d for ds_ in train.values() for d in ds_]))
-    for a_name, a, b_name, b in (("train", all_train, "val", val), ("train", all_train, "test", test),
-                                 ("val", val, "test", test)):
-        shared = np.intersect1d(a, b)
-        if len(shared):
-            found.append(f"{len(shared)} image(s) are in both {a_name} and {b_name}")
+    found = _overlaps(train, val, test)
     split_set = SplitSet(train, val, test, origin=f"csv: {split_dir}")
     if found:
         msg = (f"Split CSVs in {split_dir}: " + "; ".join(found) +
@@ -368,6 +358,18 @@ def load_split_csvs(ds: ImageDataset, split_dir: str | Path, n_splits: int | Non
         split_set.warnings.append(msg)
         warnings.warn(msg, SplitOverlapWarning, stacklevel=2)
     return split_set
+
+
+def _overlaps(train: dict[int, list[np.ndarray]], val: np.ndarray, test: np.ndarray) -> list[str]:
+    """One phrase per pair of sets (train, val, test) that share images."""
+    found = []
+    all_train = np.unique(np.concatenate([d for ds_ in train.values() for d in ds_]))
+    for a_name, a, b_name, b in (("train", all_train, "val", val), ("train", all_train, "test", test),
+                                 ("val", val, "test", test)):
+        shared = np.intersect1d(a, b)
+        if len(shared):
+            found.append(f"{len(shared)} image(s) are in both {a_name} and {b_name}")
+    return found
 
 
 def resolve_splits(ds: ImageDataset, split_path: str | Path | None = None, seed: int = 0,

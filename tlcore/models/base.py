@@ -3,13 +3,12 @@
 Every registered backbone is one small function returning a :class:`Backbone`: the network,
 its preprocessing, its named taps (for feature extraction and QUANTA), its freeze units (for
 fine-tuning configurations 0-3), its head, and where its weights come from. Weights are data
-(:class:`WeightsSource`), as in torchvision: a local file, the torch hub cache, a package that
-ships them, or a download when the user asks and the network exists.
+(:class:`~tlcore.models.weights.WeightsSource`), as in torchvision: a local file, the torch hub
+cache, a package that ships them, or a download when the user asks and the network exists.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,37 +19,21 @@ from torch import nn
 
 from tlcore.data.loading import Preprocessing
 from tlcore.errors import BackboneError, WeightsError
+from tlcore.models.keras_weights import is_keras_file, load_keras_into
+from tlcore.models.weights import (  # re-exported: the backbone modules, methods.quanta and models/__init__ use them
+    RANDOM_WEIGHTS,
+    WeightsSource,
+    hub_cache_file,
+    load_weights_into,
+    read_weights_file,
+)
 from tlcore.registry import Registry
 
-RANDOM_WEIGHTS = ("random", "none", "scratch")
-
-
-@dataclass(frozen=True)
-class WeightsSource:
-    """Where a named set of pretrained weights lives.
-
-    ``local_file`` returns the path of an offline copy or None; ``url`` is used only for an
-    explicit download. ``categories`` are the class names of the original head (ImageNet).
-    """
-
-    name: str
-    description: str
-    local_file: Callable[[], Path | None]
-    url: str | None = None
-    categories: tuple[str, ...] | None = None
-    reference_top1: float | None = None
-
-    def available_offline(self) -> bool:
-        try:
-            p = self.local_file()
-        except Exception:
-            return False
-        return p is not None and Path(p).is_file()
-
-
-def hub_cache_file(url: str) -> Path:
-    """Where ``torch.hub.load_state_dict_from_url`` keeps (or would keep) a download."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
+__all__ = [
+    "RANDOM_WEIGHTS", "Backbone", "BackboneConfig", "WeightsSource", "backbone_config", "backbones", "capture_outputs",
+    "create_backbone", "hub_cache_file", "load_weights_into", "pool_activation", "read_weights_file",
+    "register_backbone", "weights_status",
+]
 
 
 @dataclass(frozen=True)
@@ -324,63 +307,6 @@ def backbone_config(name: str) -> BackboneConfig:
     return _CONFIGS[name]
 
 
-def read_weights_file(path: str | os.PathLike, what: str = "Weights") -> tuple[dict[str, torch.Tensor], dict]:
-    """A state dict from a file (unwrapped from the usual checkpoint keys) and the tlcore meta saved
-    beside it (empty for a bare state dict); one sentence naming the file when it cannot be used."""
-    path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"{what} file {path} does not exist.") from None
-    except Exception as exc:
-        first = str(exc).splitlines()[0][:160] if str(exc) else ""
-        raise WeightsError(f"{what} file {path} could not be read as PyTorch weights ({type(exc).__name__}: "
-                           f"{first}); give a state dict saved with torch.save.") from None
-    meta = obj["tlcore"] if isinstance(obj, dict) and isinstance(obj.get("tlcore"), dict) else {}
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{what} file {path} does not hold a state dict (a dict of tensors).")
-    return obj, meta
-
-
-def _strip_prefix(sd: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
-    """Accept state dicts saved from a Backbone (``net.``) or DataParallel (``module.``)."""
-    for prefix in ("net.", "module.", "module.net."):
-        if not (set(sd) & model_keys) and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
-
-
-def load_weights_into(net: nn.Module, sd: dict[str, torch.Tensor], source: str, name: str,
-                      head_path: str) -> list[str]:
-    """Load a state dict strictly, except a head of another size (skipped); returns notes."""
-    own = net.state_dict()
-    sd = _strip_prefix(sd, set(own))
-    head_prefix = head_path + "."
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shape = [k for k in sd if k in own and sd[k].shape != own[k].shape]
-    head_skipped = [k for k in shape + missing + unexpected if k.startswith(head_prefix)]
-    missing = [k for k in missing if not k.startswith(head_prefix)]
-    unexpected = [k for k in unexpected if not k.startswith(head_prefix)]
-    shape_body = [k for k in shape if not k.startswith(head_prefix)]
-    if missing or unexpected or shape_body:
-        parts = []
-        if shape_body:
-            k = shape_body[0]
-            parts.append(f"{k} has shape {list(sd[k].shape)} in the file but {list(own[k].shape)} in the model")
-        if missing:
-            parts.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
-        raise WeightsError(f"Weights from {source} do not fit {name}: " + "; ".join(parts) + ".")
-    load = {k: v for k, v in sd.items() if k not in head_skipped and k in own}
-    net.load_state_dict(load, strict=False)
-    return [f"head weights of another size in {source} were not loaded ({head_skipped[0]})"] if head_skipped else []
-
-
 def weights_status(name: str) -> dict[str, bool]:
     """``{weights name: available offline}`` for a backbone."""
     cfg = backbone_config(name)
@@ -431,11 +357,7 @@ def create_backbone(name: str, weights: str | None = "default", download: bool =
                 f"{', '.join([*list(cfg.weights), 'random'])}."
             )
         prep = None
-        from tlcore.models.keras_weights import is_keras_file
-
-        if is_keras_file(p):  # the seeds' Keras files (h5py, imported only here)
-            from tlcore.models.keras_weights import load_keras_into
-
+        if is_keras_file(p):  # the seeds' Keras files (h5py is imported only when one is read)
             prep = load_keras_into(net, p, name, cfg.preprocessing.input_size, cfg.head_path)
         else:
             load_weights_into(net, read_weights_file(p)[0], str(p), name, cfg.head_path)

@@ -30,6 +30,7 @@ from torch import nn
 
 from tlcore.data.loading import Preprocessing
 from tlcore.errors import WeightsError
+from tlcore.models.weights import load_weights_into
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: keras.applications' Caffe-style input: BGR, minus these means, no scaling (given here in RGB order)
@@ -237,8 +238,6 @@ def adapt_to_keras(net: nn.Module, arch: str, input_size: int) -> Preprocessing 
 def load_keras_into(net: nn.Module, path: str | Path, arch: str, input_size: int,
                     head_path: str) -> Preprocessing | None:
     """Load a Keras file into ``net`` (adapted to Keras' computation); returns the preprocessing."""
-    from tlcore.models.base import load_weights_into
-
     sd = keras_state_dict(path, arch)
     prep = adapt_to_keras(net, arch, input_size)
     load_weights_into(net, sd, f"Keras file {path}", arch, head_path)

@@ -1,0 +1,72 @@
+"""The guideline walkthrough: a practitioner's situation in, a recommendation with reasons out.
+
+The rules are data (``data/guidelines.yaml``): conditions, a recommendation, the sentences shown
+and a source (a published finding, the cost projection, or the user's own runs). The package
+reads them (:mod:`~tlcore.guidelines.rules`), grades the user's own runs by strength
+(:mod:`~tlcore.guidelines.evidence`), projects what each option would cost on the user's full
+dataset (:mod:`~tlcore.guidelines.projection`) and recommends, letting measured evidence of
+deciding strength override a generic rule (:mod:`~tlcore.guidelines.recommend`).
+:func:`advise` (:mod:`~tlcore.guidelines.advice`) is the one call the page and the CLI make.
+
+    >>> from tlcore.guidelines import Situation, advise
+    >>> advice = advise(Situation(samples_per_class=10, num_classes=5, domain="medical"))
+    >>> advice.recommendation.method
+    'fe'
+"""
+
+from tlcore.guidelines.advice import PILOT_DRAWS, PILOT_SPC, Advice, advise, pilot_specs, situation_from_dataset
+from tlcore.guidelines.evidence import (
+    DECIDING,
+    MEDIUM,
+    NEAR_FACTOR,
+    PRIOR,
+    PROJECTION,
+    STRENGTH_LABELS,
+    STRONG,
+    WEAK,
+    Comparison,
+    Evidence,
+    EvidenceItem,
+    configuration_of,
+    gather_evidence,
+    same_task_family,
+    spc_grid_for_pilot,
+)
+from tlcore.guidelines.projection import (
+    CONFIG_LABELS,
+    OptionCost,
+    Projection,
+    fits_budget,
+    gpu_speed,
+    machine_speed,
+    project_costs,
+)
+from tlcore.guidelines.recommend import COSTLY_RATIO, Reason, Recommendation, recommend, situation_facts
+from tlcore.guidelines.rules import (
+    CONDITION_KEYS,
+    KINDS,
+    RULES_PATH,
+    GuidelineError,
+    Rule,
+    RuleBook,
+    Source,
+    _parse,
+    condition_holds,
+    load_rules,
+    rule_matches,
+    situation_for,
+    witness,
+)
+from tlcore.guidelines.situation import DOMAINS, GPU, GPU_UTILISATION, GPUS, TUNING_TIMES, Domain, Situation
+from tlcore.speed import Speed, calibrate_speed
+
+__all__ = [
+    "CONDITION_KEYS", "CONFIG_LABELS", "COSTLY_RATIO", "DECIDING", "DOMAINS", "GPU", "GPUS", "GPU_UTILISATION",
+    "KINDS", "MEDIUM", "NEAR_FACTOR", "PILOT_DRAWS", "PILOT_SPC", "PRIOR", "PROJECTION", "RULES_PATH",
+    "STRENGTH_LABELS", "STRONG", "TUNING_TIMES", "WEAK", "Advice", "Comparison", "Domain", "Evidence", "EvidenceItem",
+    "GuidelineError", "OptionCost", "Projection", "Reason", "Recommendation", "Rule", "RuleBook", "Situation",
+    "Source", "Speed", "_parse", "advise", "calibrate_speed", "condition_holds", "configuration_of", "fits_budget",
+    "gather_evidence", "gpu_speed", "load_rules", "machine_speed", "pilot_specs", "project_costs", "recommend",
+    "rule_matches", "same_task_family", "situation_facts", "situation_for", "situation_from_dataset",
+    "spc_grid_for_pilot", "witness",
+]
