@@ -9,8 +9,10 @@ import pytest
 
 from tests.analysis_store import analysis_store  # noqa: F401  (a fixture)
 from tlcore import results
-from tlcore.evidence import calibrate_speed, configuration_of, gather_evidence, machine_speed
 from tlcore.guidelines import Situation, recommend
+from tlcore.guidelines.evidence import configuration_of, gather_evidence
+from tlcore.guidelines.projection import machine_speed
+from tlcore.speed import calibrate_speed
 from tlcore.tracking import Tracker
 
 

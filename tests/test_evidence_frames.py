@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tlcore.evidence import _usable_points, _watts, gather_evidence, spc_grid_for_pilot
 from tlcore.guidelines import Situation
+from tlcore.guidelines.evidence import _usable_points, gather_evidence, spc_grid_for_pilot
+from tlcore.guidelines.projection import _watts
 from tlcore.results import QUANTA_PREFIX, RANDOM_SOURCE, TRAINED_SOURCE, variant_labels
 
 

@@ -9,7 +9,7 @@ as a non-negative sum of terms, fitted on this host's finished jobs on the same 
 
 where compute seconds = the job's FLOPs x the seconds per FLOP this machine takes for that
 backbone, resolution and kind of pass (a forward for FE, a training step otherwise), timed once
-on random images (:func:`tlcore.evidence.calibrate_speed`) and remembered per host beside the
+on random images (:func:`tlcore.speed.calibrate_speed`) and remembered per host beside the
 store. FLOPs alone do not carry a backbone's pace: on a CPU, quanta_cnn's dense convolutions run
 ~30x more FLOPs per second than EfficientNet-Lite's depthwise ones, and at 32 px a training step
 costs about what it costs at 64 px. Images are image passes (epochs and crops included), runs the

@@ -341,7 +341,7 @@ def device_type(device: str) -> str:
 @functools.lru_cache(maxsize=16)
 def _calibrated(backbone: str, dev_type: str, size: int) -> tuple[float, float, str]:
     """This machine's FLOP rates for a forward pass and a training step, measured once per process."""
-    from tlcore.evidence import calibrate_speed
+    from tlcore.speed import calibrate_speed
 
     speed = calibrate_speed(backbone, dev_type, input_size=size, repeats=2)
     return speed.flops_per_s_fe, speed.flops_per_s_ft, speed.how.split(":")[0]

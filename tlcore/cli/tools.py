@@ -160,12 +160,12 @@ def cmd_examples(args: argparse.Namespace) -> int:
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    """The Guidelines page's answer on the command line (the same :func:`tlcore.advice.advise`)."""
+    """The Guidelines page's answer on the command line (the same :func:`tlcore.guidelines.advise`)."""
     import json
 
-    from tlcore.advice import advise, situation_from_dataset
     from tlcore.errors import SpecError
     from tlcore.guidelines import STRENGTH_LABELS, Situation
+    from tlcore.guidelines.advice import advise, situation_from_dataset
     from tlcore.planning import format_flops
     from tlcore.units import format_duration
 
