@@ -54,30 +54,28 @@ def quanta_fields(backbone: str) -> list[FormField]:
     ]
 
 
-def train_test_sizes(ds, per_class: int | None) -> tuple[int, int]:
-    """QUANTA and source training: the train partition (or 70 %) and the rest, as their methods split."""
-    n = len(ds)
-    if ds.partition is not None and (ds.partition == "train").any():
-        n_train = int((ds.partition == "train").sum())
-    else:
-        n_train = round(n * 0.7)
-    n_test = n - n_train
-    if ds.partition is not None and (ds.partition == "test").any():
-        n_test = int((ds.partition == "test").sum())
+def train_test_sizes(spec: ExperimentSpec, per_class: int | None):
+    """(dataset, training images, test images) as QUANTA and source training split it: the same
+    ``resolve_splits`` call (its test and val sets are held out; the rest trains, or ``per_class`` of it)."""
+    import numpy as np
+
+    from tlcore.data import load_dataset, resolve_splits
+
+    ds = load_dataset(spec.dataset, spec.data_dir, download=False)
+    splits = resolve_splits(ds, spec.split_path, seed=spec.seed, spc_values=[per_class] if per_class else None)
+    n_train = len(ds) - len(np.union1d(splits.test, splits.val))
     if per_class:
         n_train = min(n_train, per_class * ds.num_classes)
-    return n_train, n_test
+    return ds, n_train, len(splits.test)
 
 
 def quanta_estimate(spec: ExperimentSpec) -> Workload:
     """Each step is a frozen source forward plus a target training step."""
-    from tlcore.data import load_dataset
     from tlcore.models.catalog import meta_flops
 
-    ds = load_dataset(spec.dataset, spec.data_dir, download=False)
     p = spec.params
+    ds, n_train, n_test = train_test_sizes(spec, p.nb_of_target_samples)
     fwd, bwd = meta_flops(spec.backbone, spec.input_size, ds.num_classes, 0)
-    n_train, n_test = train_test_sizes(ds, p.nb_of_target_samples)
     per_epoch = n_train * (fwd + fwd + bwd) + n_test * 2 * fwd
     note = (f"{p.nb_of_runs} run(s) x {p.nb_of_target_epochs} epoch(s) on about {n_train:,} training images; each "
             "step is a frozen source forward plus a target training step.")
@@ -117,13 +115,11 @@ def source_fields(backbone: str) -> list[FormField]:
 
 
 def source_estimate(spec: ExperimentSpec) -> Workload:
-    from tlcore.data import load_dataset
     from tlcore.models.catalog import meta_flops
 
-    ds = load_dataset(spec.dataset, spec.data_dir, download=False)
     p = spec.params
+    ds, n_train, n_test = train_test_sizes(spec, p.nb_of_samples)
     fwd, bwd = meta_flops(spec.backbone, spec.input_size, ds.num_classes, 0)
-    n_train, n_test = train_test_sizes(ds, None)
     return Workload(runs=1, images=p.epochs * (n_train + n_test),
                     flops=float(p.epochs * (n_train * (fwd + bwd) + n_test * fwd)), flops_per_image=float(fwd),
                     notes=(f"{p.epochs} epochs on about {n_train:,} training images.",))
