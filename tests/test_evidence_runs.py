@@ -102,8 +102,8 @@ def test_guidelines_page_shows_the_weak_runs_and_does_not_let_them_decide(capped
 def test_a_diverging_run_is_failed_and_labelled_diverged(store_dir, monkeypatch):
     from tlcore.methods import fine_tuning
 
-    real = fine_tuning.F.cross_entropy
-    monkeypatch.setattr(fine_tuning.F, "cross_entropy", lambda logits, y: real(logits, y) * float("nan"))
+    real = fine_tuning.loop.F.cross_entropy
+    monkeypatch.setattr(fine_tuning.loop.F, "cross_entropy", lambda logits, y: real(logits, y) * float("nan"))
     spec = ExperimentSpec("ft", "digits:0-2", samples_per_class=(5,), splits=1, resolution=32, batch_size=16,
                           mlflow_path=str(store_dir), measure_energy=False, params=FineTuningParams(epochs=2))
     with pytest.raises(TrainingDiverged, match="diverged at epoch 1"):

@@ -262,7 +262,7 @@ def test_the_test_pass_uses_the_best_val_epochs_weights(store_dir, monkeypatch):
         seen.append(("test", fingerprint))
         return ev
 
-    monkeypatch.setattr(ft, "evaluate", scripted)
+    monkeypatch.setattr(ft.loop, "evaluate", scripted)
     result = experiments.run(tiny_spec(store_dir, epochs=3))
     assert [s for s, _ in seen] == ["val", "val", "val", "test"]
     assert seen[3][1] == seen[1][1] != seen[2][1]
@@ -364,7 +364,7 @@ def test_out_of_memory_fails_the_run_with_one_sentence_and_keeps_its_epochs(stor
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ft, "clip_gradients_", oom_in_epoch_2)
+    monkeypatch.setattr(ft.loop, "clip_gradients_", oom_in_epoch_2)
     with pytest.raises(TLError, match=r"ran out of memory .* at batch size 6 .*try a smaller --batch-size such as 3"):
         experiments.run(tiny_spec(store_dir, epochs=3))
     tracker = Tracker(str(store_dir))

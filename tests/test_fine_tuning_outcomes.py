@@ -103,7 +103,7 @@ def test_a_run_that_failed_resumes_and_its_cost_adds_up_every_session(store_dir,
             raise RuntimeError("a bug in epoch 2")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ft, "clip_gradients_", crash_in_epoch_2)
+    monkeypatch.setattr(ft.loop, "clip_gradients_", crash_in_epoch_2)
     spec = tiny_spec(store_dir, epochs=3)
     with pytest.raises(RuntimeError, match="a bug in epoch 2"):
         experiments.run(spec)
@@ -113,7 +113,7 @@ def test_a_run_that_failed_resumes_and_its_cost_adds_up_every_session(store_dir,
     first = failed.data.metrics
     assert first["images_processed"] == TRAIN + VAL and first["time_total_s"] > 1000  # epoch 1 only
 
-    monkeypatch.setattr(ft, "clip_gradients_", real)
+    monkeypatch.setattr(ft.loop, "clip_gradients_", real)
     result = experiments.run(spec.with_params(resume=failed.info.run_id), RecordingReporter())
     run = tracker.get_run(failed.info.run_id)
     m = run.data.metrics

@@ -14,16 +14,8 @@ from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec
 from tlcore.tracking import Tracker
 
-__all__ = ["RunResult", "available_methods", "record_job_time", "register_method", "resolve_defaults", "run"]
-
-
-def register_method(name: str):
-    """Transition shim while the methods move to records (:mod:`tlcore.methods.base`): does nothing."""
-
-    def deco(fn):
-        return fn
-
-    return deco
+__all__ = ["RunResult", "available_methods", "record_job_time", "resolve_defaults", "run", "run_point",
+           "sweep_points"]
 
 
 def available_methods() -> list[str]:

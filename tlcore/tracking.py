@@ -24,7 +24,6 @@ from typing import Any
 
 from tlcore import __version__
 from tlcore.errors import Cancelled, TLError, TrainingDiverged
-from tlcore.methods.base import EXPERIMENTS  # method -> experiment, read from the method records
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -328,6 +327,8 @@ class Tracker:
     def start_run(self, method: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
                   parent_run_id: str | None = None, run_name: str | None = None) -> RunHandle:
         """Create a RUNNING run in the method's experiment (design.md names), owned by this process."""
+        from tlcore.methods.base import EXPERIMENTS  # method -> experiment, from the method records
+
         experiment = EXPERIMENTS.get(method, method)
         eid = self.experiment_id(experiment)
         pid = os.getpid()

@@ -21,9 +21,10 @@ from tlcore.classifiers.voting import vote  # noqa: F401  (fine-tuning's test pa
 from tlcore.data import ImageDataset, SplitSet, generate_splits, load_dataset, resolve_splits
 from tlcore.data.splits import N_DRAWS, find_split_dir
 from tlcore.errors import DatasetError
+from tlcore.methods.base import EXPERIMENTS
 from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec
-from tlcore.tracking import EXPERIMENTS, RunHandle, Tracker
+from tlcore.tracking import RunHandle, Tracker
 
 
 @dataclass(frozen=True)

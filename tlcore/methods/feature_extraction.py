@@ -51,12 +51,12 @@ from tlcore.features import iter_features as iter_features
 from tlcore.features import standardization_stats as standardization_stats
 from tlcore.features import standardize as standardize
 from tlcore.measure import CostMeter, EnergySettings
-from tlcore.methods.base import RunResult
+from tlcore.methods.base import EXPERIMENTS, RunResult
 from tlcore.methods.common import SplitPoint, Sweep, common_params, load_data, plan_points, score_metrics
 from tlcore.models import Backbone, create_backbone, default_description, load_description
 from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec, FeatureExtractionParams
-from tlcore.tracking import EXPERIMENTS, Tracker
+from tlcore.tracking import Tracker
 
 PER_SET_WARNING = ("standardize='per_set' reproduces the seed: each set is standardised with its own statistics, "
                    "so test features use test-set statistics; scores are optimistic and not comparable with "

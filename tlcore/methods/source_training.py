@@ -30,7 +30,7 @@ from tlcore.data import load_dataset, resolve_splits
 from tlcore.devices import resolve_device
 from tlcore.errors import DatasetError, TLError
 from tlcore.measure import CostMeter, EnergySettings, count_flops
-from tlcore.methods.base import RunResult
+from tlcore.methods.base import EXPERIMENTS, RunResult
 from tlcore.methods.supervised import (
     ClassificationMeter,
     batches_on_device,
@@ -49,7 +49,7 @@ from tlcore.models import create_backbone
 from tlcore.reporting import Reporter
 from tlcore.seed_names import KERAS_METRIC_NAMES
 from tlcore.specs import ExperimentSpec, SourceTrainingParams
-from tlcore.tracking import EXPERIMENTS, Tracker
+from tlcore.tracking import Tracker
 
 ARTIFACT_NAME = "source.pt"
 CHECKPOINT_FORMAT = "tlcore.source.v1"

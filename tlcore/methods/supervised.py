@@ -1,5 +1,6 @@
-"""What source training and QUANTA share: seeding and RNG state, the reference augmentation,
-per-epoch loaders, the seed's metric set, evaluation, and the GPU settings of a training loop.
+"""What source training and QUANTA share (fine-tuning too: RNG state, eval mode, the divergence check):
+seeding, the reference augmentation, per-epoch loaders, the seed's metric set, evaluation, and the
+GPU settings of a training loop.
 
 Metrics follow the QUANTA reference (Keras, one-hot targets): loss, accuracy, precision, recall,
 TP/TN/FP/FN and top-3 accuracy. Precision, recall and the four counts treat every (image, class)
@@ -39,28 +40,36 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    """Every global RNG's state, as tensors and plain types (loads with ``weights_only=True``)."""
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": [version, list(internal), gauss],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
+def rng_state(python_and_numpy: bool = True) -> dict:
+    """Every global RNG's state, as tensors and plain types (loads with ``weights_only=True``).
+
+    ``python_and_numpy=False`` leaves out Python's and NumPy's generators: fine-tuning draws nothing
+    from them, and its checkpoints never carried them. CUDA's states are saved once CUDA is in use.
+    """
+    state: dict = {}
+    if python_and_numpy:
+        version, internal, gauss = random.getstate()
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state["python"] = [version, list(internal), gauss]
+        state["numpy"] = {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                          "has_gauss": int(has_gauss), "cached": float(cached)}
+    state["torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    """Restore what :func:`rng_state` saved; CUDA's states only on a machine with as many GPUs as
+    saved them (elsewhere they do not map one to one)."""
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
@@ -197,34 +206,46 @@ class ClassificationMeter:
         }
 
 
-def check_finite_loss(loss: float, epoch: int, what: str, learning_rate: float) -> None:
-    """Stop a run whose training loss became nan or infinite (the run ends FAILED, verdict ``diverged``)."""
+def check_finite_loss(loss: float, epoch: int, what: str, learning_rate: float,
+                      flag: str = "the learning rate") -> None:
+    """Stop a run whose training loss became nan or infinite (the run ends FAILED, verdict ``diverged``).
+
+    ``flag`` names what to lower (fine-tuning names its CLI flag, ``--learning-rate``).
+    """
     import math
 
     if not math.isfinite(loss):
-        raise TrainingDiverged(f"Training diverged at epoch {epoch} of {what} (the loss is {loss}); lower the "
-                               f"learning rate (now {learning_rate:g}).")
+        raise TrainingDiverged(f"Training diverged at epoch {epoch} of {what} (the loss is {loss}); lower {flag} "
+                               f"(now {learning_rate:g}).")
 
 
 def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
 
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module, inference: bool = False) -> Iterator[None]:
+    """Eval mode without gradients for the block (``inference``: under inference mode); the model's
+    mode is restored after, also when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode() if inference else torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
 def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, loader, prep: Preprocessing,
              device: torch.device, num_classes: int, amp: bool = True, on_batch: Callable[[int], None] | None = None,
              ) -> dict[str, float]:
     """The metric set of ``forward`` over a loader, in eval mode and without gradients; restores the mode."""
-    was_training = model.training
-    model.eval()
     meter = ClassificationMeter(num_classes, device)
-    try:
-        with torch.no_grad():
-            for x, y in batches_on_device(loader, prep, device, use_channels_last(device)):
-                with autocast(device, amp):
-                    logits = forward(x)
-                meter.update(logits, y)
-                if on_batch is not None:
-                    on_batch(len(y))
-    finally:
-        model.train(was_training)
+    with evaluation_mode(model):
+        for x, y in batches_on_device(loader, prep, device, use_channels_last(device)):
+            with autocast(device, amp):
+                logits = forward(x)
+            meter.update(logits, y)
+            if on_batch is not None:
+                on_batch(len(y))
     return meter.compute()
