@@ -20,15 +20,16 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tlcore.errors import SpecError
 from tlcore.registry import Registry
 
-if TYPE_CHECKING:
-    from tlcore.reporting import Reporter
-    from tlcore.specs import ExperimentSpec
-    from tlcore.tracking import Tracker
+#: An ExperimentSpec, a Reporter, a Tracker: named, not imported. specs and tracking read this registry, so this
+#: module imports nothing of theirs, not even for type checking (their arrows would run both ways).
+Spec = Any
+Reporter = Any
+Tracker = Any
 
 PLUGINS_ENV = "TLCORE_PLUGINS"
 
@@ -86,7 +87,7 @@ class Workload:
     upper_bound: bool = False
 
 
-RunFn = Callable[["ExperimentSpec", "Reporter", "Tracker"], RunResult]
+RunFn = Callable[[Spec, Reporter, Tracker], RunResult]
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,8 @@ class Method:
     blurb: str = ""
     experiment: str = ""
     cli_help: str = ""
-    plan: Callable[[ExperimentSpec], Sequence[Any]] | str | None = None
-    estimate: Callable[[ExperimentSpec], Workload] | None = None
+    plan: Callable[[Spec], Sequence[Any]] | str | None = None
+    estimate: Callable[[Spec], Workload] | None = None
     pace: str = "train"
     default_backbone: str = "efficientnet_lite0"
     fields: Callable[[str], list[FormField]] | None = None
@@ -175,7 +176,7 @@ class Method:
         """The run function, imported now if the record names it as ``"module:function"``."""
         return _resolve(self.run)
 
-    def points(self, spec: ExperimentSpec) -> list[Any]:
+    def points(self, spec: Spec) -> list[Any]:
         """The points a job of ``spec`` will run (one for a method that does not sweep)."""
         return list(_resolve(self.plan)(spec)) if self.plan is not None else [spec]
 
