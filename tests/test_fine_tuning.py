@@ -404,7 +404,7 @@ def test_cli_maps_the_seeds_flags_onto_the_spec(monkeypatch, tmp_path):
     import tlcore.cli as cli
 
     specs = []
-    monkeypatch.setattr(cli, "_run_spec", lambda spec, args: specs.append(spec) or 0)
+    monkeypatch.setattr(cli.methods, "run_spec", lambda spec, args: specs.append(spec) or 0)
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"")
     assert cli.main(["ft", "--architecture", "ResNet50", "--source", "file", "--model", str(weights), "--dataset",

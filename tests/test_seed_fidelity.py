@@ -241,7 +241,7 @@ def test_ft_resnet152_seed_command_line_trains_shortcuts_and_batchnorm(monkeypat
     from tlcore.models import create_backbone
 
     specs = []
-    monkeypatch.setattr(cli, "_run_spec", lambda spec, args: specs.append(spec) or 0)
+    monkeypatch.setattr(cli.methods, "run_spec", lambda spec, args: specs.append(spec) or 0)
     # fine_tuning.py --architecture ResNet152 --source ImageNet --dataset flowers102 (the seed: no -c = 1)
     assert cli.main(["ft", "--architecture", "ResNet152", "--source", "random", "--dataset", "flowers102",
                      "--bn-trainable"]) == 0

@@ -83,7 +83,7 @@ def test_cli_unexpected_errors_exit_1_and_say_it_is_a_bug(monkeypatch, capsys):
     def boom(args):
         raise RuntimeError("kaput")
 
-    monkeypatch.setattr(cli, "cmd_datasets", boom)
+    monkeypatch.setattr(cli.tools, "cmd_datasets", boom)
     assert cli.main(["datasets"]) == 1
     err = capsys.readouterr().err
     assert "unexpected RuntimeError: kaput" in err and "--debug" in err

@@ -14,6 +14,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from tlcore.cli import methods, tools
+from tlcore.cli.args import common_parent
+
 EXIT_USER_ERROR = 2
 EXIT_BUG = 1
 EXIT_CANCELLED = 130
@@ -21,8 +24,6 @@ EXIT_CANCELLED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tlcore.cli import methods, tools
-    from tlcore.cli.args import common_parent
 
     common = common_parent()
     parser = argparse.ArgumentParser(
