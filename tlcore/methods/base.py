@@ -185,8 +185,6 @@ class Method:
         return self.grid if gpu or not self.cpu_grid else self.cpu_grid
 
 
-
-
 def _resolve(ref: Callable | str) -> Callable:
     if callable(ref):
         return ref
@@ -204,8 +202,7 @@ def fields_from_params(params: type) -> list[FormField]:
         kind, optional = _kind_of(hints.get(f.name, str))
         if kind is None:
             continue  # tuples, dicts: not a form field
-        out.append(FormField(f.name, f.name.replace("_", " ").capitalize(), kind, optional=optional,
-                             minimum=None))
+        out.append(FormField(f.name, f.name.replace("_", " ").capitalize(), kind, optional=optional))
     return out
 
 
