@@ -14,51 +14,30 @@ deciding strength override a generic rule (:mod:`~tlcore.guidelines.recommend`).
     'fe'
 """
 
-from tlcore.guidelines.advice import PILOT_DRAWS, PILOT_SPC, Advice, advise, pilot_specs, situation_from_dataset
-from tlcore.guidelines.evidence import (
-    DECIDING,
-    MEDIUM,
-    NEAR_FACTOR,
-    PRIOR,
-    PROJECTION,
-    STRENGTH_LABELS,
-    STRONG,
-    WEAK,
-    Comparison,
-    Evidence,
-    EvidenceItem,
-    configuration_of,
-    gather_evidence,
-    same_task_family,
-    spc_grid_for_pilot,
-)
-from tlcore.guidelines.projection import (
-    CONFIG_LABELS,
-    OptionCost,
-    Projection,
-    fits_budget,
-    gpu_speed,
-    machine_speed,
-    project_costs,
-)
-from tlcore.guidelines.recommend import COSTLY_RATIO, Reason, Recommendation, recommend, situation_facts
-from tlcore.guidelines.rules import (
-    CONDITION_KEYS,
-    KINDS,
-    RULES_PATH,
-    GuidelineError,
-    Rule,
-    RuleBook,
-    Source,
-    _parse,
-    condition_holds,
-    load_rules,
-    rule_matches,
-    situation_for,
-    witness,
-)
-from tlcore.guidelines.situation import DOMAINS, GPU, GPU_UTILISATION, GPUS, TUNING_TIMES, Domain, Situation
-from tlcore.speed import Speed, calibrate_speed
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Where each public name lives. Importing the package loads none of them: the CLI's --help and the pages'
+#: first paint need only the situation's constants, not pandas and the evidence machinery (PEP 562).
+_HOMES: dict[str, str] = {name: module for module, names in {
+    "tlcore.guidelines.advice": "Advice PILOT_DRAWS PILOT_SPC advise pilot_specs situation_from_dataset",
+    "tlcore.guidelines.evidence": (
+        "Comparison DECIDING Evidence EvidenceItem MEDIUM NEAR_FACTOR PRIOR PROJECTION STRENGTH_LABELS STRONG "
+        "WEAK configuration_of gather_evidence same_task_family spc_grid_for_pilot"
+    ),
+    "tlcore.guidelines.projection": (
+        "CONFIG_LABELS OptionCost Projection fits_budget gpu_speed machine_speed project_costs"
+    ),
+    "tlcore.guidelines.recommend": "COSTLY_RATIO Reason Recommendation recommend situation_facts",
+    "tlcore.guidelines.rules": (
+        "CONDITION_KEYS GuidelineError KINDS RULES_PATH Rule RuleBook Source _parse condition_holds "
+        "load_rules rule_matches situation_for witness"
+    ),
+    "tlcore.guidelines.situation": "DOMAINS Domain GPU GPUS GPU_UTILISATION Situation TUNING_TIMES",
+    "tlcore.speed": "Speed calibrate_speed",
+}.items() for name in names.split()}
 
 __all__ = [
     "CONDITION_KEYS", "CONFIG_LABELS", "COSTLY_RATIO", "DECIDING", "DOMAINS", "GPU", "GPUS", "GPU_UTILISATION",
@@ -70,3 +49,15 @@ __all__ = [
     "rule_matches", "same_task_family", "situation_facts", "situation_for", "situation_from_dataset",
     "spc_grid_for_pilot", "witness",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'tlcore.guidelines' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
