@@ -110,3 +110,13 @@ def test_cli_splits_writes_seed_csvs(digits_folder, tmp_path):
 def test_cli_splits_on_an_embedded_dataset_explains_why_not(capsys):
     assert main(["splits", "--dataset", "digits", "--out", "/tmp/never"]) == 2
     assert "not a folder dataset" in capsys.readouterr().err
+
+
+def test_output_piped_into_head_is_not_reported_as_a_bug():
+    import subprocess
+    import sys
+
+    # `true` closes the pipe before the command writes: every write meets a closed pipe
+    out = subprocess.run(f"{sys.executable} -m tlcore methods | true", shell=True, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stderr == ""

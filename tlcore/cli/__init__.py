@@ -110,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Cancelled, KeyboardInterrupt):
         print("cancelled: the run was stopped and is marked KILLED in MLflow.", file=sys.stderr)
         return EXIT_CANCELLED
+    except BrokenPipeError:  # `python -m tlcore backbones | head`: the reader had enough, not a bug
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail again
+        return 0
     except Exception as exc:  # a bug: say so in one line, the traceback behind --debug
         if args.debug:
             traceback.print_exc()
