@@ -25,25 +25,19 @@ import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import replace
 
 from tlcore.errors import Cancelled, TLError
 from tlcore.executors import Executor, LocalExecutor, Outcome, Work
 from tlcore.jobs.journal import _LIVE_RUNNERS, JobJournal, _owner_alive, _this_server, journal_path_for
+from tlcore.jobs.reporter import USER_CANCEL_REASON, JobReporter
 from tlcore.jobs.state import (
     ACTIVE_STATES,
-    MAX_MESSAGES,
-    MAX_METRIC_POINTS,
     Job,
-    JobMessage,
     JobState,
-    MetricPoint,
-    RunRef,
     Submitted,
     describe_spec,
 )
-from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec
 from tlcore.tracking import RunHandle, Tracker
 
@@ -51,73 +45,7 @@ log = logging.getLogger(__name__)
 
 MEMORY_KEEP = 50  # ended jobs kept in memory (with their metric history) by a long-lived server
 DEDUP_WINDOW_S = 3.0  # a token seen this recently returns its job even when that job has ended (a double click)
-USER_CANCEL_REASON = "Cancelled by the user; metrics logged before that are kept."
 SHUTDOWN_REASON = "The server was stopped while this run was running; metrics logged before that are kept."
-
-
-class JobReporter(Reporter):
-    """The :class:`~tlcore.reporting.Reporter` a job's method talks to; writes into the job."""
-
-    def __init__(self, runner: JobRunner, job: Job) -> None:
-        self._runner = runner
-        self._job = job
-        self._cancel = threading.Event()
-        self._cancel_reason = USER_CANCEL_REASON
-        self._last_journal = 0.0
-
-    def request_cancel(self, reason: str = USER_CANCEL_REASON) -> None:
-        self._cancel_reason = reason
-        self._cancel.set()
-
-    def check_cancelled(self) -> None:
-        if self._cancel.is_set():
-            exc = Cancelled(self._cancel_reason)
-            exc.reason = self._cancel_reason  # RunHandle ends its run KILLED with this reason
-            raise exc
-
-    def update(self, *, stage: str | None = None, fraction: float | None = None) -> None:
-        journal = False
-        with self._runner._lock:
-            job = self._job
-            now = time.time()
-            if stage is not None and stage != job.stage:
-                job.stage = stage
-                journal = now - self._last_journal > 2.0
-            if fraction is not None:
-                job.fraction = min(max(float(fraction), 0.0), 1.0)
-                if job._anchor is None and job.fraction > 0:
-                    job._anchor = (now, job.fraction)
-        if journal:
-            self._last_journal = time.time()
-            self._runner._save_journal()
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, series: str = "") -> None:
-        now = time.time()
-        points = []
-        for k, v in metrics.items():
-            try:
-                points.append(MetricPoint(str(k), float(v), None if step is None else int(step), series, now))
-            except (TypeError, ValueError):
-                continue
-        with self._runner._lock:
-            self._job.metrics.extend(points)
-            if len(self._job.metrics) > MAX_METRIC_POINTS:
-                half = len(self._job.metrics) // 2
-                self._job.metrics[:half] = self._job.metrics[:half:2]
-
-    def run_started(self, run_id: str, experiment: str, name: str | None = None) -> None:
-        with self._runner._lock:
-            self._job.runs.append(RunRef(run_id, experiment, name))
-        self._runner._save_journal()
-
-    def message(self, text: str, level: str = "info") -> None:
-        with self._runner._lock:
-            self._job.messages.append(JobMessage(time.time(), level, str(text)))
-            del self._job.messages[:-MAX_MESSAGES]
-
-    @property
-    def cancel_requested(self) -> bool:
-        return self._cancel.is_set()
 
 
 class JobRunner:
