@@ -26,12 +26,30 @@ def resolve_defaults(spec: ExperimentSpec) -> ExperimentSpec:
     """The spec as it will run: an unset input size follows the images (tiny images run at 64 px,
     not the backbone's 224; :mod:`tlcore.data.resolution`). The cost estimate uses the same."""
     if spec.resolution is None and not getattr(spec.params, "resume", None):
-        from tlcore.data.resolution import default_resolution
-
         size = default_resolution(spec)
         if size is not None:
             spec = replace(spec, resolution=size)
     return spec
+
+
+def default_resolution(spec) -> int | None:
+    """The resolution a spec that left it unset should run at, or None to keep the backbone's."""
+    from tlcore.data import load_dataset
+    from tlcore.data.resolution import input_size_for, native_image_size
+    from tlcore.models import backbone_config
+
+    if spec.resolution is not None:
+        return spec.resolution
+    cfg = backbone_config(spec.backbone)
+    if cfg.fixed_input_size:
+        return None
+    size = cfg.preprocessing.input_size
+    try:
+        ds = load_dataset(spec.dataset, spec.data_dir, download=False)
+    except Exception:  # not here yet (a download to come) or a bad name: the method reports it
+        return None
+    chosen = input_size_for(native_image_size(ds), size)
+    return chosen if chosen != size else None
 
 
 def run(spec: ExperimentSpec, reporter: Reporter | None = None, tracker: Tracker | None = None) -> RunResult:

@@ -11,6 +11,31 @@ import sys
 from tlcore.cli.args import MLFLOW_PATH_HELP, data_args, dry_run_arg, run_args, spec_kwargs
 
 
+def quanta_run_args(g, metric_names_help: str) -> None:
+    """The run flags QUANTA's two scripts (quanta.py, train_source_model.py) share, as they spell them."""
+    g.add_argument("--device", default="auto")
+    g.add_argument("--num-workers", type=int, default=None)
+    g.add_argument("--mlflow-path", help=MLFLOW_PATH_HELP)
+    g.add_argument("--seed-metric-names", action="store_true", help=metric_names_help)
+    g.add_argument("--job")
+    g.add_argument("--data-dir")
+    g.add_argument("--download", action="store_true")
+    g.add_argument("--no-energy", action="store_true")
+    g.add_argument("--quiet", action="store_true")
+
+
+def quanta_spec_kwargs(args: argparse.Namespace, seed: int, **extra) -> dict:
+    """The spec fields :func:`quanta_run_args` fill (plus ``extra``)."""
+    kw = dict(seed=seed, device=args.device, mlflow_path=args.mlflow_path, job=args.job,
+              measure_energy=not args.no_energy, data_dir=args.data_dir, download=args.download,
+              num_workers=args.num_workers, **extra)
+    if args.batch_size is not None:
+        kw["batch_size"] = args.batch_size
+    if args.seed_metric_names:
+        kw["tags"] = {"seed_metric_names": "true"}
+    return kw
+
+
 def add_seed_commands(sub, common: argparse.ArgumentParser) -> None:
     """fe, ft, quanta, train-source: the seeds' flags."""
     from tlcore.methods import base
@@ -108,15 +133,7 @@ def add_seed_commands(sub, common: argparse.ArgumentParser) -> None:
     g.add_argument("--quanta-lr", type=float, default=None, help="separate learning rate for the QUANTA weights")
     g.add_argument("--learning-rate", type=float, default=2e-4)
     g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--device", default="auto")
-    g.add_argument("--num-workers", type=int, default=None)
-    g.add_argument("--mlflow-path", help=MLFLOW_PATH_HELP)
-    g.add_argument("--seed-metric-names", action="store_true", help="also log QUANTA's Keras metric names")
-    g.add_argument("--job")
-    g.add_argument("--data-dir")
-    g.add_argument("--download", action="store_true")
-    g.add_argument("--no-energy", action="store_true")
-    g.add_argument("--quiet", action="store_true")
+    quanta_run_args(g, "also log QUANTA's Keras metric names")
     dry_run_arg(p)
     p.set_defaults(func=cmd_quanta)
 
@@ -139,15 +156,7 @@ def add_seed_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--show_only_build", action="store_true", help="print the network and train nothing")
     p.add_argument("-b", "--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=2e-4)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--mlflow-path", help=MLFLOW_PATH_HELP)
-    p.add_argument("--seed-metric-names", action="store_true", help="also log the seed's Keras metric names")
-    p.add_argument("--job")
-    p.add_argument("--data-dir")
-    p.add_argument("--download", action="store_true")
-    p.add_argument("--no-energy", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    quanta_run_args(p, "also log the seed's Keras metric names")
     dry_run_arg(p)
     p.set_defaults(func=cmd_train_source)
 
@@ -294,13 +303,7 @@ def cmd_quanta(args: argparse.Namespace) -> int:
     if seed < 0:  # the seed: a negative value sets no seed; we draw one and say which, so the run can be replayed
         seed = int.from_bytes(os.urandom(4), "little") % 2**31
         print(f"--seed {args.seed}: no seed given, using seed {seed} (recorded in MLflow).", file=sys.stderr)
-    kw = dict(seed=seed, device=args.device, mlflow_path=args.mlflow_path, job=args.job,
-              measure_energy=not args.no_energy, data_dir=args.data_dir, download=args.download,
-              num_workers=args.num_workers, resolution=args.resolution, download_weights=args.download_weights)
-    if args.batch_size is not None:
-        kw["batch_size"] = args.batch_size
-    if args.seed_metric_names:
-        kw["tags"] = {"seed_metric_names": "true"}
+    kw = quanta_spec_kwargs(args, seed, resolution=args.resolution, download_weights=args.download_weights)
     spec = ExperimentSpec("quanta", args.target_task, backbone=args.architecture, params=params, **kw)
     return run_spec(spec, args)
 
@@ -316,13 +319,7 @@ def cmd_train_source(args: argparse.Namespace) -> int:
                                   augment_data=args.augment_data, out=args.out, outdir=args.outdir,
                                   nb_of_samples=args.nb_of_samples or None, show_only_build=args.show_only_build,
                                   train_from_previous_training=args.train_from_previous_training)
-    kw = dict(seed=args.seed, device=args.device, mlflow_path=args.mlflow_path, job=args.job,
-              measure_energy=not args.no_energy, data_dir=args.data_dir, download=args.download,
-              num_workers=args.num_workers)
-    if args.batch_size is not None:
-        kw["batch_size"] = args.batch_size
-    if args.seed_metric_names:
-        kw["tags"] = {"seed_metric_names": "true"}
+    kw = quanta_spec_kwargs(args, args.seed)
     spec = ExperimentSpec("source", args.dataset, backbone=args.architecture, weights="random", params=params, **kw)
     return run_spec(spec, args)
 

@@ -57,22 +57,3 @@ def input_size_for(native: int | None, backbone_size: int) -> int:
     if native is not None and native <= TINY_IMAGE_MAX and backbone_size > TINY_INPUT_SIZE:
         return TINY_INPUT_SIZE
     return backbone_size
-
-
-def default_resolution(spec) -> int | None:
-    """The resolution a spec that left it unset should run at, or None to keep the backbone's."""
-    from tlcore.data import load_dataset
-    from tlcore.models import backbone_config
-
-    if spec.resolution is not None:
-        return spec.resolution
-    cfg = backbone_config(spec.backbone)
-    if cfg.fixed_input_size:
-        return None
-    size = cfg.preprocessing.input_size
-    try:
-        ds = load_dataset(spec.dataset, spec.data_dir, download=False)
-    except Exception:  # not here yet (a download to come) or a bad name: the method reports it
-        return None
-    chosen = input_size_for(native_image_size(ds), size)
-    return chosen if chosen != size else None
