@@ -1,0 +1,396 @@
+"""Training-free transferability scores: rank backbones for a target task before fine-tuning any.
+
+Each score reads what one forward pass gives (features, or the source head's probabilities) and
+the target labels, and says how well a backbone should transfer; only the ORDER of the scores
+over backbones means something, and only on the same labels (feature dimensions may differ).
+:func:`rank_agreement` measures that order against accuracies reached by real training.
+
+numpy and scipy only (no torch), float64 throughout: these are sums of many logs and
+near-singular solves, where float32 rounding changes the ranking.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy import linalg, stats
+from scipy.special import logsumexp, softmax
+from sklearn.covariance import LedoitWolf
+
+from tlcore.errors import TLError
+
+#: Added to the alpha/beta update denominators of LogME so a perfectly fit class (zero residual)
+#: stops at a large finite beta instead of inf. Applied to features scaled to unit spectral norm,
+#: so it is the same for every scale of the same features.
+LOGME_EPSILON = 1e-5
+
+
+class ScoreInputError(TLError, ValueError):
+    """Features, labels or probabilities that a score cannot use; the message says which and why."""
+
+
+# ---- input checks: one sentence each ------------------------------------------------------------
+
+
+def _labels(labels: Any, n: int | None = None, name: str = "labels") -> tuple[np.ndarray, int]:
+    """Class codes 0..C-1 for any hashable labels; refuses what no score can rank with."""
+    raw = np.asarray(labels)
+    if raw.ndim != 1:
+        raise ScoreInputError(f"{name} must be one label per sample (1-D); got shape {raw.shape}.")
+    if n is not None and len(raw) != n:
+        raise ScoreInputError(f"{name} has {len(raw)} entries but there are {n} samples: the lengths must match.")
+    if len(raw) < 2:
+        raise ScoreInputError(f"A score needs at least 2 samples; got {len(raw)}.")
+    if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
+        raise ScoreInputError(f"{name} contains NaN or infinite values.")
+    classes, codes = np.unique(raw, return_inverse=True)
+    if name == "labels" and len(classes) < 2:
+        raise ScoreInputError(f"labels hold a single class ({classes[0]!r}): a score needs at least 2.")
+    return codes.reshape(-1), len(classes)
+
+
+def _matrix(values: Any, name: str) -> np.ndarray:
+    """A finite float64 (samples x columns) matrix with at least 2 rows."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2:
+        raise ScoreInputError(f"{name} must be a 2-D array (samples x dimensions); got shape {x.shape}.")
+    if len(x) < 2:
+        raise ScoreInputError(f"A score needs at least 2 samples; {name} has {len(x)}.")
+    if not np.all(np.isfinite(x)):
+        raise ScoreInputError(f"{name} contains NaN or infinite values.")
+    return x
+
+
+def _features_and_labels(features: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    f = _matrix(features, "features")
+    y, n_classes = _labels(labels, len(f))
+    return f, y, n_classes
+
+
+def _probabilities(source_probs: Any, n: int | None = None) -> np.ndarray:
+    """Rows of a source head's softmax, renormalised; logits are refused, not silently squashed."""
+    p = _matrix(source_probs, "source_probs")
+    if n is not None and len(p) != n:
+        raise ScoreInputError(f"source_probs has {len(p)} rows but labels has {n} entries: the lengths must match.")
+    sums = p.sum(axis=1)
+    if p.min() < 0 or np.max(np.abs(sums - 1.0)) > 1e-3:
+        raise ScoreInputError(
+            "source_probs must be probabilities (non-negative rows summing to 1): pass the softmax of the "
+            "source head, not its logits."
+        )
+    return p / sums[:, None]
+
+
+def standardize_features(f: Any) -> np.ndarray:
+    """Per-dimension z-score with this set's own mean and std, float64; a constant dimension becomes 0.
+
+    Callers concatenate taps of very different scales; without this the largest tap would decide
+    the covariance-based scores alone.
+    """
+    x = _matrix(f, "features")
+    std = x.std(axis=0)
+    safe = np.where(std > 0, std, 1.0)
+    return np.where(std > 0, (x - x.mean(axis=0)) / safe, 0.0)
+
+
+# ---- LogME ----------------------------------------------------------------------------------------
+
+
+def _logme_terms(x2: np.ndarray, rest: float, sigma: np.ndarray, alpha: float, beta: float) -> tuple[float, ...]:
+    """gamma, N - gamma's shortfall over the fitted directions, ||m||^2 and ||y - F m||^2 at (alpha, beta).
+
+    All in the SVD basis: x2 = (U^T y)^2, sigma = eigenvalues of F^T F, rest = the part of ||y||^2
+    outside the column space of F.
+    """
+    t = alpha / beta
+    gamma = float(np.sum(sigma / (sigma + t)))
+    unfit = float(np.sum(t / (sigma + t)))  # k - gamma without the cancellation of k - gamma
+    m2 = float(np.sum(sigma * x2 / (sigma + t) ** 2))
+    res2 = float(np.sum(x2 * (t / (sigma + t)) ** 2) + rest)
+    return gamma, unfit, m2, res2
+
+
+def _logme_class(
+    x2: np.ndarray, rest: float, sigma: np.ndarray, n: int, d: int, tol: float, max_iter: int
+) -> tuple[float, float, float, int, bool]:
+    """MacKay's fixed point for one class: (log evidence, alpha, beta, iterations, converged)."""
+    k = len(sigma)
+    alpha, beta = 1.0, 1.0
+    converged, iterations = False, 0
+    while iterations < max_iter:
+        iterations += 1
+        gamma, unfit, m2, res2 = _logme_terms(x2, rest, sigma, alpha, beta)
+        new_alpha = gamma / (m2 + LOGME_EPSILON)
+        new_beta = ((n - k) + unfit) / (res2 + LOGME_EPSILON)  # N - gamma
+        converged = abs(new_alpha - alpha) <= tol * alpha and abs(new_beta - beta) <= tol * beta
+        alpha, beta = new_alpha, new_beta
+        if converged:
+            break
+    _, _, m2, res2 = _logme_terms(x2, rest, sigma, alpha, beta)
+    # log det A over all D eigenvalues: alpha + beta*sigma on F's k directions, alpha on the D - k others
+    log_det = float(np.sum(np.log(alpha + beta * sigma))) + (d - k) * np.log(alpha)
+    evidence = (
+        d / 2 * np.log(alpha) + n / 2 * np.log(beta) - n / 2 * np.log(2 * np.pi)
+        - beta / 2 * res2 - alpha / 2 * m2 - log_det / 2
+    )
+    return float(evidence), alpha, beta, iterations, converged
+
+
+def logme(
+    features: Any, labels: Any, *, return_info: bool = False, tol: float = 1e-3, max_iter: int = 100
+) -> float | tuple[float, dict[str, Any]]:
+    """LogME (You et al., ICML 2021): mean over classes of the maximum log evidence per sample.
+
+    Why: the evidence of a Bayesian linear model y_c = F w + noise (prior w ~ N(0, 1/alpha), noise
+    precision beta) says how well the features fit the one-hot column of each class without
+    training anything. (alpha, beta) are set by MacKay's fixed point on ONE thin SVD of F shared by
+    all classes, so N < D costs an N x N problem, never a D x D one; the log-determinant counts all
+    D eigenvalues of F^T F (the D - k zero ones too), which public code that keeps only the nonzero
+    ones gets wrong when N < D.
+
+    Scale invariance: L(c^2 alpha, beta | cF) = L(alpha, beta | F) exactly, so the maximum does not
+    depend on the scale of the features. The features are therefore scaled to unit spectral norm
+    before iterating, which makes the epsilon (:data:`LOGME_EPSILON`) and the start (alpha = beta
+    = 1) the same for every scale: logme(c * F) == logme(F) to rounding.
+
+    Iterates until alpha and beta change by less than ``tol`` (relative) or ``max_iter``; a class
+    that did not converge raises a RuntimeWarning. With ``return_info`` returns (score, info), info
+    holding "converged" (every class), "iterations", "alpha" and "beta" per class.
+    """
+    f, y, n_classes = _features_and_labels(features, labels)
+    n, d = f.shape
+    u, s, _ = np.linalg.svd(f, full_matrices=False)  # the one SVD, shared by every class
+    if s[0] == 0:
+        raise ScoreInputError("features are all zero: LogME has nothing to fit.")
+    sigma = (s / s[0]) ** 2
+    onehot = (y[:, None] == np.arange(n_classes)).astype(np.float64)
+    proj = u.T @ onehot
+    del u
+    rest = np.maximum(onehot.sum(axis=0) - np.sum(proj**2, axis=0), 0.0)
+    fits = [_logme_class(proj[:, c] ** 2, rest[c], sigma, n, d, tol, max_iter) for c in range(n_classes)]
+    score = float(np.mean([fit[0] for fit in fits]) / n)
+    info = {
+        "converged": all(fit[4] for fit in fits),
+        "iterations": [fit[3] for fit in fits],
+        "alpha": [fit[1] for fit in fits],
+        "beta": [fit[2] for fit in fits],
+    }
+    if not info["converged"]:
+        warnings.warn(
+            f"LogME: {sum(not fit[4] for fit in fits)} of {n_classes} classes did not converge in {max_iter} "
+            "iterations; the score is the evidence where the iteration stopped.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return (score, info) if return_info else score
+
+
+# ---- SFDA -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Fisher:
+    """A regularised Fisher discriminant: the projection, projected class means and log priors."""
+
+    projection: np.ndarray
+    means: np.ndarray
+    log_priors: np.ndarray
+    shrinkage: float
+
+    def log_proba(self, f: np.ndarray) -> np.ndarray:
+        """log p(class | x) under the softmax of the linear discriminant in the projected space."""
+        z = f @ self.projection
+        logits = z @ self.means.T - 0.5 * np.sum(self.means**2, axis=1) + self.log_priors
+        return logits - logsumexp(logits, axis=1, keepdims=True)
+
+
+def _fit_fisher(f: np.ndarray, y: np.ndarray, n_classes: int, d_full: int, shrinkage: float | None) -> _Fisher:
+    """Shrink S_w toward (trace/D) I by lambda = exp(-5 * largest eigenvalue of S_w), then solve S_b w = e S_w w."""
+    n, r = f.shape
+    counts = np.bincount(y, minlength=n_classes)
+    priors = counts / n
+    means = np.zeros((n_classes, r))
+    np.add.at(means, y, f)
+    means /= counts[:, None]
+    within = f - means[y]
+    s_w = within.T @ within / n
+    centred = means - priors @ means
+    s_b = (centred * priors[:, None]).T @ centred
+    if shrinkage is None:
+        largest = float(linalg.eigvalsh(s_w, subset_by_index=[r - 1, r - 1])[0])
+        shrinkage = max(float(np.exp(-5.0 * largest)), 1e-10)
+    # the trace-scaled target of Ledoit-Wolf; the floor keeps classes that are single points solvable
+    total = float(np.sum((f - f.mean(axis=0)) ** 2) / n)
+    mu = max(float(np.trace(s_w)), 1e-12 * total) / d_full
+    s_w_shrunk = (1.0 - shrinkage) * s_w
+    s_w_shrunk.flat[:: r + 1] += shrinkage * mu
+    n_dirs = min(n_classes - 1, r)
+    _, w = linalg.eigh(s_b, s_w_shrunk, subset_by_index=[r - n_dirs, r - 1])  # w^T S_w w = I
+    return _Fisher(projection=w, means=means @ w, log_priors=np.log(priors), shrinkage=shrinkage)
+
+
+def sfda(features: Any, labels: Any, *, self_challenging: bool = True) -> float:
+    """SFDA (Huang et al., ECCV 2022): mean log-probability of the true class in a regularised Fisher space.
+
+    Why: a backbone transfers well when a linear projection already pulls its classes apart; the
+    Fisher projection with S_w shrunk by the paper's adaptive lambda = exp(-5 * sigma_max(S_w)) finds
+    it without training, and the class-conditional Gaussian discriminant in that space says how
+    confidently each sample lands in its own class. With ``self_challenging`` (the paper's
+    ConfMix, on by default) every sample is first mixed toward the mean of the OTHER classes by its
+    softened probability of its own class (p' = softmax of the probabilities, as the reference code
+    does), and the score is taken on a second fit with the same lambda: hard classes then cost more.
+
+    Differences from the reference code: it averages the probability (its comment: log "ignored
+    in case of instability"); this averages the log-probability, computed stably with logsumexp.
+    It scores with every generalized eigenvector (plain shrinkage LDA) and takes S_b = S_t - S_w
+    after shrinking both; this uses the C-1 leading Fisher directions of the exact between-class
+    scatter, which gives the same probabilities. N < D works in the row space of the centred data
+    (exactly equivalent, the shrinkage target keeping trace/D of the full space).
+    """
+    f, y, n_classes = _features_and_labels(features, labels)
+    n, d = f.shape
+    f = f - f.mean(axis=0)
+    if not np.any(f):
+        raise ScoreInputError("features are constant: SFDA has nothing to separate.")
+    if n < d:
+        _, s, vt = np.linalg.svd(f, full_matrices=False)
+        f = f @ vt[s > s[0] * 1e-12].T
+    model = _fit_fisher(f, y, n_classes, d, None)
+    if self_challenging:
+        soft = softmax(np.exp(model.log_proba(f)), axis=1)
+        p_own = soft[np.arange(n), y][:, None]
+        means = np.zeros((n_classes, f.shape[1]))
+        np.add.at(means, y, f)
+        means /= np.bincount(y, minlength=n_classes)[:, None]
+        others = (means.sum(axis=0) - means) / (n_classes - 1)
+        f = p_own * f + (1.0 - p_own) * others[y]
+        model = _fit_fisher(f, y, n_classes, d, model.shrinkage)
+    return float(np.mean(model.log_proba(f)[np.arange(n), y]))
+
+
+# ---- H-score --------------------------------------------------------------------------------------
+
+
+def hscore(features: Any, labels: Any) -> float:
+    """Regularised H-score (Bao et al. 2019; Ibrahim et al. 2022): (1 - a) tr(Cov_a(f)^-1 Cov(E[f|y])).
+
+    Why: features transfer well when the class means spread far relative to the features' own
+    covariance. The plain H-score inverts the sample covariance, which is singular when N < D and
+    noisy otherwise; the Ledoit-Wolf shrunk covariance (sklearn, shrinkage a) is always invertible.
+    Both covariances are biased (1/N); public code takes 1/(N-1) for the class-mean one, a constant
+    factor on the same labels that leaves every ranking unchanged.
+    """
+    f, y, n_classes = _features_and_labels(features, labels)
+    n = len(f)
+    lw = LedoitWolf(assume_centered=False).fit(f)
+    counts = np.bincount(y, minlength=n_classes)
+    means = np.zeros((n_classes, f.shape[1]))
+    np.add.at(means, y, f)
+    means = means / counts[:, None] - f.mean(axis=0)
+    try:
+        solved = linalg.solve(lw.covariance_, means.T, assume_a="pos")
+    except linalg.LinAlgError:
+        if not np.any(lw.covariance_):
+            raise ScoreInputError("features are constant: the H-score has nothing to measure.") from None
+        solved = linalg.pinvh(lw.covariance_) @ means.T
+    between = float(np.sum(counts / n * np.sum(means.T * solved, axis=0)))  # tr(Cov_a^-1 Cov(E[f|y]))
+    return (1.0 - float(lw.shrinkage_)) * between
+
+
+# ---- scores from the source head: LEEP, NCE --------------------------------------------------------
+
+
+def leep(source_probs: Any, labels: Any) -> float:
+    """LEEP (Nguyen et al., ICML 2020): mean log-likelihood of the labels under the source head re-labelled.
+
+    Why: the empirical P(y | z) between the source head's classes z and the target labels turns
+    the source classifier into a target classifier for free; its log-likelihood says how much of
+    the target the source head already knows. A uniform source scores -H(Y) (its floor for these
+    labels). The SFDA reference code drops the log; this keeps it, as the paper does.
+    """
+    y, n_classes = _labels(labels)
+    p = _probabilities(source_probs, len(y))
+    n = len(y)
+    joint = np.zeros((n_classes, p.shape[1]))
+    np.add.at(joint, y, p / n)  # P(y, z)
+    p_z = joint.sum(axis=0)
+    p_y_given_z = np.divide(joint, p_z, out=np.zeros_like(joint), where=p_z > 0)
+    eep = np.sum(p * p_y_given_z[y], axis=1)  # P(y_i | x_i), > 0 whenever row i sums to 1
+    return float(np.mean(np.log(eep)))
+
+
+def nce(source_labels: Any, labels: Any) -> float:
+    """NCE (Tran et al., ICCV 2019): the negative conditional entropy -H(Y | Z) of target labels given source labels.
+
+    Why: if the source head's hard prediction z tells the target label, little uncertainty is left:
+    0 for a perfectly informative source, -H(Y) for an independent one. ``source_labels`` is the
+    source's hard predictions (1-D) or its probabilities (N x Z), whose argmax is taken, so it is
+    called like :func:`leep`.
+    """
+    y, n_classes = _labels(labels)
+    z_raw = np.asarray(source_labels)
+    if z_raw.ndim == 2:
+        z_raw = np.argmax(_probabilities(z_raw, len(y)), axis=1)
+    z, n_source = _labels(z_raw, len(y), name="source_labels")
+    joint = np.bincount(y * n_source + z, minlength=n_classes * n_source).reshape(n_classes, n_source) / len(y)
+    p_z = joint.sum(axis=0)
+    nz = joint > 0
+    return float(np.sum(joint[nz] * np.log((joint / p_z)[nz])))
+
+
+# ---- the table and the check against real training ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Score:
+    """One score as tables and pages show it: what it needs, which way is better, what it means."""
+
+    function: Callable[[Any, Any], float]
+    needs: Literal["features", "source_probs"]
+    higher_is_better: bool
+    label: str
+    description: str
+
+
+#: Every score by name, in the order pages list them; each is called ``function(needs, labels)``.
+SCORES: dict[str, Score] = {
+    "logme": Score(logme, "features", True, "LogME",
+                   "Evidence of a Bayesian linear model from the features to each class, per sample."),
+    "sfda": Score(sfda, "features", True, "SFDA",
+                  "Log-probability of the true class after a regularised Fisher projection of the features."),
+    "hscore": Score(hscore, "features", True, "H-score (shrinkage)",
+                    "Spread of the class means relative to the shrunk covariance of the features."),
+    "leep": Score(leep, "source_probs", True, "LEEP",
+                  "Log-likelihood of the labels under the source head's classes mapped to the target classes."),
+    "nce": Score(nce, "source_probs", True, "NCE",
+                 "Negative entropy of the label given the source head's predicted class."),
+}
+
+
+def rank_agreement(scores: Sequence[float], accuracies: Sequence[float]) -> dict[str, float | int | None]:
+    """How well scores order backbones as their real accuracies do: Kendall's tau and weighted tau.
+
+    The weighted tau (scipy's hyperbolic weights, the SFDA paper's measure) counts swaps near the
+    top more, since picking the best backbone is what a ranking is for. With fewer than 3 items
+    (a tau on 2 means nothing) or no order at all (all ties) the taus are None.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    a = np.asarray(accuracies, dtype=np.float64)
+    if s.ndim != 1 or a.ndim != 1 or len(s) != len(a):
+        raise ScoreInputError(f"scores and accuracies must be two lists of equal length; got {s.shape} and {a.shape}.")
+    if not (np.all(np.isfinite(s)) and np.all(np.isfinite(a))):
+        raise ScoreInputError("scores and accuracies must be finite numbers (no NaN).")
+    n = len(s)
+    if n < 3:
+        return {"n": n, "kendall_tau": None, "weighted_tau": None}
+    tau = float(stats.kendalltau(s, a).statistic)
+    weighted = float(stats.weightedtau(s, a).statistic)
+    return {
+        "n": n,
+        "kendall_tau": None if np.isnan(tau) else tau,
+        "weighted_tau": None if np.isnan(weighted) else weighted,
+    }
