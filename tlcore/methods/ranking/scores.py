@@ -101,7 +101,7 @@ def standardize_features(f: Any) -> np.ndarray:
 
 
 def _logme_terms(x2: np.ndarray, rest: float, sigma: np.ndarray, alpha: float, beta: float) -> tuple[float, ...]:
-    """gamma, N - gamma's shortfall over the fitted directions, ||m||^2 and ||y - F m||^2 at (alpha, beta).
+    """gamma, k - gamma, ||m||^2 and ||y - F m||^2 at (alpha, beta), with t = alpha / beta.
 
     All in the SVD basis: x2 = (U^T y)^2, sigma = eigenvalues of F^T F, rest = the part of ||y||^2
     outside the column space of F.
@@ -158,8 +158,10 @@ def logme(
     = 1) the same for every scale: logme(c * F) == logme(F) to rounding.
 
     Iterates until alpha and beta change by less than ``tol`` (relative) or ``max_iter``; a class
-    that did not converge raises a RuntimeWarning. With ``return_info`` returns (score, info), info
-    holding "converged" (every class), "iterations", "alpha" and "beta" per class.
+    that did not converge raises a RuntimeWarning (MacKay's iteration crawls when a class is barely
+    explained and the maximum lies at alpha -> inf; the evidence is flat there). With ``return_info``
+    returns (score, info), info holding "converged" (every class), and per class "iterations",
+    "alpha" and "beta" (alpha for the features scaled to unit spectral norm).
     """
     f, y, n_classes = _features_and_labels(features, labels)
     n, d = f.shape
