@@ -76,6 +76,10 @@ def draw_field(f: FormField, key: str):
     if f.kind == "choice":
         index = f.options.index(f.default) if f.default in f.options else 0
         return st.selectbox(f.label, f.options, index=index, format_func=f.label_of, key=key, help=help_text)
+    if f.kind == "multichoice":
+        default = [o for o in (f.default or ()) if o in f.options]
+        return tuple(st.multiselect(f.label, f.options, default=default, format_func=f.label_of, key=key,
+                                    help=help_text, placeholder=f.placeholder or "Choose options"))
     if f.kind == "bool":
         return st.checkbox(f.label, value=bool(f.default), key=key, help=help_text)
     if f.kind == "int":
@@ -127,8 +131,11 @@ with form_col:
     if check is None or not check.ok:
         blocked_inline = True
 
-    st.subheader("Network")
-    row = widgets.backbone_picker(f"run_backbone_{method}", record.default_backbone)
+    st.subheader("Network" if record.picks_backbone else "Input")
+    if record.picks_backbone:
+        row = widgets.backbone_picker(f"run_backbone_{method}", record.default_backbone)
+    else:  # the method takes its backbones among its parameters: the input size follows its default backbone's
+        row = next(r for r in widgets.backbone_rows() if r["name"] == record.default_backbone)
     backbone = row["name"]
     from tlcore.models import backbone_config
 
@@ -192,11 +199,13 @@ with form_col:
         record.control_label, value=True, key=f"run_control_{method}", help=record.control_help or None)
 
     model_selection, spc_text, splits, split_path, use_crops = False, "", None, "", False
-    if record.sweep:
+    if record.takes_samples:
         st.subheader("Protocol")
-        mode = st.radio("Mode", ["curve", "selection"], horizontal=True, key="run_mode",
-                        format_func={"curve": "Few-shot curve (scored on test)",
-                                     "selection": "Model selection (largest split, scored on val)"}.get)
+        mode = "curve"
+        if record.sweep:
+            mode = st.radio("Mode", ["curve", "selection"], horizontal=True, key="run_mode",
+                            format_func={"curve": "Few-shot curve (scored on test)",
+                                         "selection": "Model selection (largest split, scored on val)"}.get)
         model_selection = mode == "selection"
         if model_selection:
             st.caption("One training on the largest training split, scored on the validation set: use it to choose "
@@ -205,21 +214,22 @@ with form_col:
             c1, c2 = st.columns(2)
             grid = record.default_grid(widgets.has_gpu())
             spc_text = c1.text_input("Samples per class", value=grid, key=f"run_spc_{method}",
-                                     help="Comma-separated grid. Empty: the split CSVs' values, or the seed's grid up "
-                                          "to what the data allows.")
+                                     help=record.grid_help or "Comma-separated grid. Empty: the split CSVs' values, "
+                                          "or the seed's grid up to what the data allows.")
             splits = c2.number_input("Draws per value", min_value=1, max_value=50, value=3, step=1,
                                      key=f"run_splits_{method}",
                                      help="Random training splits per samples-per-class value (the seed used 5). "
                                           "Three draws give each point a 95% interval; FE and FT on the same values "
                                           "train on the same draws, so they compare pair by pair.")
-            if grid != record.grid:
+            if grid != record.grid and record.sweep:
                 st.caption(f"No GPU here: {record.noun} defaults to {grid} samples per class so it finishes in "
                            "minutes; add values for a fuller curve (the cost below updates).")
     with st.expander("Data and run options"):
-        if record.sweep:
+        if record.takes_samples:
             split_path = st.text_input("Split CSV folder", key="run_split_path",
                                        help="The seed's CSVs (val.csv, test.csv, train_samples_XX_split_K.csv). "
                                             "Empty: <dataset folder>/splits when present, else generated.")
+        if record.sweep:
             use_crops = st.checkbox("10 crops per image (4 corners + centre, mirrored)", key="run_crops")
         skip_bad = st.checkbox("Skip unreadable images", key="run_skip_bad",
                                help="Leave out images that cannot be decoded (they are counted in the run) instead "
@@ -364,7 +374,15 @@ def draw_card(job) -> None:
         from tlcore import results
 
         verdicts = results.quanta_layer_verdicts(results_cache.runs("quanta"), with_runs=job.run_ids)
-    card = result_card(runs, job.spec.method, f"Job #{job.number} · {job.label}", verdicts)
+    table = None
+    if page == "ranking" and job.runs:
+        from pages.shared import results_cache
+        from tlcore.results import ranking as ranking_results
+
+        parents = runs[runs["sweep_parent"].astype(bool)] if not runs.empty else runs
+        if len(parents):
+            table = ranking_results.ranking_table(results_cache.runs("ranking"), parents["run_id"].iloc[0])
+    card = result_card(runs, job.spec.method, f"Job #{job.number} · {job.label}", verdicts, table)
     with st.container(border=True):
         icon = widgets.state_icon(job.state)
         st.markdown(f"#### {icon} Result of job #{job.number}: {job.label}")

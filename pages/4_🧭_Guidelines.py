@@ -100,9 +100,10 @@ size = input_size_for(native, int(row["input_size"])) if not row.get("fixed_inpu
 try:
     runs = results_cache.runs("tradeoffs")
     quanta_runs = results_cache.runs("quanta")
+    ranking_runs = results_cache.runs("ranking")
 except Exception as exc:  # an unreadable store: the generic rules still answer
     widgets.show_error(exc)
-    runs = quanta_runs = pd.DataFrame()
+    runs = quanta_runs = ranking_runs = pd.DataFrame()
 
 # this machine's pace from its finished jobs (or measured on request); a named GPU's comes from its spec sheet
 speed = None
@@ -117,7 +118,7 @@ try:
             budget_kwh=float(budget) if limit == "kWh" else None, tuning_time=tuning,
             deployment_shift=bool(deployment_shift), backbone=row["name"], dataset=dataset, epochs=int(epochs),
             resolution=size if size != int(row["input_size"]) else None), tracker.uri, runs=runs,
-            quanta_runs=quanta_runs, speed=speed)
+            quanta_runs=quanta_runs, speed=speed, ranking_runs=ranking_runs)
 except Exception as exc:
     widgets.show_error(exc)
     st.stop()
@@ -127,6 +128,14 @@ rec, evidence = advice.recommendation, advice.evidence
 st.divider()
 st.header("Recommendation")
 st.success(f"**{rec.title}**")
+hint = advice.backbone_suggestion
+if hint is not None:
+    chosen = "" if hint.backbone in (None, row["name"]) else f" You picked {row['name']} above."
+    st.info(f"**Backbone to try first:** {hint.text}{chosen}  \n*Strength: measured proxy (a training-free score on "
+            "your images, not an accuracy); it suggests a backbone and never decides the method.*")
+    for left in hint.left_out:
+        st.caption(f"Left out: {left}.")
+    widgets.page_link("ranking", "See the ranking")
 c1, c2 = st.columns(2)
 with c1:
     st.markdown("**Expected accuracy**")

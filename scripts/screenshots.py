@@ -11,6 +11,8 @@ Guidelines page as it opens.
     .venv/bin/python scripts/screenshots.py [--out docs]
     .venv/bin/python -m tlcore examples --mlflow-path /tmp/tl-examples-full
     .venv/bin/python scripts/screenshots.py --analysis-store /tmp/tl-examples-full
+    .venv/bin/python -m tlcore rank --dataset digits --random-control --mlflow-path /tmp/tl-ranking
+    .venv/bin/python scripts/screenshots.py --ranking-store /tmp/tl-ranking
 
 The pages' emoji need a colour emoji font (Debian: ``apt-get install fonts-noto-color-emoji``).
 """
@@ -93,16 +95,43 @@ def analysis_pages(store: Path, out: Path) -> list[Path]:
     return [out / "screenshot-tradeoffs.png", out / "screenshot-quanta.png", out / "screenshot-guidelines.png"]
 
 
+def ranking_page(store: Path, out: Path) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(store, Path(tmp) / "server.log")
+        try:
+            with sync_playwright() as p:
+                browser = launch_chromium(p)
+                page = browser.new_page(viewport={"width": 1400, "height": 1500})
+                page.goto(f"{server.url}/Ranking")
+                page.get_by_role("heading", name="Which layers carry the signal").wait_for(timeout=LOAD_MS)
+                page.locator(".legendtext").first.wait_for(timeout=LOAD_MS)
+                page.wait_for_timeout(3000)
+                page.screenshot(path=str(out / "screenshot-ranking.png"))
+                browser.close()
+        finally:
+            server.stop()
+        log = server.log()
+    if "Traceback" in log:
+        raise SystemExit(f"the server logged a traceback:\n{log[-4000:]}")
+    return [out / "screenshot-ranking.png"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "docs"))
     parser.add_argument("--analysis-store", metavar="DIR",
                         help="a store filled by `python -m tlcore examples`: screenshot the Trade-offs, Quanta and "
                              "Guidelines pages instead")
+    parser.add_argument("--ranking-store", metavar="DIR",
+                        help="a store holding a ranking (python -m tlcore rank ...): screenshot the Ranking page")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.analysis_store:
+    if args.ranking_store:
+        written = ranking_page(Path(args.ranking_store), out)
+    elif args.analysis_store:
         store = Path(args.analysis_store)
         if not (store / "mlflow.db").is_file():
             parser.error(f"{store} holds no mlflow.db: fill it with python -m tlcore examples --mlflow-path {store}")

@@ -334,3 +334,17 @@ def test_bad_input_is_refused_in_one_sentence(fn, args, says):
     message = str(caught.value)
     assert says in message
     assert one_sentence(message), message
+
+
+@pytest.mark.parametrize("shape", [(30, 200), (200, 30)])
+def test_thin_svd_matches_lapack_and_logme_reads_it_unchanged(shape):
+    from tlcore.methods.ranking.scores import thin_svd
+
+    rng = np.random.default_rng(5)
+    f = rng.normal(size=shape)
+    y = np.arange(shape[0]) % 3
+    u, s = thin_svd(f)
+    u_ref, s_ref, _ = np.linalg.svd(f, full_matrices=False)
+    np.testing.assert_allclose(s, s_ref, rtol=1e-9)
+    np.testing.assert_allclose(np.abs(u.T @ u_ref), np.eye(len(s)), atol=1e-6)  # the same directions, up to sign
+    assert logme(f, y, svd=(u, s)) == pytest.approx(logme(f, y), rel=1e-9)

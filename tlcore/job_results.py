@@ -3,7 +3,8 @@
 The Run page shows it in its main column when a job ends. A curve (feature extraction,
 fine-tuning) reads as mean ± spread per samples-per-class value with its 95 % interval; QUANTA as
 each layer's verdict against its random-source control, or lambda_S per layer when no control
-exists yet; a source training as its test accuracy. Pure functions of the job's MLflow rows
+exists yet; a source training as its test accuracy; a ranking as its networks, best first, with the
+verdict of its random-weights controls. Pure functions of the job's MLflow rows
 (:func:`tlcore.history.job_runs`) and, for QUANTA, the QUANTA view (:mod:`tlcore.results`).
 """
 
@@ -112,12 +113,48 @@ def source_card(runs: pd.DataFrame, title: str) -> ResultCard:
     return card
 
 
-def result_card(runs: pd.DataFrame, method: str, title: str, quanta_verdicts: pd.DataFrame | None = None
-                ) -> ResultCard | None:
+def ranking_card(runs: pd.DataFrame, table: pd.DataFrame | None, title: str) -> ResultCard:
+    """The networks best first by the first score, each score's mean ± spread over draws; suspect scores named."""
+    from tlcore.results import ranking as ranking_results
+
+    card = ResultCard(title, cost=_cost(runs))
+    if table is None or table.empty:
+        card.notes.append("No network finished scoring.")
+        return card
+    scores = ranking_results.scores_in(table)
+    for r in table.to_dict("records"):
+        row = {"network": r["network"]}
+        for s in scores:
+            v, sd = r.get(s), r.get(f"{s}_std")
+            row[ranking_results.SCORE_LABELS[s]] = ("n/a" if pd.isna(v) else f"{v:.4g}" + (
+                f" ± {sd:.2g}" if pd.notna(sd) and sd > 0 else ""))
+        row["time"] = units.duration(r.get("time_total_s"))
+        card.rows.append(row)
+    warnings = ranking_results.control_warnings(table)
+    if warnings:
+        card.verdict, card.weak = " ".join(warnings), True
+    elif table["control"].any():
+        card.verdict = "Every score ranked the random-weights controls below every pretrained backbone."
+    else:
+        card.notes.append("No random-weights control: rank again with it to see whether the scores mean anything here.")
+    timing = ranking_results.time_beside_fe(table)
+    if pd.notna(timing["fe_curve_extract_s_min"]):
+        card.notes.append(f"One feature-extraction curve of one backbone would cost at least "
+                          f"{units.duration(timing['fe_curve_extract_s_min'])} of extraction alone here "
+                          f"({int(timing['fe_curve_images']):,} images); this ranking took "
+                          f"{units.duration(timing['time_total_s'])} for {len(table)} networks.")
+    return card
+
+
+def result_card(runs: pd.DataFrame, method: str, title: str, quanta_verdicts: pd.DataFrame | None = None,
+                ranking_table: pd.DataFrame | None = None) -> ResultCard | None:
     """The card of a job from its MLflow rows, or None when it left no run."""
     if runs.empty:
         return None
     from tlcore.methods import base
+
+    if base.methods.knows(method) and base.get(method).analysis_page == "ranking":
+        return ranking_card(runs, ranking_table, title)
 
     if base.methods.knows(method) and base.get(method).sweep:  # a few-shot curve: points x draws
         return curve_card(runs, title)

@@ -54,6 +54,14 @@ def coerce_value(f: FormField, raw: Any) -> Any:
             return text
     if f.kind == "text":
         return str(raw).strip()
+    if f.kind == "multichoice":
+        values = tuple(raw) if isinstance(raw, list | tuple) else tuple(
+            v.strip() for v in str(raw).split(",") if v.strip())
+        if not values:
+            if f.optional:
+                return None
+            raise SpecError(f"The '{f.label}' field needs at least one choice.")
+        return values
     return raw
 
 
@@ -141,10 +149,11 @@ def build_spec(form: RunForm, tracking_uri: str | None = None) -> ExperimentSpec
             kw["resolution"] = int(form.resolution)
     if form.batch_size:
         kw["batch_size"] = int(form.batch_size)
+    if record.takes_samples:
+        kw.update(samples_per_class=parse_spc_grid(form.samples_per_class),
+                  splits=int(form.splits) if form.splits else None, split_path=form.split_path.strip() or None)
     if record.sweep:
-        kw.update(model_selection=bool(form.model_selection), samples_per_class=parse_spc_grid(form.samples_per_class),
-                  splits=int(form.splits) if form.splits else None, split_path=form.split_path.strip() or None,
-                  use_crops=bool(form.use_crops))
+        kw.update(model_selection=bool(form.model_selection), use_crops=bool(form.use_crops))
     if record.fixed_weights:
         kw["weights"] = record.fixed_weights
     spec = ExperimentSpec(method, dataset_name(form.dataset, form.class_filter), **kw)

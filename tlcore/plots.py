@@ -506,3 +506,42 @@ def selected_run_ids(selection) -> list[str]:
         if isinstance(custom, str) and custom:
             ids.append(custom)
     return list(dict.fromkeys(ids))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking
+
+CONTROL_COLOR = "#9e9e9e"
+
+
+def ranking_bars(table: pd.DataFrame, score: str, label: str) -> go.Figure:
+    """One bar per network, best on top; whiskers are the spread over draws; random-weights controls grey."""
+    part = table[table[score].notna()].sort_values(score) if score in table else table.iloc[0:0]
+    if part.empty:
+        return empty_figure(f"No network has a {label} score in this ranking.")
+    std = part[f"{score}_std"].to_numpy(float) if f"{score}_std" in part else None
+    colors = [CONTROL_COLOR if c else PALETTE[0] for c in part["control"]]
+    fig = go.Figure(go.Bar(
+        x=part[score].to_numpy(float), y=part["network"].astype(str), orientation="h", marker_color=colors,
+        error_x=dict(type="data", array=std, visible=bool(std is not None and np.nanmax(std) > 0)),
+        customdata=part[["run_id"]].to_numpy(),
+        hovertemplate="%{y}<br>" + label + " %{x:.4g}<extra></extra>"))
+    fig.update_layout(**_LAYOUT, height=max(220, 60 + 36 * len(part)), xaxis_title=f"{label} (higher: transfers "
+                      "better)", yaxis_title="", title="Grey: the same architecture with random weights (control)")
+    return fig
+
+
+def tap_score_lines(histories: pd.DataFrame, names: dict[str, str], label: str) -> go.Figure:
+    """A score per tap (x: tap index, shallow to deep), one line per network."""
+    if histories.empty:
+        return empty_figure("No per-tap score logged.")
+    fig = go.Figure()
+    for run_id, run in histories.groupby("run_id", sort=False):
+        run = run.sort_values("step")
+        name = names.get(run_id, run_id[:8])
+        fig.add_trace(go.Scatter(x=run["step"].to_numpy(float), y=run["value"].to_numpy(float), mode="lines+markers",
+                                 name=name, line=dict(dash="dot") if "random" in name else None,
+                                 hovertemplate=f"{name}<br>tap %{{x}}: %{{y:.4g}}<extra></extra>"))
+    fig.update_layout(**_LAYOUT, height=380, xaxis_title="Tap (0 = shallowest)", yaxis_title=f"{label} of the tap")
+    fig.update_xaxes(tickformat="d")
+    return fig

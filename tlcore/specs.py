@@ -181,6 +181,61 @@ class SourceTrainingParams(_Validated):
     }
 
 
+RANK_SCORES = ("logme", "sfda", "hscore", "leep", "nce")  # tlcore.methods.ranking.scores.SCORES, in that order
+
+
+def _names_ok(v: Any) -> bool:
+    return isinstance(v, tuple) and len(v) > 0 and all(isinstance(t, str) and t.strip() for t in v) \
+        and len(set(v)) == len(v)
+
+
+@dataclass
+class RankingParams(_Validated):
+    """Training-free transferability scores of several backbones on the user's labelled images (issue 15)."""
+
+    backbones: tuple[str, ...] | None = None  # None: every backbone whose pretrained weights are on this machine
+    tap_percent: int = 100  # each backbone's shipped description: 100, 75, 50 or 25 % of its taps, evenly spaced
+    taps: tuple[str, ...] | None = None  # one backbone only: its taps
+    scores: tuple[str, ...] = RANK_SCORES
+    random_control: bool = False  # also score each architecture with random weights: it should rank last
+    per_tap: bool = True  # each score on each tap as well as on the whole embedding
+    cache: bool = True
+    cache_dir: str | None = None
+
+    _constraints: ClassVar = {
+        "backbones": [Check(_names_ok, "a non-empty tuple of distinct backbone names"), _NONE],
+        "tap_percent": [Options([100, 75, 50, 25])],
+        "taps": [Check(_names_ok, "a non-empty tuple of distinct layer names"), _NONE],
+        "scores": [Check(lambda v: _names_ok(v) and all(s in RANK_SCORES for s in v),
+                         "a non-empty tuple of distinct names among " + ", ".join(RANK_SCORES))],
+        "random_control": [_BOOL],
+        "per_tap": [_BOOL],
+        "cache": [_BOOL],
+        "cache_dir": [_STR, _NONE],
+    }
+
+    def __post_init__(self) -> None:
+        for name in ("backbones", "taps", "scores"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
+            elif isinstance(value, str):  # "a,b,c" from a form or a flag
+                setattr(self, name, tuple(t.strip() for t in value.split(",") if t.strip()) or None)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.taps is not None and (self.backbones is None or len(self.backbones) != 1):
+            raise SpecError("The 'taps' parameter of RankingParams names layers of one backbone: give exactly one "
+                            "backbone with it, or use 'tap_percent' for several.")
+        if self.backbones:
+            from tlcore.models import backbones
+
+            for b in self.backbones:
+                if b not in backbones:
+                    raise SpecError(f"The 'backbones' parameter of RankingParams must list registered backbones. "
+                                    f"{backbones.unknown_message(b)}")
+
+
 def params_class(method: str) -> type | None:
     """The params class of a registered method (None for an unknown one). Read from the method registry
     (:mod:`tlcore.methods.base`), which sits below this module: each method names its own params class."""

@@ -98,6 +98,7 @@ def no_runs_notice(what: str, example: str = "fe") -> None:
         "quanta": [f"python -m tlcore train-source --dataset digits:0-4 {store}",
                    f"python -m tlcore quanta -t digits:5-9 -s digits:0-4 -sw <source run id> {store}",
                    f"python -m tlcore quanta -t digits:5-9 -s digits:0-4 -sw random {store}   # the control"],
+        "rank": [f"python -m tlcore rank --dataset digits --random-control {store}"],
     }
     st.info(f"No {what} in this store yet. Start one from the Run page, or from a terminal with the same store "
             "(the first line runs real examples of every method on the embedded digits, about 10 min on a CPU):")

@@ -9,6 +9,7 @@ import os
 import sys
 
 from tlcore.cli.args import MLFLOW_PATH_HELP, data_args, dry_run_arg, run_args, spec_kwargs
+from tlcore.cli.plan import print_plan
 
 
 def quanta_run_args(g, metric_names_help: str) -> None:
@@ -161,35 +162,6 @@ def add_seed_commands(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_train_source)
 
 
-def print_plan(spec, out=None) -> None:
-    """``--dry-run``: what the command would run and its projected cost, without opening a run or
-    creating a store (the history is read only when the store already exists)."""
-    from tlcore.experiments import resolve_defaults
-    from tlcore.methods import base
-    from tlcore.planning import estimate_cost, format_flops
-    from tlcore.tracking import Tracker, resolve_tracking_uri, sqlite_path
-
-    out = out or sys.stdout
-    uri = resolve_tracking_uri(spec.mlflow_path)
-    db = sqlite_path(uri)
-    tracker = Tracker(uri) if db is None or db.exists() else None
-    spec = resolve_defaults(spec.validate())
-    est = estimate_cost(spec, tracker, calibrate=True)
-    if est is None:
-        print(f"Plan: {base.get(spec.method).noun} of {spec.backbone} on {spec.dataset}; this method has no cost "
-              f"model, so nothing is projected. Dry run: nothing was run; drop --dry-run to run it.", file=out)
-        return
-    size = f" at {spec.input_size} px" if spec.input_size else ""
-    print(f"Plan: {base.get(spec.method).noun} of {spec.backbone}{size} on {spec.dataset}, device {spec.device}: "
-          f"{est.runs} MLflow run{'s' if est.runs != 1 else ''}, {est.images:,} image passes x "
-          f"{format_flops(est.flops_per_image)} per image = {format_flops(est.flops)}.", file=out)
-    for note in est.notes:
-        print(f"  {note}", file=out)
-    print(f"Projected time: {est.describe_time()} ({est.basis}).", file=out)
-    print(f"Dry run: nothing was run and no MLflow run was opened; drop --dry-run to run it (results go to {uri}).",
-          file=out)
-
-
 def run_spec(spec, args: argparse.Namespace) -> int:
     from tlcore import experiments
     from tlcore.reporting import TerminalReporter
@@ -329,15 +301,19 @@ def cmd_train_source(args: argparse.Namespace) -> int:
 
 #: The registered methods whose commands above keep the seeds' flags, and those commands' names.
 SEED_COMMANDS = {"fe": "fe", "ft": "ft", "quanta": "quanta", "source": "train-source"}
+#: Every method with a hand-written command (the seeds' and those with flags of their own), and its name.
+OWN_COMMANDS = {**SEED_COMMANDS, "rank": "rank"}
 
 
 def add_method_commands(sub, common: argparse.ArgumentParser) -> None:
     """The seeds' method commands, one command per other registered method, and ``methods``."""
+    from tlcore.cli.ranking import add_rank_command
     from tlcore.methods import base
 
     add_seed_commands(sub, common)
+    add_rank_command(sub, common)
     for name in base.names():
-        if name not in SEED_COMMANDS:
+        if name not in OWN_COMMANDS:
             add_record_command(sub, common, base.get(name))
     p = sub.add_parser("methods", parents=[common], help="list the registered methods (and their commands)")
     p.set_defaults(func=cmd_methods)
@@ -387,7 +363,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
     print("-" * len(header))
     for name in base.names():
         m = base.get(name)
-        print(f"{name:8s} {SEED_COMMANDS.get(name, name):13s} {m.label:20s} {m.experiment:20s} "
+        print(f"{name:8s} {OWN_COMMANDS.get(name, name):13s} {m.label:20s} {m.experiment:20s} "
               f"{m.params.__name__:24s} {m.default_backbone}")
     print(f"\nA method is a record (tlcore.methods.base.Method) registered by its module; modules named in "
           f"${base.PLUGINS_ENV} (comma-separated) register theirs too. See docs/architecture.md.")

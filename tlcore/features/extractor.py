@@ -108,7 +108,8 @@ class ExtractionStats:
     cache_folder: str = ""
 
 
-def _device_key(device: torch.device) -> str:
+def device_key(device: torch.device) -> str:
+    """The device a stored per-image extraction cost was measured on (a cost is only reused there)."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     from tlcore.devices import hardware_info
@@ -140,6 +141,13 @@ def cache_identity(spec: ExperimentSpec, ds: ImageDataset, bb: Backbone, taps: S
         "normalization": [list(prep.mean), list(prep.std)],
         "precision": "bf16-autocast" if device.type == "cuda" else "fp32",
     }
+
+
+def stored_cost(known: dict[str, Any]) -> ExtractionCost:
+    """A per-image cost the feature cache recorded (``FeatureCache.extraction_cost``)."""
+    return ExtractionCost(known["seconds_per_image"], known.get("kwh_per_image"), known["energy_method"],
+                          known.get("carbon_intensity_g_per_kwh"),
+                          f"measured earlier on this device over {known['images']} images (feature cache)")
 
 
 class Extractor:
@@ -243,7 +251,7 @@ class Extractor:
         (a handful of changed images mostly measures the DataLoader's start-up); returns the one to use."""
         if self.cache is None:
             return cost
-        key = _device_key(self.device)
+        key = device_key(self.device)
         previous = self.cache.extraction_cost(key)
         if previous and previous.get("images", 0) > n and n < 2 * self.spec.batch_size:
             return self._stored_cost(previous)
@@ -255,12 +263,10 @@ class Extractor:
 
     @staticmethod
     def _stored_cost(known: dict[str, Any]) -> ExtractionCost:
-        return ExtractionCost(known["seconds_per_image"], known.get("kwh_per_image"), known["energy_method"],
-                              known.get("carbon_intensity_g_per_kwh"),
-                              f"measured earlier on this device over {known['images']} images (feature cache)")
+        return stored_cost(known)
 
     def _known_cost(self, needed: np.ndarray, reporter: Reporter) -> ExtractionCost:
-        key = _device_key(self.device)
+        key = device_key(self.device)
         known = self.cache.extraction_cost(key) if self.cache is not None else None
         if known:
             return self._stored_cost(known)

@@ -23,6 +23,7 @@ from typing import Any
 #: first paint need only the situation's constants, not pandas and the evidence machinery (PEP 562).
 _HOMES: dict[str, str] = {name: module for module, names in {
     "tlcore.guidelines.advice": "Advice PILOT_DRAWS PILOT_SPC advise pilot_specs situation_from_dataset",
+    "tlcore.guidelines.backbone": "PROXY BackboneSuggestion suggest_backbone",
     "tlcore.guidelines.evidence": (
         "Comparison DECIDING Evidence EvidenceItem MEDIUM NEAR_FACTOR PRIOR PROJECTION STRENGTH_LABELS STRONG "
         "WEAK configuration_of gather_evidence same_task_family spc_grid_for_pilot"
@@ -41,13 +42,14 @@ _HOMES: dict[str, str] = {name: module for module, names in {
 
 __all__ = [
     "CONDITION_KEYS", "CONFIG_LABELS", "COSTLY_RATIO", "DECIDING", "DOMAINS", "GPU", "GPUS", "GPU_UTILISATION",
-    "KINDS", "MEDIUM", "NEAR_FACTOR", "PILOT_DRAWS", "PILOT_SPC", "PRIOR", "PROJECTION", "RULES_PATH",
-    "STRENGTH_LABELS", "STRONG", "TUNING_TIMES", "WEAK", "Advice", "Comparison", "Domain", "Evidence", "EvidenceItem",
+    "KINDS", "MEDIUM", "NEAR_FACTOR", "PILOT_DRAWS", "PILOT_SPC", "PRIOR", "PROJECTION", "PROXY", "RULES_PATH",
+    "STRENGTH_LABELS", "STRONG", "TUNING_TIMES", "WEAK", "Advice", "BackboneSuggestion", "Comparison", "Domain",
+    "Evidence", "EvidenceItem",
     "GuidelineError", "OptionCost", "Projection", "Reason", "Recommendation", "Rule", "RuleBook", "Situation",
     "Source", "Speed", "_parse", "advise", "calibrate_speed", "condition_holds", "configuration_of", "fits_budget",
     "gather_evidence", "gpu_speed", "load_rules", "machine_speed", "pilot_specs", "project_costs", "recommend",
     "rule_matches", "same_task_family", "situation_facts", "situation_for", "situation_from_dataset",
-    "spc_grid_for_pilot", "witness",
+    "spc_grid_for_pilot", "suggest_backbone", "witness",
 ]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from tlcore import units
+from tlcore.guidelines.backbone import PROXY, PROXY_LABEL, BackboneSuggestion, suggest_backbone
 from tlcore.guidelines.evidence import STRENGTH_LABELS, Evidence, gather_evidence
 from tlcore.guidelines.projection import Projection, fits_budget, gpu_speed, machine_speed, project_costs
 from tlcore.guidelines.recommend import Recommendation, recommend
@@ -37,6 +38,7 @@ class Advice:
     speed: Speed | None
     store_error: str | None = None
     book: RuleBook | None = field(default=None, repr=False)
+    backbone_suggestion: BackboneSuggestion | None = None  # the top of the user's ranking (a measured proxy)
 
     @property
     def over_budget(self) -> bool | None:
@@ -108,7 +110,9 @@ class Advice:
                 "used": [i.to_dict() for i in (ev.items if ev else ()) if i.used],
                 "ignored": [i.to_dict() for i in (ev.items if ev else ()) if not i.used],
             },
-            "strengths": STRENGTH_LABELS,
+            "backbone_suggestion": (self.backbone_suggestion.to_dict()
+                                    if self.backbone_suggestion is not None else None),
+            "strengths": {**STRENGTH_LABELS, PROXY: PROXY_LABEL},
             "assumptions": list(self.projection.assumptions),
             "speed": None if self.speed is None else self.speed.how,
             "store_error": self.store_error,
@@ -146,13 +150,15 @@ def situation_from_dataset(dataset: str, data_dir: str | None = None, **answers:
 
 def advise(situation: Situation, uri: str | None = None, *, runs: pd.DataFrame | None = None,
            quanta_runs: pd.DataFrame | None = None, speed: Speed | None = None,
-           flops: tuple[float, dict] | None = None, book: RuleBook | None = None) -> Advice:
+           flops: tuple[float, dict] | None = None, book: RuleBook | None = None,
+           ranking_runs: pd.DataFrame | None = None) -> Advice:
     """Recommend a method for ``situation`` from the rules and the runs in the store at ``uri``.
 
     The page passes the frames and this machine's pace it already holds (cached); the CLI passes
     only the store. FLOPs are counted here unless given (the counts are cached per process). An
     unreadable store is not fatal: the answer then rests on the published findings, and
-    ``store_error`` says why.
+    ``store_error`` says why. ``ranking_runs`` (the Ranking view) give the backbone suggestion, a
+    measured proxy that never decides the method.
     """
     from tlcore import results
     from tlcore.planning import option_flops
@@ -169,6 +175,12 @@ def advise(situation: Situation, uri: str | None = None, *, runs: pd.DataFrame |
         except Exception as exc:  # an unreadable store: the generic rules still answer
             store_error = str(exc) or type(exc).__name__
             runs = quanta_runs = pd.DataFrame()
+    if ranking_runs is None and store_error is None and uri is not None and not _missing_store(uri):
+        try:
+            ranking_runs = results.load_view(uri, "ranking")
+        except Exception:  # the suggestion is an extra: never a reason to fail the advice
+            ranking_runs = None
+    suggestion = suggest_backbone(ranking_runs, s.dataset) if ranking_runs is not None else None
     evidence = gather_evidence(runs, quanta_runs, s)
     if speed is None:
         if s.device != "this_machine":
@@ -182,7 +194,7 @@ def advise(situation: Situation, uri: str | None = None, *, runs: pd.DataFrame |
         flops = option_flops(s.backbone, s.num_classes, s.resolution)
     projection = project_costs(s, speed, *flops)
     rec = recommend(s, book, projection, evidence)
-    return Advice(s, rec, evidence, projection, speed, store_error, book)
+    return Advice(s, rec, evidence, projection, speed, store_error, book, suggestion)
 
 
 # ---------------------------------------------------------------------------------------------

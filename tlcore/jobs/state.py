@@ -163,15 +163,20 @@ class Submitted:
 def describe_spec(spec: ExperimentSpec) -> str:
     """A short label: method, dataset, backbone and the protocol."""
     record = methods.get(spec.method) if methods.knows(spec.method) else None
-    parts = [record.label if record else spec.method, spec.dataset, spec.backbone]
-    if record is not None and record.sweep:
+    parts = [record.label if record else spec.method, spec.dataset]
+    if record is None or record.picks_backbone:
+        parts.append(spec.backbone)
+    backbones = getattr(spec.params, "backbones", None)
+    if record is not None and not record.picks_backbone:
+        parts.append(f"{len(backbones)} backbones" if backbones else "every backbone here")
+    if record is not None and record.takes_samples:
         if spec.model_selection:
             parts.append("model selection")
         elif spec.samples_per_class:
             draws = f" x {spec.splits} draws" if spec.splits else ""
             parts.append(f"{len(spec.samples_per_class)} points ({','.join(map(str, spec.samples_per_class))}{draws})")
         else:
-            parts.append("seed grid")
+            parts.append("seed grid" if record.sweep else "largest balanced set")
     if spec.method == "ft":
         parts.append(f"config {spec.params.configuration}")
     if spec.method == "quanta":

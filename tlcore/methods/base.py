@@ -32,6 +32,8 @@ Reporter = Any
 Tracker = Any
 
 PLUGINS_ENV = "TLCORE_PLUGINS"
+#: The pages a method's runs can be compared on (the app's page keys).
+ANALYSIS_PAGES = ("tradeoffs", "quanta", "ranking")
 
 
 @dataclass
@@ -44,14 +46,15 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
     summary: str = ""
     artifacts: dict[str, str] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the result as a table, for --json
 
 
 @dataclass(frozen=True)
 class FormField:
     """One parameter of a method's params class as the Run page draws it.
 
-    ``kind``: choice, int, float, bool, text or layer (an index or a tap name). ``optional``:
-    empty means None. ``option_labels`` name the choices for people.
+    ``kind``: choice, multichoice (a tuple of options), int, float, bool, text or layer (an index or a
+    tap name). ``optional``: empty means None. ``option_labels`` name the choices for people.
     """
 
     name: str
@@ -64,6 +67,7 @@ class FormField:
     minimum: float | None = None
     optional: bool = False
     default: Any = None
+    placeholder: str = ""  # what an empty multichoice means
 
     def label_of(self, value: Any) -> str:
         if self.option_labels and value in self.options:
@@ -105,7 +109,11 @@ class Method:
 
     The Run page: ``fields(backbone)`` lists its form fields (default: one per field of ``params``);
     ``sweep``: the method takes the samples-per-class grid and split draws (``grid``, and
-    ``cpu_grid`` where a CPU would take too long); ``pretrained_weights``: the page offers the
+    ``cpu_grid`` where a CPU would take too long), runs one point per (value, draw) and offers model
+    selection; ``samples``: it takes samples per class and draws too, but as one job that scores them
+    all (no curve, no model selection), with ``grid_help`` saying what an empty grid means;
+    ``picks_backbone``: the page's backbone picker sets the spec's backbone (a method that takes a list of
+    backbones in its params says False); ``pretrained_weights``: the page offers the
     backbone's weights (``fixed_weights`` forces some); ``data_title`` heads the dataset picker;
     ``store_defaults(tracking_uri)`` gives defaults that depend on where results go;
     ``control(values)`` gives the param changes of the companion job the page offers for the
@@ -129,8 +137,11 @@ class Method:
     default_backbone: str = "efficientnet_lite0"
     fields: Callable[[str], list[FormField]] | None = None
     sweep: bool = False
+    samples: bool = False
     grid: str = "1,2,5,10"
     cpu_grid: str = ""
+    grid_help: str = ""
+    picks_backbone: bool = True
     pretrained_weights: bool = True
     fixed_weights: str | None = None
     data_title: str = "Data"
@@ -150,8 +161,8 @@ class Method:
             object.__setattr__(self, "title", self.label)
         if not self.experiment:
             object.__setattr__(self, "experiment", self.label)
-        if self.analysis_page not in ("tradeoffs", "quanta"):
-            raise ValueError(f"Method {self.name!r}: analysis_page must be 'tradeoffs' or 'quanta'")
+        if self.analysis_page not in ANALYSIS_PAGES:
+            raise ValueError(f"Method {self.name!r}: analysis_page must be one of {', '.join(ANALYSIS_PAGES)}")
         if self.pace not in ("forward", "train"):
             raise ValueError(f"Method {self.name!r}: pace must be 'forward' or 'train', not {self.pace!r}")
         if not dataclasses.is_dataclass(self.params):
@@ -179,6 +190,11 @@ class Method:
     def points(self, spec: Spec) -> list[Any]:
         """The points a job of ``spec`` will run (one for a method that does not sweep)."""
         return list(_resolve(self.plan)(spec)) if self.plan is not None else [spec]
+
+    @property
+    def takes_samples(self) -> bool:
+        """The Run page's samples-per-class and draws fields apply (a sweep, or a method that scores samples)."""
+        return self.sweep or self.samples
 
     def default_grid(self, gpu: bool) -> str:
         """The Run page's samples-per-class grid (sweep methods); ``cpu_grid`` keeps a CPU job to minutes."""

@@ -8,7 +8,9 @@ One package, one job per module, lowest first:
   histories, single runs, archive and restore;
 - :mod:`.tables`: filters, the runs table, a few runs side by side;
 - :mod:`.tradeoffs`: Pareto fronts, learning curves, FT - FE differences, crossovers, cost ratios;
-- :mod:`.quanta`: QUANTA per-layer summaries beside their random-source control, and their verdicts.
+- :mod:`.quanta`: QUANTA per-layer summaries beside their random-source control, and their verdicts;
+- :mod:`.ranking`: transferability rankings, their controls and their agreement with measured accuracy
+  (imported as ``tlcore.results.ranking``).
 
 Every name stays reachable as ``results.X`` (and ``from tlcore.results import X``), so callers need
 not know which module holds it.

@@ -86,7 +86,16 @@ RUNS_COLUMNS = RunColumns(
             "layer_to_transfer", "source_weights", "source_task", "use_crops", *VERDICT_PARAMS),
     metrics=(*ACCURACY_METRICS, BEST_VAL_METRIC, *_COSTS, "images_processed", *VERDICT_METRICS),
 )
-VIEWS: dict[str, RunColumns] = {"tradeoffs": TRADEOFF_COLUMNS, "quanta": QUANTA_COLUMNS, "runs": RUNS_COLUMNS}
+_RANK_SCORES = ("logme", "sfda", "hscore", "leep", "nce")  # tlcore.specs.RANK_SCORES (columns imports no specs)
+RANKING_COLUMNS = RunColumns(
+    params=("dataset", "backbone", "weights", "control", "samples_per_class", "n_draws", "n_images", "resolution",
+            "scores", "n_taps", "tap_percent", "backbones", "device"),
+    metrics=(*_RANK_SCORES, *(f"{s}_std" for s in _RANK_SCORES), "time_total_s", "time_extract_s", "time_score_s",
+             "fe_curve_extract_s", "fe_curve_images", "feature_cache_hits", "extract_seconds_per_image",
+             "energy_kwh", "flops_total"),
+)
+VIEWS: dict[str, RunColumns] = {"tradeoffs": TRADEOFF_COLUMNS, "quanta": QUANTA_COLUMNS, "runs": RUNS_COLUMNS,
+                                "ranking": RANKING_COLUMNS}
 
 
 def natural_key(text: str) -> tuple:

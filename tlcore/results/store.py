@@ -123,7 +123,7 @@ def _store_error(uri: str, exc: Exception) -> TLError:
 
 def load_view(uri: str, view: str, archived: bool = False) -> pd.DataFrame:
     """``load_runs`` for one of the pages' named column sets (:data:`VIEWS`)."""
-    methods = {"tradeoffs": ("fe", "ft"), "quanta": ("quanta", "ft", "source")}.get(view)
+    methods = {"tradeoffs": ("fe", "ft"), "quanta": ("quanta", "ft", "source"), "ranking": ("rank",)}.get(view)
     return load_runs(uri, VIEWS[view], methods, archived)
 
 

@@ -140,8 +140,33 @@ def _logme_class(
     return float(evidence), alpha, beta, iterations, converged
 
 
+def thin_svd(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(U, singular values) of ``f`` from the eigen-decomposition of its smaller Gram matrix.
+
+    Why: the scores need U and the singular values, never V; LAPACK's SVD of a 1,000 x 3,000 embedding
+    computes V too and takes seconds on a small CPU, the N x N (or D x D) eigenproblem a fraction of that.
+    Values below ~1e-8 of the largest lose relative precision (they are squared), which moves LogME by
+    far less than its tolerance: those directions carry sigma / (sigma + alpha / beta) ~ 0.
+    """
+    n, d = f.shape
+    if n <= d:
+        w, u = np.linalg.eigh(f @ f.T)
+        w, u = w[::-1], u[:, ::-1]
+    else:
+        w, v = np.linalg.eigh(f.T @ f)
+        w, v = w[::-1], v[:, ::-1]
+        s_all = np.sqrt(np.maximum(w, 0.0))
+        keep = s_all > s_all[0] * 1e-12 if s_all[0] > 0 else np.zeros(len(s_all), dtype=bool)
+        u = (f @ v[:, keep]) / s_all[keep]
+        return u, s_all[keep]
+    s_all = np.sqrt(np.maximum(w, 0.0))
+    keep = s_all > s_all[0] * 1e-12 if s_all[0] > 0 else np.zeros(len(s_all), dtype=bool)
+    return u[:, keep], s_all[keep]
+
+
 def logme(
-    features: Any, labels: Any, *, return_info: bool = False, tol: float = 1e-3, max_iter: int = 100
+    features: Any, labels: Any, *, return_info: bool = False, tol: float = 1e-3, max_iter: int = 100,
+    svd: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> float | tuple[float, dict[str, Any]]:
     """LogME (You et al., ICML 2021): mean over classes of the maximum log evidence per sample.
 
@@ -161,12 +186,17 @@ def logme(
     that did not converge raises a RuntimeWarning (MacKay's iteration crawls when a class is barely
     explained and the maximum lies at alpha -> inf; the evidence is flat there). With ``return_info``
     returns (score, info), info holding "converged" (every class), and per class "iterations",
-    "alpha" and "beta" (alpha for the features scaled to unit spectral norm).
+    "alpha" and "beta" (alpha for the features scaled to unit spectral norm). ``svd``: the (U, singular
+    values) of ``features`` when the caller already has them (:func:`thin_svd`), so that one decomposition
+    serves LogME and a PCA.
     """
     f, y, n_classes = _features_and_labels(features, labels)
     n, d = f.shape
-    u, s, _ = np.linalg.svd(f, full_matrices=False)  # the one SVD, shared by every class
-    if s[0] == 0:
+    if svd is None:
+        u, s, _ = np.linalg.svd(f, full_matrices=False)  # the one SVD, shared by every class
+    else:
+        u, s = svd
+    if len(s) == 0 or s[0] == 0:
         raise ScoreInputError("features are all zero: LogME has nothing to fit.")
     sigma = (s / s[0]) ** 2
     onehot = (y[:, None] == np.arange(n_classes)).astype(np.float64)

@@ -1,0 +1,35 @@
+"""``--dry-run``: the plan of a method command and its projected cost, shared by every method command."""
+
+from __future__ import annotations
+
+import sys
+
+
+def print_plan(spec, out=None) -> None:
+    """``--dry-run``: what the command would run and its projected cost, without opening a run or
+    creating a store (the history is read only when the store already exists)."""
+    from tlcore.experiments import resolve_defaults
+    from tlcore.methods import base
+    from tlcore.planning import estimate_cost, format_flops
+    from tlcore.tracking import Tracker, resolve_tracking_uri, sqlite_path
+
+    out = out or sys.stdout
+    uri = resolve_tracking_uri(spec.mlflow_path)
+    db = sqlite_path(uri)
+    tracker = Tracker(uri) if db is None or db.exists() else None
+    spec = resolve_defaults(spec.validate())
+    est = estimate_cost(spec, tracker, calibrate=True)
+    if est is None:
+        print(f"Plan: {base.get(spec.method).noun} of {spec.backbone} on {spec.dataset}; this method has no cost "
+              f"model, so nothing is projected. Dry run: nothing was run; drop --dry-run to run it.", file=out)
+        return
+    size = f" at {spec.input_size} px" if spec.input_size else ""
+    what = f" of {spec.backbone}" if base.get(spec.method).picks_backbone else ""
+    print(f"Plan: {base.get(spec.method).noun}{what}{size} on {spec.dataset}, device {spec.device}: "
+          f"{est.runs} MLflow run{'s' if est.runs != 1 else ''}, {est.images:,} image passes x "
+          f"{format_flops(est.flops_per_image)} per image = {format_flops(est.flops)}.", file=out)
+    for note in est.notes:
+        print(f"  {note}", file=out)
+    print(f"Projected time: {est.describe_time()} ({est.basis}).", file=out)
+    print(f"Dry run: nothing was run and no MLflow run was opened; drop --dry-run to run it (results go to {uri}).",
+          file=out)
