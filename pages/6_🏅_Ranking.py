@@ -74,11 +74,13 @@ if draws < 2:
     st.caption("One draw: no spread to show. Rank with a samples-per-class value that has several draws (e.g. 10, "
                "3 draws) to see how much each score moves with the images.")
 
-shown = table[["network", *present, *(f"{s}_std" for s in present if f"{s}_std" in table), "time_total_s",
-               "feature_cache_hits", "run_id"]].copy()
+spreads = [f"{s}_std" for s in present if f"{s}_std" in table and table[f"{s}_std"].notna().any()]
+shown = table[["network", *present, *spreads, "time_total_s", "feature_cache_hits", "run_id"]].copy()
 shown["time_total_s"] = shown["time_total_s"].map(units.duration)
 st.dataframe(shown.rename(columns={**ranking_results.SCORE_LABELS, "time_total_s": "time",
-                                   "feature_cache_hits": "cached images"}),
+                                   "feature_cache_hits": "cached images",
+                                   **{f"{s}_std": f"{ranking_results.SCORE_LABELS[s]} spread (std over draws)"
+                                      for s in present}}),
              hide_index=True, width="stretch")
 
 st.subheader("Which layers carry the signal")

@@ -17,7 +17,7 @@ from tests.streamlit_server import CHROMIUM, ROOT, screenshot_streamlit_page, st
 from tlcore import experiments
 from tlcore.examples import QUICK, run_examples
 from tlcore.reporting import Reporter
-from tlcore.specs import ExperimentSpec, FineTuningParams
+from tlcore.specs import ExperimentSpec, FineTuningParams, RankingParams
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium (scripts/test.sh)")]
@@ -37,6 +37,10 @@ def server(tmp_path_factory):
     experiments.run(ExperimentSpec("ft", QUICK.dataset, samples_per_class=(5,), splits=1, resolution=QUICK.resolution,
                                    batch_size=32, mlflow_path=str(store),
                                    params=FineTuningParams(configuration=3, epochs=1)), Reporter())
+    # and a ranking of efficientnet_lite0 beside its random-weights control (reads the examples' cached features)
+    experiments.run(ExperimentSpec("rank", QUICK.dataset, samples_per_class=(5,), splits=2, resolution=QUICK.resolution,
+                                   mlflow_path=str(store), params=RankingParams(backbones=("efficientnet_lite0",),
+                                                                                random_control=True)), Reporter())
     srv = start_server(store, tmp / "server.log")
     yield srv
     srv.stop()
@@ -131,9 +135,9 @@ def test_quanta_draws_lambda_per_layer_beside_the_random_source_control(page, se
     screenshot_streamlit_page(page, SCREENSHOTS / "quanta.png")
 
 
-def test_runs_lists_every_run_of_the_examples(page, server):
+def test_runs_lists_every_run_of_the_examples_and_the_ranking(page, server):
     open_page(page, server, "Runs", "🗂️ Runs")
-    page.get_by_text(re.compile(r"^12 of 15 runs shown: 12 finished")).wait_for(timeout=30_000)  # parents hidden
+    page.get_by_text(re.compile(r"^14 of 18 runs shown: 14 finished")).wait_for(timeout=30_000)  # parents hidden
     # dataframes draw on a canvas; their cells exist (hidden) for accessibility
     cells = page.locator('[data-testid="stDataFrame"] [role="gridcell"]')
     cells.first.wait_for(state="attached", timeout=30_000)
@@ -141,6 +145,20 @@ def test_runs_lists_every_run_of_the_examples(page, server):
     assert {*FE_FT, "QUANTA", "Source training", QUICK.dataset, TARGET, "quanta_cnn", "efficientnet_lite0"} <= texts
     assert_no_error_shown(page)
     screenshot_streamlit_page(page, SCREENSHOTS / "runs.png")
+
+
+def test_ranking_draws_the_backbone_above_its_random_control_with_per_tap_scores(page, server):
+    open_page(page, server, "Ranking", "🏅 Ranking backbones before training")
+    page.get_by_role("heading", name="Which layers carry the signal").wait_for(timeout=30_000)
+    bars = page.locator('[data-testid="stPlotlyChart"]').first
+    bars.locator(".ytick").first.wait_for(timeout=60_000)
+    # best on top: plotly draws the last category at the top of a horizontal bar chart
+    assert bars.locator(".ytick").all_text_contents() == ["efficientnet_lite0 (random weights)", "efficientnet_lite0"]
+    taps = page.locator('[data-testid="stPlotlyChart"]').nth(1)
+    assert set(legend(taps)) == {"efficientnet_lite0", "efficientnet_lite0 (random weights)"}
+    page.get_by_text(re.compile("^Not yet: this check needs finished feature-extraction")).wait_for(timeout=30_000)
+    assert_no_error_shown(page)
+    screenshot_streamlit_page(page, SCREENSHOTS / "ranking.png")
 
 
 def test_home_lists_the_latest_results(page, server):

@@ -100,6 +100,17 @@ class FeatureCache:
         meta.setdefault("cost", {})[device_key] = cost
         self._write_meta(meta)
 
+    def tap_widths(self) -> list[int] | None:
+        """Each tap's share of a feature row, when a reader recorded it (see :meth:`record_tap_widths`)."""
+        widths = self._read_meta().get("tap_widths")
+        return [int(w) for w in widths] if widths else None
+
+    def record_tap_widths(self, widths: Sequence[int]) -> None:
+        """Remember how a row splits into taps, so that reading them back needs no network to find out."""
+        meta = self._read_meta()
+        meta["tap_widths"] = [int(w) for w in widths]
+        self._write_meta(meta)
+
     # -- reading --------------------------------------------------------------------------------
     def _chunk_names(self) -> list[str]:
         return sorted(p.stem for p in self.folder.glob("chunk-*.json"))

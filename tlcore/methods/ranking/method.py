@@ -130,6 +130,27 @@ class _Features:
         ex = Extractor(self.spec, self.ds, self.bb, taps, self.prep, self.device, cache, self.energy, flops)
         return ex.run(needed, reporter, meter)
 
+    def tap_widths(self, taps: Sequence[str], n_features: int) -> list[int]:
+        """How a feature row splits into ``taps``: recorded in the feature cache, else from a forward of two
+        blank images (the network when it is built, else shapes alone on the meta device), then recorded."""
+        cache = None
+        if self.cache_root is not None:
+            cache = FeatureCache.open(self.cache_root, cache_identity(
+                self.spec, self.ds, _WeightsName(self.weights_name), taps, self.prep, self.device))
+            known = cache.tap_widths()
+            if known is not None and len(known) == len(taps) and sum(known) == n_features:
+                return known
+        if self.built:
+            with torch.inference_mode():
+                outs = self.bb.extract_taps(torch.zeros(2, 3, self.prep.input_size, self.prep.input_size,
+                                                        device=self.device), taps)
+            widths = [int(o.shape[1]) for o in outs]
+        else:
+            widths = tap_widths(self.spec.backbone, taps, self.prep.input_size)
+        if cache is not None:
+            cache.record_tap_widths(widths)
+        return widths
+
 
 def _all_cached(cache: FeatureCache, ds, needed: np.ndarray, device: torch.device
                 ) -> tuple[FeatureBank, ExtractionStats] | None:
@@ -214,12 +235,10 @@ def run_ranking(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> R
     params: RankingParams = spec.params
     cands = candidates(params)
     _check_weights(cands)
-    for c in {c.backbone for c in cands}:
-        if params.taps is None:
-            continue
+    if params.taps is not None:  # a wrong layer name fails before any run opens
         from tlcore.models.catalog import meta_backbone
 
-        meta_backbone(c).validate_taps(params.taps)
+        meta_backbone(params.backbones[0]).validate_taps(params.taps)
     ds, splits = load_data(spec, reporter)
     points = ranking_points(spec, ds, splits)
     needed = np.unique(np.concatenate([p.train for p in points]))
@@ -284,10 +303,10 @@ def _rank_one(spec, ds, points, needed, cand: Candidate, device, energy, cache_r
                     probs_bank, _ = feats.extract((feats.cfg.head_path,), needed, reporter.scaled(0.8, 0.9),
                                                   sweep_meter)
             reporter.update(stage=f"{cand.name}: scoring {len(points)} draw(s)", fraction=0.9)
-            widths = tap_widths(cand.backbone, taps, feats.prep.input_size)
+            widths = feats.tap_widths(taps, bank.n_features)
             with meter.lap("score"), warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", RuntimeWarning)
-                for k, p in enumerate(points):
+                for p in points:
                     x, idx = bank.take(p.train)
                     y = ds.labels[idx]
                     if len(np.unique(y)) < 2:
@@ -297,8 +316,6 @@ def _rank_one(spec, ds, points, needed, cand: Candidate, device, energy, cache_r
                     whole, per_tap = _score_all(params, x, y, widths, probs)
                     for name, v in whole.items():
                         out.draws.setdefault(name, []).append(v)
-                        if np.isfinite(v):
-                            run.log_metric(f"{name}_draw", v, step=k)
                     for name, values in per_tap.items():
                         acc = out.per_tap.setdefault(name, [0.0] * len(values))
                         out.per_tap[name] = [a + v / len(points) for a, v in zip(acc, values, strict=True)]
@@ -314,7 +331,8 @@ def _rank_one(spec, ds, points, needed, cand: Candidate, device, energy, cache_r
             values = [v for v in out.draws.get(name, []) if np.isfinite(v)]
             if values:
                 metrics[name] = float(np.mean(values))
-                metrics[f"{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                if len(values) > 1:  # one draw has no spread: none is logged (not a spread of 0)
+                    metrics[f"{name}_std"] = float(np.std(values, ddof=1))
         flops_per_input = tap_flops_per_input(feats.bb, taps, feats.prep.input_size) if stats.extracted else 0
         per_image = stats.cost.seconds_per_image if stats.cost is not None else float("nan")
         metrics.update({
@@ -330,10 +348,8 @@ def _rank_one(spec, ds, points, needed, cand: Candidate, device, energy, cache_r
             if r.co2_kg is not None:
                 metrics["co2_kg"] = r.co2_kg
         run.log_metrics(metrics)
-        for name, values in out.per_tap.items():
-            for i, v in enumerate(values):
-                if np.isfinite(v):
-                    run.log_metric(f"{name}_tap", v, step=i)
+        run.log_steps({**{f"{n}_draw": v for n, v in out.draws.items()},
+                       **{f"{n}_tap": v for n, v in out.per_tap.items()}})
         out.metrics = metrics
     return out
 

@@ -100,44 +100,53 @@ def standardize_features(f: Any) -> np.ndarray:
 # ---- LogME ----------------------------------------------------------------------------------------
 
 
-def _logme_terms(x2: np.ndarray, rest: float, sigma: np.ndarray, alpha: float, beta: float) -> tuple[float, ...]:
-    """gamma, k - gamma, ||m||^2 and ||y - F m||^2 at (alpha, beta), with t = alpha / beta.
+def _logme_terms(x2: np.ndarray, rest: np.ndarray, sigma: np.ndarray, alpha: np.ndarray, beta: np.ndarray
+                 ) -> tuple[np.ndarray, ...]:
+    """gamma, k - gamma, ||m||^2 and ||y - F m||^2 at (alpha, beta), one value per class, with t = alpha / beta.
 
-    All in the SVD basis: x2 = (U^T y)^2, sigma = eigenvalues of F^T F, rest = the part of ||y||^2
-    outside the column space of F.
+    All in the SVD basis: x2 = (U^T y)^2 (k x classes), sigma = eigenvalues of F^T F (k), rest = the part of
+    ||y||^2 outside the column space of F (per class). Classes are columns: one pass serves every class.
     """
-    t = alpha / beta
-    gamma = float(np.sum(sigma / (sigma + t)))
-    unfit = float(np.sum(t / (sigma + t)))  # k - gamma without the cancellation of k - gamma
-    m2 = float(np.sum(sigma * x2 / (sigma + t) ** 2))
-    res2 = float(np.sum(x2 * (t / (sigma + t)) ** 2) + rest)
+    t = (alpha / beta)[None, :]
+    s = sigma[:, None]
+    gamma = np.sum(s / (s + t), axis=0)
+    unfit = np.sum(t / (s + t), axis=0)  # k - gamma without the cancellation of k - gamma
+    m2 = np.sum(s * x2 / (s + t) ** 2, axis=0)
+    res2 = np.sum(x2 * (t / (s + t)) ** 2, axis=0) + rest
     return gamma, unfit, m2, res2
 
 
-def _logme_class(
-    x2: np.ndarray, rest: float, sigma: np.ndarray, n: int, d: int, tol: float, max_iter: int
-) -> tuple[float, float, float, int, bool]:
-    """MacKay's fixed point for one class: (log evidence, alpha, beta, iterations, converged)."""
-    k = len(sigma)
-    alpha, beta = 1.0, 1.0
-    converged, iterations = False, 0
-    while iterations < max_iter:
-        iterations += 1
-        gamma, unfit, m2, res2 = _logme_terms(x2, rest, sigma, alpha, beta)
+def _logme_classes(
+    x2: np.ndarray, rest: np.ndarray, sigma: np.ndarray, n: int, d: int, tol: float, max_iter: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MacKay's fixed point for every class at once: (log evidence, alpha, beta, iterations, converged), per class.
+
+    Each class iterates exactly as it would alone: once its alpha and beta settle it is frozen, the others go on.
+    """
+    k, n_classes = x2.shape
+    alpha, beta = np.ones(n_classes), np.ones(n_classes)
+    converged = np.zeros(n_classes, dtype=bool)
+    iterations = np.zeros(n_classes, dtype=int)
+    for _ in range(max_iter):
+        live = ~converged
+        if not live.any():
+            break
+        gamma, unfit, m2, res2 = _logme_terms(x2[:, live], rest[live], sigma, alpha[live], beta[live])
         new_alpha = gamma / (m2 + LOGME_EPSILON)
         new_beta = ((n - k) + unfit) / (res2 + LOGME_EPSILON)  # N - gamma
-        converged = abs(new_alpha - alpha) <= tol * alpha and abs(new_beta - beta) <= tol * beta
-        alpha, beta = new_alpha, new_beta
-        if converged:
-            break
+        settled = (np.abs(new_alpha - alpha[live]) <= tol * alpha[live]) & (
+            np.abs(new_beta - beta[live]) <= tol * beta[live])
+        alpha[live], beta[live] = new_alpha, new_beta
+        iterations[live] += 1
+        converged[np.flatnonzero(live)[settled]] = True
     _, _, m2, res2 = _logme_terms(x2, rest, sigma, alpha, beta)
     # log det A over all D eigenvalues: alpha + beta*sigma on F's k directions, alpha on the D - k others
-    log_det = float(np.sum(np.log(alpha + beta * sigma))) + (d - k) * np.log(alpha)
+    log_det = np.sum(np.log(alpha[None, :] + beta[None, :] * sigma[:, None]), axis=0) + (d - k) * np.log(alpha)
     evidence = (
         d / 2 * np.log(alpha) + n / 2 * np.log(beta) - n / 2 * np.log(2 * np.pi)
         - beta / 2 * res2 - alpha / 2 * m2 - log_det / 2
     )
-    return float(evidence), alpha, beta, iterations, converged
+    return evidence, alpha, beta, iterations, converged
 
 
 def thin_svd(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -203,17 +212,17 @@ def logme(
     proj = u.T @ onehot
     del u
     rest = np.maximum(onehot.sum(axis=0) - np.sum(proj**2, axis=0), 0.0)
-    fits = [_logme_class(proj[:, c] ** 2, rest[c], sigma, n, d, tol, max_iter) for c in range(n_classes)]
-    score = float(np.mean([fit[0] for fit in fits]) / n)
+    evidence, alpha, beta, iterations, converged = _logme_classes(proj**2, rest, sigma, n, d, tol, max_iter)
+    score = float(np.mean(evidence) / n)
     info = {
-        "converged": all(fit[4] for fit in fits),
-        "iterations": [fit[3] for fit in fits],
-        "alpha": [fit[1] for fit in fits],
-        "beta": [fit[2] for fit in fits],
+        "converged": bool(converged.all()),
+        "iterations": [int(i) for i in iterations],
+        "alpha": [float(a) for a in alpha],
+        "beta": [float(b) for b in beta],
     }
     if not info["converged"]:
         warnings.warn(
-            f"LogME: {sum(not fit[4] for fit in fits)} of {n_classes} classes did not converge in {max_iter} "
+            f"LogME: {int((~converged).sum())} of {n_classes} classes did not converge in {max_iter} "
             "iterations; the score is the evidence where the iteration stopped.",
             RuntimeWarning,
             stacklevel=2,
