@@ -275,3 +275,15 @@ def test_a_ranking_runs_from_the_run_page_and_its_card_shows_the_networks(store_
     card = next(df.value for df in at.dataframe if "network" in df.value.columns)
     assert card["network"].tolist() == ["efficientnet_lite0", "efficientnet_lite0 (random weights)"]
     assert "LogME" in card.columns
+
+
+@pytest.mark.usefixtures("fresh_streamlit_caches")
+def test_guidelines_page_names_the_top_ranked_backbone_as_a_measured_proxy(known_store, store_dir, monkeypatch):
+    monkeypatch.setenv("TLCORE_MLFLOW_PATH", str(store_dir))
+    at = AppTest.from_file("../app.py", default_timeout=180)
+    at.switch_page("pages/4_🧭_Guidelines.py").run()
+    assert not at.exception, at.exception
+    hint = [i.value for i in at.info if "Backbone to try first" in i.value]
+    assert hint and "efficientnet_lite0: ranked first by LogME on your images (digits)." in hint[0]
+    assert "measured proxy" in hint[0] and "never decides the method" in hint[0]
+    assert any(c.value.startswith("Left out: SFDA") for c in at.caption)

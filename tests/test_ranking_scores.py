@@ -319,6 +319,9 @@ def bad_inputs():
             (fn, (probs[:1], y[:1]), "at least 2 samples"),
         ]
     cases += [
+        (logme, (np.zeros((12, 8)), y), "features are all zero, so LogME has nothing to fit."),
+        (hscore, (np.ones((12, 8)), y), "features are constant, so the H-score has nothing to measure."),
+        (sfda, (np.ones((12, 8)), y), "features are constant, so SFDA has nothing to separate."),
         (leep, (np.log(probs), y), "not its logits"),
         (standardize_features, (nan,), "NaN"),
         (rank_agreement, ([1, 2, 3], [1, 2]), "equal length"),
@@ -334,6 +337,43 @@ def test_bad_input_is_refused_in_one_sentence(fn, args, says):
     message = str(caught.value)
     assert says in message
     assert one_sentence(message), message
+
+
+def test_logme_stops_at_its_cap_of_100_iterations_by_default_and_counts_them():
+    rng = np.random.default_rng(0)
+    f, y = rng.standard_normal((20, 200)), np.arange(20) % 2  # no signal: the maximum lies at alpha -> inf
+    with pytest.warns(RuntimeWarning, match="1 of 2|2 of 2"):
+        _, info = logme(f, y, return_info=True)
+    assert max(info["iterations"]) == 100 and info["converged"] is False
+    _, settled = logme(*one_hot_features(0.3), return_info=True)
+    assert settled["converged"] and all(1 < i < 100 for i in settled["iterations"])  # each class counts its own
+
+
+def test_probabilities_within_the_tolerance_are_renormalised_and_a_zero_probability_is_allowed():
+    rng = np.random.default_rng(2)
+    p = rng.dirichlet(np.ones(4), size=40)
+    y = np.arange(40) % 3
+    assert leep(p * 1.0005, y) == pytest.approx(leep(p, y), rel=1e-12)  # rows summing to 1.0005: divided back
+    p[0] = [1.0, 0.0, 0.0, 0.0]
+    assert np.isfinite(leep(p, y)) and np.isfinite(nce(p, y))
+
+
+def test_nce_ignores_source_classes_the_head_never_predicts():
+    # source predictions use classes 0 and 1 of 5 columns: P(y | z) of the empty ones must not be 0/0
+    y = np.array([0, 0, 1, 1, 0, 1])
+    probs = np.zeros((6, 5))
+    probs[np.arange(6), [0, 0, 1, 1, 1, 1]] = 1.0
+    # by hand: z=0 -> y=(0,0): H=0; z=1 -> y=(1,1,0,1): H=-(1/4 log 1/4 + 3/4 log 3/4); P(z=1)=4/6
+    expected = -(4 / 6) * -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))
+    assert nce(probs, y) == pytest.approx(expected, rel=1e-12)
+
+
+def test_thin_svd_of_small_values_keeps_them():
+    from tlcore.methods.ranking.scores import thin_svd
+
+    f = np.random.default_rng(3).normal(size=(200, 30)) * 1e-3  # every eigenvalue of F^T F below 1
+    np.testing.assert_allclose(thin_svd(f)[1], np.linalg.svd(f, compute_uv=False), rtol=1e-9)
+    np.testing.assert_allclose(thin_svd(f.T)[1], np.linalg.svd(f.T, compute_uv=False), rtol=1e-9)
 
 
 @pytest.mark.parametrize("shape", [(30, 200), (200, 30)])

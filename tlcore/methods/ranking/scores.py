@@ -206,7 +206,7 @@ def logme(
     else:
         u, s = svd
     if len(s) == 0 or s[0] == 0:
-        raise ScoreInputError("features are all zero: LogME has nothing to fit.")
+        raise ScoreInputError("features are all zero, so LogME has nothing to fit.")
     sigma = (s / s[0]) ** 2
     onehot = (y[:, None] == np.arange(n_classes)).astype(np.float64)
     proj = u.T @ onehot
@@ -296,7 +296,7 @@ def sfda(features: Any, labels: Any, *, self_challenging: bool = True) -> float:
     n, d = f.shape
     f = f - f.mean(axis=0)
     if not np.any(f):
-        raise ScoreInputError("features are constant: SFDA has nothing to separate.")
+        raise ScoreInputError("features are constant, so SFDA has nothing to separate.")
     if n < d:
         _, s, vt = np.linalg.svd(f, full_matrices=False)
         f = f @ vt[s > s[0] * 1e-12].T
@@ -336,7 +336,7 @@ def hscore(features: Any, labels: Any) -> float:
         solved = linalg.solve(lw.covariance_, means.T, assume_a="pos")
     except linalg.LinAlgError:
         if not np.any(lw.covariance_):
-            raise ScoreInputError("features are constant: the H-score has nothing to measure.") from None
+            raise ScoreInputError("features are constant, so the H-score has nothing to measure.") from None
         solved = linalg.pinvh(lw.covariance_) @ means.T
     between = float(np.sum(counts / n * np.sum(means.T * solved, axis=0)))  # tr(Cov_a^-1 Cov(E[f|y]))
     return (1.0 - float(lw.shrinkage_)) * between
