@@ -108,6 +108,46 @@ def test_samples_per_class_larger_than_a_class_is_refused_with_the_limit():
         generate_splits(ds, spc_values=[5, 500])
 
 
+def _tiny(counts: list[int]):
+    """A dataset of classes of the given sizes, no partition of its own (made-up 4x4 images, distinct)."""
+    from tlcore.data.sources import ArraySource, ImageDataset
+
+    labels = np.repeat(np.arange(len(counts)), counts)
+    images = np.zeros((len(labels), 4, 4), dtype=np.uint8)
+    images[:, 0, 0] = np.arange(len(labels))
+    return ImageDataset("tiny", [f"c{i}" for i in range(len(counts))], ArraySource(images, "tiny"), labels)
+
+
+def test_generated_splits_of_tiny_classes_worked_by_hand():
+    # test: round(0.3 n) kept within [1, n - 1]: sizes 2, 3, 4, 10 give 1, 1, 1, 3; a class of 1 image gives none
+    s = generate_splits(_tiny([2, 3, 4, 10, 1]), seed=0)
+    assert np.bincount(_tiny([2, 3, 4, 10, 1]).labels[s.test], minlength=5).tolist() == [1, 1, 1, 3, 0]
+    # val: min(10, max(smallest left // 3, 1 if it is >= 2 else 0)) per class; the smallest left is 1: no val
+    assert len(s.val) == 0
+    assert s.spc_values == [1] and s.largest_spc == 1 and s.draws(1) == 1
+    # sizes 7 and 9: test 2 and 3 (round(2.1), round(2.7)); left 5 and 6: 1 val image each; 4 and 5 to train
+    ds = _tiny([7, 9])
+    s = generate_splits(ds, seed=0)
+    assert ds.class_counts(s.test).tolist() == [2, 3] and ds.class_counts(s.val).tolist() == [1, 1]
+    assert s.largest_spc == 4 and s.spc_values == [1, 2, 3, 4]
+    assert all(s.draws(v) == 5 for v in (1, 2, 3)) and s.draws(4) == 1
+    # 12 and 40: left 8 and 28, 8 // 3 = 2 val images a class
+    ds = _tiny([12, 40])
+    assert ds.class_counts(generate_splits(ds, seed=0).val).tolist() == [2, 2]
+    # the clamps bind at other test fractions: at least 1 test image (0.1 x 4 rounds to 0), at most n - 1 (0.9 x 2)
+    ds = _tiny([4, 30])
+    assert ds.class_counts(generate_splits(ds, seed=0, test_fraction=0.1).test).tolist() == [1, 3]
+    ds = _tiny([2, 20])
+    assert ds.class_counts(generate_splits(ds, seed=0, test_fraction=0.9).test).tolist() == [1, 18]
+
+
+def test_generated_splits_name_every_class_left_without_training_images():
+    with pytest.raises(DatasetError) as caught:
+        generate_splits(_tiny([3, 0, 0]), seed=0)
+    assert str(caught.value) == ("Class(es) c1, c2 of tiny have no images left for training after val and test; "
+                                 "add images or drop those classes with a class filter.")
+
+
 def test_folder_partition_keeps_its_test_set(digits_folder):
     ds = scan_folder(digits_folder)
     assert ds.classes == ["digit0", "digit1", "digit2"] and ds.kind == "folder"
