@@ -25,7 +25,7 @@ scoring    | tlcore/methods/common.py:score_metrics | tests/test_fine_tuning_out
 voting     | tlcore/classifiers/voting.py | tests/test_fine_tuning_outcomes.py tests/test_feature_extraction.py tests/test_fine_tuning.py -k "(vote_by or voted or tied) and not precomputed"
 guidelines | tlcore/guidelines/rules.py | tests/test_guidelines.py tests/test_guideline_boundaries.py tests/test_guideline_texts.py
 costs      | tlcore/guidelines/projection.py:gpu_speed,project_costs,Projection.option,fits_budget,_watts | tests/test_guidelines.py tests/test_guideline_boundaries.py tests/test_guideline_texts.py tests/test_evidence_frames.py
-recommend  | tlcore/guidelines/recommend.py | tests/test_guidelines.py tests/test_guideline_boundaries.py tests/test_guideline_texts.py
+recommend  | tlcore/guidelines/recommend.py | tests/test_guidelines.py tests/test_guideline_boundaries.py tests/test_guideline_texts.py tests/test_evidence_frames.py tests/test_evidence.py -k "not calibration and not this_machine"
 evidence   | tlcore/guidelines/evidence.py:_usable_points,configuration_of,gather_evidence,spc_grid_for_pilot,same_task_family | tests/test_evidence_frames.py tests/test_evidence.py::test_variant_labels_name_their_configuration tests/test_guidelines.py tests/test_guideline_boundaries.py tests/test_guideline_texts.py
 quanta     | tlcore/models/quanta_layer.py | tests/test_quanta_layer.py tests/test_quanta.py -k "not run and not resume and not export and not cli and not command_line and not pretrained and not bad_input and not show_only and not augmented and not random_source and not metric_set and not same_seed"
 flops      | tlcore/measure/flops.py | tests/test_flops_by_hand.py tests/test_measure.py -k "not cost_meter and not energy_off and not carbon"

@@ -171,9 +171,22 @@ def test_a_measured_tie_picks_the_cheaper_option_and_says_so():
     s = Situation(samples_per_class=20, num_classes=10, dataset="digits", deployment_shift=True)
     tie = _comparison(diff=0.01, diff_low=-0.02, diff_high=0.04, verdict="not_resolved")
     rec = recommend(s, projection=_projection(s), evidence=Evidence("digits", "efficientnet_lite0", comparison=tie))
-    assert rec.method == "fe" and rec.fired[0] == "measured-tie"
+    assert rec.method == "fe" and rec.fired[0] == "measured-tie" and rec.layers == "all"
     assert "not separated" in rec.reasons[0].text and "cheaper option wins" in rec.reasons[0].text
+    assert (rec.reasons[0].source.citation, rec.reasons[0].strength) == ("Measured in your runs", STRONG)
     assert rec.pilot and "do not separate" in rec.caution
+    assert not any(r.text.startswith("(The generic rule") for r in rec.reasons)  # the rule said FE too
+    # a tie where the generic rule says fine-tune: FE still wins, and the rule is shown as what it would have said
+    s = Situation(samples_per_class=100, num_classes=10, domain="imagenet_like", dataset="digits")
+    generic = recommend(s, projection=_projection(s))
+    assert generic.method == "ft"
+    rec = recommend(s, projection=_projection(s), evidence=Evidence("digits", "efficientnet_lite0",
+                                                                    comparison=replace(tie, spc=100)))
+    assert rec.method == "fe" and rec.fired[0] == "measured-tie"
+    said = rec.reasons[1]
+    assert said.text.startswith("(The generic rule would have said FT: ")
+    assert (said.rule_id, said.strength) == (generic.fired[0], PRIOR) and said.source.citation
+    assert generic.fired[0] in rec.fired
 
 
 def test_medium_evidence_decides_but_weak_evidence_never_does():
@@ -198,11 +211,22 @@ def test_an_option_ten_times_costlier_is_not_recommended_against_measured_eviden
     lower = _comparison(spc=20, near=False, measured_range=(1, 20), fe=(0.944, 0.93, 0.96), ft=(0.926, 0.91, 0.94),
                         diff=-0.018, diff_low=-0.03, diff_high=-0.006, verdict="fe_higher")
     rec = recommend(s, projection=_projection(s), evidence=Evidence("digits", "efficientnet_lite0", comparison=lower))
-    assert rec.method == "fe" and rec.fired[0] == "costly-without-measured-gain"
+    assert rec.method == "fe" and rec.fired[0] == "costly-without-measured-gain" and rec.layers == "all"
     assert "x the cost of feature extraction" in rec.reasons[0].text and "measured up to 20" in rec.reasons[0].text
     ratio = rec.reasons[0].text.split(" is projected at ")[1].split("x")[0]
-    assert float(ratio) >= 10
+    generic = recommend(s, projection=_projection(s))
+    cheapest = min(o.seconds for o in _projection(s).options)
+    assert float(ratio) >= 10 and ratio == f"{generic.chosen_cost.seconds / cheapest:.0f}"  # the ratio, by hand
+    first = rec.reasons[0]
+    assert (first.rule_id, first.source.citation, first.strength) == (
+        "costly-without-measured-gain", "Measured in your runs", STRONG)
+    assert first.text.endswith("Feature extraction is recommended until a run shows the gain is worth the cost.")
     assert rec.pilot and "fine-tuning may still gain" in rec.caution
+    # measured at the user's own label count: no "measured up to", no caution about more labels
+    near = recommend(s, projection=_projection(s), evidence=Evidence("digits", "efficientnet_lite0", comparison=replace(
+        lower, spc=179, near=True, measured_range=(1, 179))))
+    assert near.method == "fe" and "measured up to" not in near.reasons[0].text
+    assert "fine-tuning may still gain" not in (near.caution or "")
     # measured evidence that fine-tuning scores higher keeps it, whatever it costs
     higher = replace(lower, ft=(0.97, 0.96, 0.98), diff=0.026, diff_low=0.01, diff_high=0.04, verdict="ft_higher")
     kept = recommend(s, projection=_projection(s), evidence=Evidence("digits", "efficientnet_lite0",
@@ -222,6 +246,18 @@ def test_quanta_evidence_informs_the_freezing_depth_only_from_the_chosen_backbon
     texts = [r.text for r in rec.reasons]
     assert any(t.startswith("(The generic advice would have said configuration 0:") for t in texts)
     assert "first 4 of 7 layers" in texts[-1] and "quanta_cnn on digits:5-9" in texts[-1]
+    # the measured reason, and the advice it overrode kept whole under its own rule, source and strength
+    generic = recommend(s, projection=_projection(s))
+    overridden = [r for r in rec.reasons if r.text.startswith("(The generic advice would have said configuration 0:")]
+    original = next(r for r in generic.reasons if r.rule_id == overridden[0].rule_id)
+    assert overridden[0].text == f"(The generic advice would have said configuration 0: {original.text})"
+    assert (overridden[0].source, overridden[0].strength) == (original.source, original.strength)
+    assert rec.reasons[-1].to_dict()["rule"] == "measured-quanta-depth"
+    assert (rec.reasons[-1].source.citation, rec.reasons[-1].strength) == ("Measured in your runs", STRONG)
+    # depth = min(3, int(k / n * 4)): 4 of 7 layers -> int(2.29) = 2; 7 of 7 -> 3 (never above); 1 of 7 -> 0
+    for k, expected in ((7, 3), (6, 3), (1, 0)):
+        deeper = recommend(s, projection=_projection(s), evidence=replace(ev, quanta_depth=(k, 7)))
+        assert deeper.configuration == expected, k
     # QUANTA on another dataset says nothing about this one
     other = recommend(s, projection=_projection(s), evidence=replace(ev, quanta_dataset="lfw_faces"))
     assert other.configuration == 0 and "measured-quanta-depth" not in other.fired
@@ -267,3 +303,25 @@ def test_a_malformed_rules_file_is_refused_with_the_rule_named(tmp_path):
                                               "recommend": {}, "because": "B.", "source": "you2021"}])
     with pytest.raises(GuidelineError, match="unknown condition"):
         _parse(bad, tmp_path / "g.yaml")
+
+
+def test_runs_that_agree_with_the_rule_keep_its_published_reason_beside_theirs():
+    s = Situation(samples_per_class=20, num_classes=10, domain="imagenet_like", dataset="digits")
+    rule = next(r for r in load_rules().rules if r.id == recommend(s, projection=_projection(s)).fired[0])
+    fe_higher = _comparison(fe=(0.95, 0.94, 0.96), ft=(0.90, 0.89, 0.91), diff=-0.05, diff_low=-0.07,
+                            diff_high=-0.03, verdict="fe_higher")
+    rec = recommend(s, projection=_projection(s), evidence=Evidence("digits", "efficientnet_lite0",
+                                                                    comparison=fe_higher))
+    assert rec.method == "fe" and rec.fired[:2] == ["measured-in-your-runs", rule.id]
+    measured, published = rec.reasons[0], rec.reasons[1]
+    assert measured.strength == STRONG and measured.source.citation == "Measured in your runs"
+    assert published.to_dict() == {"text": rule.because, "rule": rule.id, "strength": PRIOR,
+                                   "source": load_rules().sources[rule.source].citation}
+
+
+def test_a_measured_tie_never_overrides_a_budget_fine_tuning_cannot_meet():
+    s = Situation(samples_per_class=100, num_classes=10, dataset="digits", budget_hours=0.1)
+    tie = _comparison(spc=100, diff=0.01, diff_low=-0.02, diff_high=0.04, verdict="not_resolved")
+    rec = recommend(s, projection=_projection(s), evidence=Evidence("digits", "efficientnet_lite0", comparison=tie))
+    assert rec.method == "fe" and rec.fired[0] == "ft-over-budget" and "measured-tie" not in rec.fired
+    assert rec.reasons[0].source.citation == "Projected on this machine" and rec.reasons[0].strength == "projection"

@@ -34,7 +34,7 @@ _HOMES: dict[str, str] = {name: module for module, names in {
     "tlcore.guidelines.recommend": "COSTLY_RATIO Reason Recommendation recommend situation_facts",
     "tlcore.guidelines.rules": (
         "CONDITION_KEYS GuidelineError KINDS RULES_PATH Rule RuleBook Source _parse condition_holds "
-        "load_rules rule_matches situation_for witness"
+        "load_rules rule_matches"
     ),
     "tlcore.guidelines.situation": "DOMAINS Domain GPU GPUS GPU_UTILISATION Situation TUNING_TIMES",
     "tlcore.speed": "Speed calibrate_speed",
@@ -48,8 +48,8 @@ __all__ = [
     "GuidelineError", "OptionCost", "Projection", "Reason", "Recommendation", "Rule", "RuleBook", "Situation",
     "Source", "Speed", "_parse", "advise", "calibrate_speed", "condition_holds", "configuration_of", "fits_budget",
     "gather_evidence", "gpu_speed", "load_rules", "machine_speed", "pilot_specs", "project_costs", "recommend",
-    "rule_matches", "same_task_family", "situation_facts", "situation_for", "situation_from_dataset",
-    "spc_grid_for_pilot", "suggest_backbone", "witness",
+    "rule_matches", "same_task_family", "situation_facts", "situation_from_dataset",
+    "spc_grid_for_pilot", "suggest_backbone",
 ]
 
 

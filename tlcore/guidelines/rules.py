@@ -5,7 +5,7 @@ conditions against a situation's facts; :mod:`tlcore.guidelines.recommend` decid
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,6 @@ from typing import Any
 import yaml
 
 from tlcore.errors import TLError
-from tlcore.guidelines.situation import DOMAINS, Situation
 
 RULES_PATH = Path(__file__).resolve().parents[2] / "data" / "guidelines.yaml"
 
@@ -111,31 +110,3 @@ def condition_holds(key: str, expected: Any, facts: dict[str, Any]) -> bool:
 
 def rule_matches(rule: Rule, facts: dict[str, Any]) -> bool:
     return all(condition_holds(k, v, facts) for k, v in rule.when.items())
-
-
-def witness(rule: Rule) -> dict[str, Any]:
-    """Facts that satisfy a rule's conditions (tests use it to show every rule is reachable)."""
-    facts: dict[str, Any] = {}
-    for key, expected in rule.when.items():
-        if isinstance(expected, dict):
-            lo, hi = expected.get("min"), expected.get("max")
-            facts[key] = lo if lo is not None else hi
-        elif isinstance(expected, list):
-            facts[key] = expected[0]
-        else:
-            facts[key] = expected
-    return facts
-
-
-def situation_for(facts: dict[str, Any], base: Situation | None = None) -> Situation:
-    """A situation whose facts include ``facts`` (budget conditions are met through the projection)."""
-    s = base or Situation(samples_per_class=10, num_classes=10)
-    changes: dict[str, Any] = {}
-    for key in ("samples_per_class", "num_classes", "tuning_time", "deployment_shift", "domain"):
-        if key in facts:
-            changes[key] = facts[key]
-    if "shift" in facts and "domain" not in facts:
-        changes["domain"] = next(k for k, d in DOMAINS.items() if d.shift == facts["shift"])
-    if facts.get("gpu"):
-        changes["device"] = "a100"
-    return replace(s, **changes)
