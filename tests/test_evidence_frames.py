@@ -205,3 +205,34 @@ def test_the_pilot_grid_stops_at_what_the_user_has():
     assert spc_grid_for_pilot(100) == (1, 2, 5, 10)
     assert spc_grid_for_pilot(100, largest=20) == (1, 2, 5, 10, 20)
     assert spc_grid_for_pilot(5) == (1, 2, 5) and spc_grid_for_pilot(4) == (1, 2) and spc_grid_for_pilot(1) == (1,)
+
+
+def test_the_evidence_items_say_what_decides_what_conflicts_and_what_is_weak():
+    """The list the Guidelines page shows, item by item: kind, strength, whether used and why not."""
+    s = Situation(samples_per_class=8, num_classes=10, dataset="digits", backbone="efficientnet_lite0")
+    mine = runs(*[("fe", "linearsvc", 8, k, a) for k, a in enumerate((0.80, 0.81, 0.82))],
+                *[("ft", "0", 8, k, a) for k, a in enumerate((0.60, 0.61, 0.62))],
+                ("ft", "0", 8, 3, 0.10, {"weak": True, "quality": "capped"}))
+    mine["weak"] = mine["weak"].fillna(False).astype(bool) if "weak" in mine else False
+    other = runs(*[("fe", "linearsvc", 8, k, a) for k, a in enumerate((0.50, 0.51, 0.52))],
+                 *[("ft", "0", 8, k, a) for k, a in enumerate((0.70, 0.71, 0.72))], backbone="resnet18")
+    other["weak"] = False
+    ev = gather_evidence(pd.concat([mine, other], ignore_index=True), NO_QUANTA, s)
+    assert (ev.dataset, ev.backbone) == ("digits", "efficientnet_lite0")
+    kinds = [(i.kind, i.strength, i.used, i.why_not) for i in ev.items]
+    assert kinds == [
+        ("comparison", "strong", True, ""),
+        ("conflict", "medium", False, "the stronger evidence decides"),
+        ("weak runs", "weak", False, "left out of every comparison"),
+    ]
+    assert ev.items[0].text == ev.comparison.describe()
+    assert ev.items[1].text == ("Your runs disagree: on digits with efficientnet_lite0 says fe higher, on digits with "
+                                "resnet18 says ft higher.")
+    assert ev.items[2].text == ("1 run(s) on digits with efficientnet_lite0 are weak evidence "
+                                "(1 capped (still improving)).")
+    assert ev.curves is not None and set(ev.curves["configuration"].dropna()) == {0}
+    # measured far from the user's labels: shown, not used, and why
+    far = gather_evidence(mine, NO_QUANTA, Situation(samples_per_class=100, num_classes=10, dataset="digits"))
+    first = far.items[0]
+    assert (first.kind, first.used, first.why_not) == ("comparison", False, "measured at 8 samples per class, not near "
+                                                                             "your 100")
