@@ -31,7 +31,7 @@ quanta     | tlcore/models/quanta_layer.py | tests/test_quanta_layer.py tests/te
 flops      | tlcore/measure/flops.py | tests/test_flops_by_hand.py tests/test_measure.py -k "not cost_meter and not energy_off and not carbon"
 pareto     | tlcore/results/tradeoffs.py:pareto_mask,pareto_front,tradeoff_points,learning_curves,find_crossings,crossovers,cost_ratio | tests/test_tradeoff_analyses.py tests/test_results.py -k "keeps_ties or single_point or per_dataset or average_repeated or find_crossings or only_over_the_range or trade_off_points or front_is_sorted or equal_cost or curve_statistics or crossings_in or crossovers_pair or cost_ratio_is"
 ranking    | tlcore/methods/ranking/scores.py | tests/test_ranking_scores.py
-splits     | tlcore/data/splits.py | tests/test_split_files.py tests/test_data.py -k "(split or csv or partition or overlap or samples_per_class_larger) and not cli"
+splits     | tlcore/data/splits.py | tests/test_split_files.py tests/test_data.py tests/test_seed_fidelity.py::test_a_dataset_name_reads_the_images_the_csvs_list_even_a_torchvision_name tests/test_seed_fidelity.py::test_a_csv_path_that_exists_nowhere_is_one_sentence tests/test_seed_fidelity.py::test_validation_folders_are_the_val_partition -k "(split or csv or partition or overlap or samples_per_class_larger) and not cli"
 EOF
 )
 

@@ -148,6 +148,17 @@ def test_generated_splits_name_every_class_left_without_training_images():
                                  "add images or drop those classes with a class filter.")
 
 
+def test_a_split_that_does_not_exist_is_one_sentence_listing_the_split_set():
+    s = generate_splits(_tiny([7, 9]), seed=0)
+    assert np.array_equal(s.train_split(4), s.train[4][0]) and np.array_equal(s.train_split(2, 3), s.train[2][3])
+    with pytest.raises(DatasetError) as caught:
+        s.train_split(2, 5)
+    assert str(caught.value) == ("No training split for 2 samples per class, draw 5; this split set has: 1 (5 draws), "
+                                 "2 (5 draws), 3 (5 draws), 4 (1 draws).")
+    with pytest.raises(DatasetError, match="No training split for 9 samples per class, draw 0"):
+        s.train_split(9)
+
+
 def test_folder_partition_keeps_its_test_set(digits_folder):
     ds = scan_folder(digits_folder)
     assert ds.classes == ["digit0", "digit1", "digit2"] and ds.kind == "folder"
