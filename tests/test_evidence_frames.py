@@ -236,3 +236,22 @@ def test_the_evidence_items_say_what_decides_what_conflicts_and_what_is_weak():
     first = far.items[0]
     assert (first.kind, first.used, first.why_not) == ("comparison", False, "measured at 8 samples per class, not near "
                                                                              "your 100")
+
+
+def test_runs_on_other_data_are_listed_as_weak_with_why_and_a_pair_without_a_comparison_says_so():
+    s = Situation(samples_per_class=8, num_classes=10, dataset="digits", backbone="efficientnet_lite0")
+    pets = curve_pair(dataset="pets", spc=(8, 16))
+    ev = gather_evidence(pets, NO_QUANTA, s)
+    item = ev.items[0]
+    assert (item.kind, item.strength, item.used, item.why_not) == ("comparison", "weak", False,
+                                                                   "measured on another dataset")
+    assert item.text == ev.comparison.describe()
+    anywhere = gather_evidence(pets, NO_QUANTA, Situation(samples_per_class=8, num_classes=10))
+    assert anywhere.items[0].why_not == "no dataset picked: runs on other data do not decide"
+    # FE and FT on a dataset, but at no shared samples-per-class value: listed, with why no comparison
+    apart = runs(("fe", "linearsvc", 2, 0, 0.5), ("ft", "0", 8, 0, 0.9), dataset="cars")
+    ev = gather_evidence(apart, NO_QUANTA, s)
+    first = ev.items[0]
+    assert (first.kind, first.strength, first.used, first.text) == (
+        "comparison", "weak", False, "FE and FT runs on cars with efficientnet_lite0.")
+    assert first.why_not and ev.comparison is None
