@@ -9,7 +9,7 @@ import os
 import sys
 
 from tlcore.cli.args import MLFLOW_PATH_HELP, data_args, dry_run_arg, run_args, spec_kwargs
-from tlcore.cli.plan import print_plan
+from tlcore.cli.plan import print_plan, run_with_progress
 
 
 def quanta_run_args(g, metric_names_help: str) -> None:
@@ -163,18 +163,11 @@ def add_seed_commands(sub, common: argparse.ArgumentParser) -> None:
 
 
 def run_spec(spec, args: argparse.Namespace) -> int:
-    from tlcore import experiments
-    from tlcore.reporting import TerminalReporter
-
     if getattr(args, "dry_run", False):
         print_plan(spec)
         return 0
 
-    reporter = TerminalReporter(enabled=not args.quiet)
-    try:
-        result = experiments.run(spec, reporter)
-    finally:
-        reporter.close()
+    result = run_with_progress(spec, args)
     if result.summary:
         print(result.summary)
     if result.run_ids or result.parent_run_id:

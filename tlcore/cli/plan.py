@@ -1,7 +1,9 @@
-"""``--dry-run``: the plan of a method command and its projected cost, shared by every method command."""
+"""What every method command shares around its run: ``--dry-run``'s plan and projected cost, and the run
+with the terminal's progress bar."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
@@ -33,3 +35,15 @@ def print_plan(spec, out=None) -> None:
     print(f"Projected time: {est.describe_time()} ({est.basis}).", file=out)
     print(f"Dry run: nothing was run and no MLflow run was opened; drop --dry-run to run it (results go to {uri}).",
           file=out)
+
+
+def run_with_progress(spec, args: argparse.Namespace):
+    """Run ``spec`` with the terminal's progress bar (off with --quiet); returns the RunResult."""
+    from tlcore import experiments
+    from tlcore.reporting import TerminalReporter
+
+    reporter = TerminalReporter(enabled=not args.quiet)
+    try:
+        return experiments.run(spec, reporter)
+    finally:
+        reporter.close()

@@ -48,9 +48,7 @@ def add_rank_command(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    from tlcore import experiments
-    from tlcore.cli.plan import print_plan
-    from tlcore.reporting import TerminalReporter
+    from tlcore.cli.plan import print_plan, run_with_progress
     from tlcore.specs import ExperimentSpec, RankingParams
 
     params = RankingParams(backbones=args.backbones, scores=tuple(args.scores), random_control=args.random_control,
@@ -60,11 +58,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_plan(spec)
         return 0
-    reporter = TerminalReporter(enabled=not args.quiet)
-    try:
-        result = experiments.run(spec, reporter)
-    finally:
-        reporter.close()
+    result = run_with_progress(spec, args)
     if args.json:
         json.dump({"dataset": spec.dataset, "parent_run_id": result.parent_run_id, "ranking": result.rows},
                   sys.stdout, indent=2, default=float)
