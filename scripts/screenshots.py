@@ -23,6 +23,7 @@ import argparse
 import re
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +61,9 @@ def run_and_home(out: Path) -> list[Path]:
     return [out / "screenshot-run.png", out / "screenshot-home.png"]
 
 
-def analysis_pages(store: Path, out: Path) -> list[Path]:
+@contextmanager
+def served_page(store: Path, height: int):
+    """A browser page on a server over ``store``; fails (SystemExit) if the server logged a traceback."""
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,53 +71,45 @@ def analysis_pages(store: Path, out: Path) -> list[Path]:
         try:
             with sync_playwright() as p:
                 browser = launch_chromium(p)
-                page = browser.new_page(viewport={"width": 1400, "height": 1250})
-                page.goto(f"{server.url}/Trade-offs")
-                page.get_by_role("heading", name="📈 Trade-offs").wait_for(timeout=LOAD_MS)
-                page.get_by_role("tab", name="Few-shot curves").click()
-                page.get_by_role("heading", name="Crossovers").wait_for(timeout=LOAD_MS)
-                page.wait_for_timeout(3000)
-                page.screenshot(path=str(out / "screenshot-tradeoffs.png"))
-                page.set_viewport_size({"width": 1400, "height": 1450})
-                page.goto(f"{server.url}/Quanta")
-                page.get_by_role("heading", name="λ_S over training steps").wait_for(timeout=LOAD_MS)
-                page.locator(".legendtext", has_text="layer 0").first.wait_for(timeout=LOAD_MS)
-                page.wait_for_timeout(3000)
-                page.screenshot(path=str(out / "screenshot-quanta.png"))
-                page.goto(f"{server.url}/Guidelines")
-                page.get_by_role("heading", name="🧭 Feature extraction or fine-tuning?").wait_for(timeout=LOAD_MS)
-                page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=LOAD_MS)
-                page.wait_for_timeout(3000)
-                page.screenshot(path=str(out / "screenshot-guidelines.png"))
+                page = browser.new_page(viewport={"width": 1400, "height": height})
+                yield page, server.url
                 browser.close()
         finally:
             server.stop()
         log = server.log()
     if "Traceback" in log:
         raise SystemExit(f"the server logged a traceback:\n{log[-4000:]}")
+
+
+def analysis_pages(store: Path, out: Path) -> list[Path]:
+    with served_page(store, 1250) as (page, url):
+        page.goto(f"{url}/Trade-offs")
+        page.get_by_role("heading", name="📈 Trade-offs").wait_for(timeout=LOAD_MS)
+        page.get_by_role("tab", name="Few-shot curves").click()
+        page.get_by_role("heading", name="Crossovers").wait_for(timeout=LOAD_MS)
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(out / "screenshot-tradeoffs.png"))
+        page.set_viewport_size({"width": 1400, "height": 1450})
+        page.goto(f"{url}/Quanta")
+        page.get_by_role("heading", name="λ_S over training steps").wait_for(timeout=LOAD_MS)
+        page.locator(".legendtext", has_text="layer 0").first.wait_for(timeout=LOAD_MS)
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(out / "screenshot-quanta.png"))
+        page.goto(f"{url}/Guidelines")
+        page.get_by_role("heading", name="🧭 Feature extraction or fine-tuning?").wait_for(timeout=LOAD_MS)
+        page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=LOAD_MS)
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(out / "screenshot-guidelines.png"))
     return [out / "screenshot-tradeoffs.png", out / "screenshot-quanta.png", out / "screenshot-guidelines.png"]
 
 
 def ranking_page(store: Path, out: Path) -> list[Path]:
-    from playwright.sync_api import sync_playwright
-
-    with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(store, Path(tmp) / "server.log")
-        try:
-            with sync_playwright() as p:
-                browser = launch_chromium(p)
-                page = browser.new_page(viewport={"width": 1400, "height": 1500})
-                page.goto(f"{server.url}/Ranking")
-                page.get_by_role("heading", name="Which layers carry the signal").wait_for(timeout=LOAD_MS)
-                page.locator(".legendtext").first.wait_for(timeout=LOAD_MS)
-                page.wait_for_timeout(3000)
-                page.screenshot(path=str(out / "screenshot-ranking.png"))
-                browser.close()
-        finally:
-            server.stop()
-        log = server.log()
-    if "Traceback" in log:
-        raise SystemExit(f"the server logged a traceback:\n{log[-4000:]}")
+    with served_page(store, 1500) as (page, url):
+        page.goto(f"{url}/Ranking")
+        page.get_by_role("heading", name="Which layers carry the signal").wait_for(timeout=LOAD_MS)
+        page.locator(".legendtext").first.wait_for(timeout=LOAD_MS)
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(out / "screenshot-ranking.png"))
     return [out / "screenshot-ranking.png"]
 
 
