@@ -236,27 +236,37 @@ class RankingParams(_Validated):
                                     f"{backbones.unknown_message(b)}")
 
 
-def params_class(method: str) -> type | None:
-    """The params class of a registered method (None for an unknown one). Read from the method registry
-    (:mod:`tlcore.methods.base`), which sits below this module: each method names its own params class."""
-    from tlcore.methods import base
+#: The method registry (:data:`tlcore.methods.base.methods`), handed down by that module when it is imported: it
+#: sits above this one, so this module never imports it. Until then no method is known.
+_methods: Any = None
 
-    return base.methods.get(method).params if base.methods.knows(method) else None
+
+def use_method_registry(registry: Any) -> None:
+    """Read method names and params classes from ``registry`` (called once by :mod:`tlcore.methods.base`)."""
+    global _methods
+    _methods = registry
+
+
+def _method_names() -> list[str]:
+    return _methods.names() if _methods is not None else []
+
+
+def params_class(method: str) -> type | None:
+    """The params class of a registered method (None for an unknown one): each method's record names its own."""
+    return _methods.get(method).params if _methods is not None and _methods.knows(method) else None
 
 
 class _RegisteredMethod(Constraint):
     """One of the methods registered now (read when checked, so a method added later counts)."""
 
-    def _names(self) -> list[str]:
-        from tlcore.methods import base
-
-        return base.names()
-
     def is_satisfied_by(self, value: Any) -> bool:
-        return isinstance(value, str) and value in self._names()
+        return isinstance(value, str) and value in _method_names()
 
     def describe(self) -> str:
-        return "one of " + ", ".join(repr(o) for o in self._names())
+        names = _method_names()
+        if not names:
+            return "a registered method (none is registered yet: import tlcore.methods, which registers them)"
+        return "one of " + ", ".join(repr(o) for o in names)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlcore import __version__
 from tlcore.errors import Cancelled, TLError, TrainingDiverged
+from tlcore.version import __version__
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -34,6 +34,24 @@ STALE_AFTER_S = 600.0
 TAG_PID, TAG_HOST, TAG_START, TAG_HEARTBEAT = "tlcore.pid", "tlcore.host", "tlcore.process_start", "tlcore.heartbeat"
 TAG_ERROR, TAG_ERROR_TYPE = "error", "error_type"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+#: The method registry (:data:`tlcore.methods.base.methods`), handed down by that module when it is imported (it
+#: sits above this one): a run goes to the experiment its method's record names.
+_methods: Any = None
+
+
+def use_method_registry(registry: Any) -> None:
+    """Name each method's experiment from ``registry`` (called once by :mod:`tlcore.methods.base`)."""
+    global _methods
+    _methods = registry
+
+
+def experiment_of(method: str) -> str:
+    """The MLflow experiment of ``method``'s runs: its record's, or the name itself for a method no record names."""
+    if _methods is None:
+        raise RuntimeError(f"No method registry to name the experiment of {method!r} runs: import tlcore.methods "
+                           f"(which registers the methods) before starting runs.")
+    return _methods.get(method).experiment if _methods.knows(method) else method
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -328,9 +346,7 @@ class Tracker:
     def start_run(self, method: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
                   parent_run_id: str | None = None, run_name: str | None = None) -> RunHandle:
         """Create a RUNNING run in the method's experiment (design.md names), owned by this process."""
-        from tlcore.methods.base import EXPERIMENTS  # method -> experiment, from the method records
-
-        experiment = EXPERIMENTS.get(method, method)
+        experiment = experiment_of(method)
         eid = self.experiment_id(experiment)
         pid = os.getpid()
         all_tags = {

@@ -6,9 +6,11 @@ form fields, the points a sweep will run, the work a spec will cost, and the fun
 it. Adding a method is one module that builds a :class:`Method` and calls :func:`register`
 (plus its params class); nothing else keeps a per-method table.
 
-This module imports nothing from the methods or from :mod:`tlcore.specs`, so both can import it.
-Importing it runs ``tlcore/methods/__init__.py``, which imports the built-in methods and the
-modules named in ``$TLCORE_PLUGINS`` (comma-separated): the registry is full once it is imported.
+This module imports nothing from the methods, so all of them can import it. :mod:`tlcore.specs` and
+:mod:`tlcore.tracking` sit below it and read the registry it hands them (``use_method_registry``):
+arrows point down only. Importing it runs ``tlcore/methods/__init__.py``, which imports the built-in
+methods and the modules named in ``$TLCORE_PLUGINS`` (comma-separated): the registry is full once it
+is imported.
 """
 
 from __future__ import annotations
@@ -22,14 +24,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tlcore import specs, tracking
 from tlcore.errors import SpecError
 from tlcore.registry import Registry
 
-#: An ExperimentSpec, a Reporter, a Tracker: named, not imported. specs and tracking read this registry, so this
-#: module imports nothing of theirs, not even for type checking (their arrows would run both ways).
-Spec = Any
-Reporter = Any
-Tracker = Any
+Spec = specs.ExperimentSpec
+Tracker = tracking.Tracker
+Reporter = Any  #: a :class:`tlcore.jobs.Reporter` (jobs sit above the methods)
 
 PLUGINS_ENV = "TLCORE_PLUGINS"
 #: The pages a method's runs can be compared on (the app's page keys).
@@ -233,6 +234,8 @@ def _kind_of(hint: Any) -> tuple[str | None, bool]:
 
 
 methods: Registry[Method] = Registry("method", SpecError)
+specs.use_method_registry(methods)  # specs and tracking sit below: they read the registry they are handed
+tracking.use_method_registry(methods)
 
 
 def register(method: Method) -> Method:

@@ -1,0 +1,3 @@
+"""The version every run records (tag ``tlcore_version``)."""
+
+__version__ = "0.1.0"
