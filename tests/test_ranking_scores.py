@@ -19,12 +19,15 @@ from tlcore.methods.ranking.scores import (
     LOGME_EPSILON,
     SCORES,
     hscore,
+    ledoit_wolf,
     leep,
     logme,
+    logme_many,
     nce,
     rank_agreement,
     sfda,
     standardize_features,
+    thin_svd,
 )
 
 FEATURE_SCORES = [logme, sfda, hscore]
@@ -388,3 +391,32 @@ def test_thin_svd_matches_lapack_and_logme_reads_it_unchanged(shape):
     np.testing.assert_allclose(s, s_ref, rtol=1e-9)
     np.testing.assert_allclose(np.abs(u.T @ u_ref), np.eye(len(s)), atol=1e-6)  # the same directions, up to sign
     assert logme(f, y, svd=(u, s)) == pytest.approx(logme(f, y), rel=1e-9)
+
+
+def test_logme_of_many_sets_side_by_side_equals_each_alone():
+    """The whole embedding and the taps of a ranking are iterated side by side, zero-padded to a common rank;
+    each must get exactly what it gets alone (sets of rank 3 to 80, N < D and N > D, a barely explained one)."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 10)
+    onehot = np.eye(10)[y]
+    blocks = [rng.normal(size=(100, d)) + y[:, None] * 0.1 for d in (3, 12, 40, 80, 200)]  # d=80: a class crawls
+    blocks += [np.hstack([onehot, rng.normal(size=(100, 20))]), rng.normal(size=(100, 40)) * 1e3 + onehot @ rng.normal(size=(10, 40))]
+    sets = [(*thin_svd(b - b.mean(axis=0)), b.shape[1]) for b in blocks]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        alone = [logme(b - b.mean(axis=0), y) for b in blocks]
+        n_alone = len(caught)
+        together = logme_many(sets, y)
+    assert n_alone >= 1 and len(caught) == 2 * n_alone  # a set that does not converge warns as it does alone
+    np.testing.assert_allclose(together, alone, rtol=1e-9)
+    assert len({round(v, 6) for v in together}) == len(blocks)  # distinct sets, distinct scores
+
+
+@pytest.mark.parametrize("shape", [(50, 1), (40, 7), (12, 30), (200, 64)])
+def test_ledoit_wolf_equals_scikit_learns_estimator(shape):
+    rng = np.random.default_rng(sum(shape))
+    f = rng.normal(size=shape) * rng.uniform(0.1, 10, size=shape[1]) + 3.0  # uneven scales, not centred
+    covariance, shrinkage = ledoit_wolf(f)
+    reference = LedoitWolf().fit(f)
+    assert shrinkage == pytest.approx(reference.shrinkage_, abs=1e-12)
+    np.testing.assert_allclose(covariance, reference.covariance_, rtol=1e-10, atol=1e-12)

@@ -442,7 +442,7 @@ class RunHandle:
     def client(self):
         return self.tracker.client
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
+    def _param_items(self, params: Mapping[str, Any]) -> list:
         from mlflow.entities import Param
 
         params = dict(params)
@@ -450,11 +450,9 @@ class RunHandle:
             from tlcore.seed_names import seed_params
 
             params.update(seed_params(self.seed_names, params))
-        items = [Param(str(k), _stringify(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+        return [Param(str(k), _stringify(v)[:6000]) for k, v in params.items()]
 
-    def log_metrics(self, metrics: Mapping[str, float | None], step: int = 0) -> None:
+    def _metric_items(self, metrics: Mapping[str, float | None], step: int = 0) -> list:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -464,8 +462,28 @@ class RunHandle:
 
             named, seed_step = seed_metrics(self.seed_names, dict(metrics), int(step))
             items += [Metric(k, v, now, seed_step) for k, v in named.items()]
-        for i in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+        return items
+
+    @staticmethod
+    def _step_items(series: Mapping[str, Sequence[float]]) -> list:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        return [Metric(str(k), float(v), now, i) for k, values in series.items() for i, v in enumerate(values)
+                if v is not None and math.isfinite(v)]
+
+    def _send(self, params: list = (), metrics: list = ()) -> None:
+        """One store round trip per 100 params / 500 metrics (MLflow's batch limits), not one per value."""
+        params, metrics = list(params), list(metrics)
+        while params or metrics:
+            self.client.log_batch(self.run_id, params=params[:100], metrics=metrics[:500])
+            params, metrics = params[100:], metrics[500:]
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._send(params=self._param_items(params))
+
+    def log_metrics(self, metrics: Mapping[str, float | None], step: int = 0) -> None:
+        self._send(metrics=self._metric_items(metrics, step))
         self.heartbeat()
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
@@ -474,13 +492,15 @@ class RunHandle:
     def log_steps(self, series: Mapping[str, Sequence[float]]) -> None:
         """Each ``key``'s values at steps 0, 1, ... in one batch (a per-tap or per-draw series: one call, not one
         store round trip per value, which costs ~10 ms each on sqlite)."""
-        from mlflow.entities import Metric
+        self._send(metrics=self._step_items(series))
 
-        now = int(time.time() * 1000)
-        items = [Metric(str(k), float(v), now, i) for k, values in series.items() for i, v in enumerate(values)
-                 if v is not None and math.isfinite(v)]
-        for i in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+    def log_all(self, params: Mapping[str, Any] | None = None, metrics: Mapping[str, float | None] | None = None,
+                steps: Mapping[str, Sequence[float]] | None = None) -> None:
+        """Params, metrics (step 0) and step series in as few round trips as MLflow's batch limits allow: what a
+        run learns at its end is one write, not one per kind."""
+        self._send(params=self._param_items(params or {}),
+                   metrics=self._metric_items(metrics or {}) + self._step_items(steps or {}))
+        self.heartbeat()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag

@@ -45,7 +45,7 @@ from tlcore.measure import CostMeter, EnergySettings
 from tlcore.methods.base import EXPERIMENTS, RunResult
 from tlcore.methods.common import common_params, load_data, split_hash
 from tlcore.methods.ranking.plan import Candidate, candidates, fe_curve_images, ranking_points
-from tlcore.methods.ranking.scores import SCORES, logme, standardize_features, thin_svd
+from tlcore.methods.ranking.scores import SCORES, logme_many, standardize_features, thin_svd
 from tlcore.models import create_backbone, default_description
 from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec, RankingParams
@@ -190,37 +190,40 @@ def n_components(n_images: int, n_features: int) -> int:
     return max(2, min(n_features, MAX_COMPONENTS, n_images // 4))
 
 
-def _score_block(params: RankingParams, z: np.ndarray, y: np.ndarray, names: Sequence[str]) -> dict[str, float]:
-    """The scores of one block of standardised (so centred) features, from one decomposition: LogME reads it,
-    and the principal components SFDA and H-score read are its leading directions (U S)."""
-    out: dict[str, float] = {}
-    u, s = thin_svd(z)
-    k = n_components(*z.shape)
-    reduced = z if z.shape[1] <= k else u[:, :k] * s[:k]
-    for name in names:
-        if name == "logme":
-            out[name] = float(logme(z, y, svd=(u, s)))
-        elif name in COMPONENT_SCORES:
-            out[name] = float(SCORES[name].function(reduced, y))
-        else:
-            out[name] = float(SCORES[name].function(z, y))
-    return out
-
-
 def _score_all(params: RankingParams, x: np.ndarray, y: np.ndarray, widths: Sequence[int],
                probs: np.ndarray | None) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Every requested score on the whole embedding, and (feature scores) on each tap."""
+    """Every requested score on the whole embedding, and (feature scores) on each tap.
+
+    Each block (the whole embedding, then each tap) is standardised (so centred) and decomposed once: LogME
+    reads the decomposition, and the principal components SFDA and H-score read are its leading directions
+    (U S). LogME runs on all blocks side by side (:func:`~.scores.logme_many`).
+    """
     feature_scores = [s for s in params.scores if SCORES[s].needs == "features"]
     z = standardize_features(x)
-    whole = _score_block(params, z, y, feature_scores)
+    bounds = [(0, z.shape[1])]
+    if params.per_tap and len(widths) > 1:
+        bounds += list(itertools.pairwise(np.cumsum([0, *widths])))
+    blocks: list[dict[str, float]] = [{} for _ in bounds]
+    sets = []
+    for block, (a, b) in zip(blocks, bounds, strict=True):
+        part = z[:, a:b]
+        u, s = thin_svd(part)
+        sets.append((u, s, part.shape[1]))
+        k = n_components(*part.shape)
+        reduced = part if part.shape[1] <= k else u[:, :k] * s[:k]
+        for name in feature_scores:
+            if name in COMPONENT_SCORES:
+                block[name] = float(SCORES[name].function(reduced, y))
+            elif name != "logme":
+                block[name] = float(SCORES[name].function(part, y))
+    if "logme" in feature_scores:
+        for block, value in zip(blocks, logme_many(sets, y), strict=True):
+            block["logme"] = value
+    whole = {name: blocks[0][name] for name in feature_scores}
     for name in params.scores:
         if SCORES[name].needs == "source_probs":
             whole[name] = float(SCORES[name].function(probs, y)) if probs is not None else float("nan")
-    taps: dict[str, list[float]] = {name: [] for name in feature_scores}
-    if params.per_tap and len(widths) > 1:
-        for a, b in itertools.pairwise(np.cumsum([0, *widths])):
-            for name, v in _score_block(params, z[:, a:b], y, feature_scores).items():
-                taps[name].append(v)
+    taps = {name: [block[name] for block in blocks[1:]] for name in feature_scores}
     return whole, {k: v for k, v in taps.items() if v}
 
 
@@ -283,17 +286,17 @@ def _rank_one(spec, ds, points, needed, cand: Candidate, device, energy, cache_r
     params: RankingParams = spec.params
     taps = _taps(params, cand.backbone)
     out = Scored(cand, taps=taps)
+    started = time.perf_counter()
+    feats = _Features(spec, ds, cand, device, energy, cache_root)
     run = tracker.start_run(spec.method, {
         **shared, "backbone": cand.backbone, "weights": "random" if cand.control else "default",
-        "control": cand.control, "taps": list(taps), "n_taps": len(taps)}, tags={**tags},
+        "control": cand.control, "taps": list(taps), "n_taps": len(taps), "weights_used": feats.weights_name,
+        "resolution": feats.prep.input_size}, tags={**tags},
         parent_run_id=parent_id, run_name=f"Ranking · {cand.name} · {spec.dataset}")
     out.run_id = run.run_id
     reporter.run_started(run.run_id, EXPERIMENTS[spec.method], cand.name)
     with run:
-        started = time.perf_counter()
         reporter.update(stage=f"{cand.name}: loading", fraction=0.0)
-        feats = _Features(spec, ds, cand, device, energy, cache_root)
-        run.log_params({"weights_used": feats.weights_name, "resolution": feats.prep.input_size})
         with CostMeter(device, energy) as meter:
             with meter.lap("extract"):
                 bank, stats = feats.extract(taps, needed, reporter.scaled(0.0, 0.8), sweep_meter)
@@ -320,7 +323,6 @@ def _rank_one(spec, ds, points, needed, cand: Candidate, device, energy, cache_r
                         acc = out.per_tap.setdefault(name, [0.0] * len(values))
                         out.per_tap[name] = [a + v / len(points) for a, v in zip(acc, values, strict=True)]
         capped = sum("did not converge" in str(w.message) for w in caught)
-        run.log_params({"logme_converged": capped == 0})
         if capped:
             reporter.message(f"{cand.name}: LogME's fixed-point iteration reached its cap on {capped} of the scored "
                              "feature sets (whole embedding or taps; uninformative features converge slowly); their "
@@ -347,9 +349,9 @@ def _rank_one(spec, ds, points, needed, cand: Candidate, device, energy, cache_r
             metrics["energy_kwh"] = r.energy_kwh
             if r.co2_kg is not None:
                 metrics["co2_kg"] = r.co2_kg
-        run.log_metrics(metrics)
-        run.log_steps({**{f"{n}_draw": v for n, v in out.draws.items()},
-                       **{f"{n}_tap": v for n, v in out.per_tap.items()}})
+        run.log_all(params={"logme_converged": capped == 0}, metrics=metrics,
+                    steps={**{f"{n}_draw": v for n, v in out.draws.items()},
+                           **{f"{n}_tap": v for n, v in out.per_tap.items()}})
         out.metrics = metrics
     return out
 

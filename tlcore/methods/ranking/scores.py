@@ -18,8 +18,6 @@ from typing import Any, Literal
 
 import numpy as np
 from scipy import linalg, stats
-from scipy.special import logsumexp, softmax
-from sklearn.covariance import LedoitWolf
 
 from tlcore.errors import TLError
 
@@ -97,51 +95,67 @@ def standardize_features(f: Any) -> np.ndarray:
     return np.where(std > 0, (x - x.mean(axis=0)) / safe, 0.0)
 
 
+def _class_sums(values: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class sums of the rows of ``values`` (classes x columns), as one matrix product (np.add.at is ~10x
+    slower, and a ranking takes thousands of these)."""
+    return (y[None, :] == np.arange(n_classes)[:, None]).astype(np.float64) @ values
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax, shifted by the row maximum (scipy's logsumexp does the same behind ~0.5 ms of input
+    handling per call, which a ranking pays thousands of times)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+
+
 # ---- LogME ----------------------------------------------------------------------------------------
 
 
-def _logme_terms(x2: np.ndarray, rest: np.ndarray, sigma: np.ndarray, alpha: np.ndarray, beta: np.ndarray
-                 ) -> tuple[np.ndarray, ...]:
-    """gamma, k - gamma, ||m||^2 and ||y - F m||^2 at (alpha, beta), one value per class, with t = alpha / beta.
+def _logme_terms(x2: np.ndarray, rest: np.ndarray, sigma: np.ndarray, mask: np.ndarray, alpha: np.ndarray,
+                 beta: np.ndarray) -> tuple[np.ndarray, ...]:
+    """gamma, k - gamma, ||m||^2 and ||y - F m||^2 at (alpha, beta), one value per column, with t = alpha / beta.
 
-    All in the SVD basis: x2 = (U^T y)^2 (k x classes), sigma = eigenvalues of F^T F (k), rest = the part of
-    ||y||^2 outside the column space of F (per class). Classes are columns: one pass serves every class.
+    A column is one class of one feature set, all in the SVD basis of its set: x2 = (U^T y)^2, sigma = the
+    eigenvalues of F^T F, rest = the part of ||y||^2 outside the column space of F. Sets of different rank k sit
+    side by side zero-padded to the largest; ``mask`` (1 on a set's own k rows) keeps the padding out of k - gamma.
     """
-    t = (alpha / beta)[None, :]
-    s = sigma[:, None]
-    gamma = np.sum(s / (s + t), axis=0)
-    unfit = np.sum(t / (s + t), axis=0)  # k - gamma without the cancellation of k - gamma
-    m2 = np.sum(s * x2 / (s + t) ** 2, axis=0)
-    res2 = np.sum(x2 * (t / (s + t)) ** 2, axis=0) + rest
+    t = alpha / beta
+    r = 1.0 / (sigma + t)
+    tr = t * r
+    gamma = np.sum(sigma * r, axis=0)
+    unfit = np.sum(mask * tr, axis=0)  # k - gamma without the cancellation of k - gamma
+    m2 = np.sum(sigma * x2 * r**2, axis=0)
+    res2 = np.sum(x2 * tr**2, axis=0) + rest
     return gamma, unfit, m2, res2
 
 
-def _logme_classes(
-    x2: np.ndarray, rest: np.ndarray, sigma: np.ndarray, n: int, d: int, tol: float, max_iter: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MacKay's fixed point for every class at once: (log evidence, alpha, beta, iterations, converged), per class.
+def _logme_columns(x2: np.ndarray, rest: np.ndarray, sigma: np.ndarray, mask: np.ndarray, n: int, k: np.ndarray,
+                   d: np.ndarray, tol: float, max_iter: int) -> tuple[np.ndarray, ...]:
+    """MacKay's fixed point for every column at once: (log evidence, alpha, beta, iterations, converged), per column.
 
-    Each class iterates exactly as it would alone: once its alpha and beta settle it is frozen, the others go on.
+    Each column iterates exactly as it would alone: once its alpha and beta settle it is frozen, the others go on.
+    ``k`` and ``d`` are each column's rank and feature dimension.
     """
-    k, n_classes = x2.shape
-    alpha, beta = np.ones(n_classes), np.ones(n_classes)
-    converged = np.zeros(n_classes, dtype=bool)
-    iterations = np.zeros(n_classes, dtype=int)
+    n_cols = x2.shape[1]
+    alpha, beta = np.ones(n_cols), np.ones(n_cols)
+    converged = np.zeros(n_cols, dtype=bool)
+    iterations = np.zeros(n_cols, dtype=int)
     for _ in range(max_iter):
-        live = ~converged
-        if not live.any():
+        live = np.flatnonzero(~converged)
+        if not len(live):
             break
-        gamma, unfit, m2, res2 = _logme_terms(x2[:, live], rest[live], sigma, alpha[live], beta[live])
+        gamma, unfit, m2, res2 = _logme_terms(x2[:, live], rest[live], sigma[:, live], mask[:, live], alpha[live],
+                                              beta[live])
         new_alpha = gamma / (m2 + LOGME_EPSILON)
-        new_beta = ((n - k) + unfit) / (res2 + LOGME_EPSILON)  # N - gamma
+        new_beta = ((n - k[live]) + unfit) / (res2 + LOGME_EPSILON)  # N - gamma
         settled = (np.abs(new_alpha - alpha[live]) <= tol * alpha[live]) & (
             np.abs(new_beta - beta[live]) <= tol * beta[live])
         alpha[live], beta[live] = new_alpha, new_beta
         iterations[live] += 1
-        converged[np.flatnonzero(live)[settled]] = True
-    _, _, m2, res2 = _logme_terms(x2, rest, sigma, alpha, beta)
+        converged[live[settled]] = True
+    _, _, m2, res2 = _logme_terms(x2, rest, sigma, mask, alpha, beta)
     # log det A over all D eigenvalues: alpha + beta*sigma on F's k directions, alpha on the D - k others
-    log_det = np.sum(np.log(alpha[None, :] + beta[None, :] * sigma[:, None]), axis=0) + (d - k) * np.log(alpha)
+    log_det = np.sum(mask * np.log(alpha + beta * sigma), axis=0) + (d - k) * np.log(alpha)
     evidence = (
         d / 2 * np.log(alpha) + n / 2 * np.log(beta) - n / 2 * np.log(2 * np.pi)
         - beta / 2 * res2 - alpha / 2 * m2 - log_det / 2
@@ -207,12 +221,7 @@ def logme(
         u, s = svd
     if len(s) == 0 or s[0] == 0:
         raise ScoreInputError("features are all zero, so LogME has nothing to fit.")
-    sigma = (s / s[0]) ** 2
-    onehot = (y[:, None] == np.arange(n_classes)).astype(np.float64)
-    proj = u.T @ onehot
-    del u
-    rest = np.maximum(onehot.sum(axis=0) - np.sum(proj**2, axis=0), 0.0)
-    evidence, alpha, beta, iterations, converged = _logme_classes(proj**2, rest, sigma, n, d, tol, max_iter)
+    (evidence, alpha, beta, iterations, converged), = _logme_sets([(u, s, d)], y, n_classes, tol, max_iter)
     score = float(np.mean(evidence) / n)
     info = {
         "converged": bool(converged.all()),
@@ -228,6 +237,68 @@ def logme(
             stacklevel=2,
         )
     return (score, info) if return_info else score
+
+
+def _logme_sets(sets: Sequence[tuple[np.ndarray, np.ndarray, int]], y: np.ndarray, n_classes: int, tol: float,
+                max_iter: int) -> list[tuple[np.ndarray, ...]]:
+    """The per-class fixed points of several feature sets of the same images, iterated side by side.
+
+    Each set is (U, singular values, feature dimension). Sets are grouped by rank (within a factor of 2), so the
+    zero padding never costs more than the sets themselves; each set's result is what it gets alone.
+    """
+    n = len(y)
+    onehot = (y[:, None] == np.arange(n_classes)).astype(np.float64)
+    prepared = []
+    for u, s, d in sets:
+        sigma = (s / s[0]) ** 2  # unit spectral norm: the same start and epsilon for every scale
+        proj = u.T @ onehot
+        rest = np.maximum(onehot.sum(axis=0) - np.sum(proj**2, axis=0), 0.0)
+        prepared.append((proj**2, rest, sigma, d))
+    results: list[tuple[np.ndarray, ...] | None] = [None] * len(sets)
+    groups: dict[int, list[int]] = {}
+    for i, (_, _, sigma, _) in enumerate(prepared):
+        groups.setdefault(int(np.ceil(np.log2(max(len(sigma), 1)))), []).append(i)
+    for members in groups.values():
+        k_max = max(len(prepared[i][2]) for i in members)
+        cols = len(members) * n_classes
+        x2, sig, mask = np.zeros((k_max, cols)), np.zeros((k_max, cols)), np.zeros((k_max, cols))
+        rest, k, d = np.zeros(cols), np.zeros(cols), np.zeros(cols)
+        for j, i in enumerate(members):
+            p2, r, sigma, dim = prepared[i]
+            c = slice(j * n_classes, (j + 1) * n_classes)
+            x2[: len(sigma), c], sig[: len(sigma), c], mask[: len(sigma), c] = p2, sigma[:, None], 1.0
+            rest[c], k[c], d[c] = r, len(sigma), dim
+        out = _logme_columns(x2, rest, sig, mask, n, k, d, tol, max_iter)
+        for j, i in enumerate(members):
+            c = slice(j * n_classes, (j + 1) * n_classes)
+            results[i] = tuple(a[c] for a in out)
+    return results  # type: ignore[return-value]
+
+
+def logme_many(sets: Sequence[tuple[np.ndarray, np.ndarray, int]], labels: Any, *, tol: float = 1e-3,
+               max_iter: int = 100) -> list[float]:
+    """:func:`logme` of several feature sets of the same images (the whole embedding and each tap), at once.
+
+    Why: a ranking scores dozens of sets per draw; iterating them side by side costs one pass of array work per
+    step instead of dozens of small ones. Each set is (U, singular values, feature dimension), from
+    :func:`thin_svd`; each score equals ``logme(features, labels, svd=(U, s))``, with its RuntimeWarning when a
+    class did not converge.
+    """
+    y, n_classes = _labels(labels)
+    for u, s, _ in sets:
+        if u.shape[0] != len(y):
+            raise ScoreInputError(f"features have {u.shape[0]} rows but labels has {len(y)} entries: the lengths "
+                                  "must match.")
+        if len(s) == 0 or s[0] == 0:
+            raise ScoreInputError("features are all zero, so LogME has nothing to fit.")
+    scores = []
+    for evidence, _, _, _, converged in _logme_sets(sets, y, n_classes, tol, max_iter):
+        if not converged.all():
+            warnings.warn(f"LogME: {int((~converged).sum())} of {n_classes} classes did not converge in {max_iter} "
+                          "iterations; the score is the evidence where the iteration stopped.", RuntimeWarning,
+                          stacklevel=2)
+        scores.append(float(np.mean(evidence) / len(y)))
+    return scores
 
 
 # ---- SFDA -----------------------------------------------------------------------------------------
@@ -246,7 +317,7 @@ class _Fisher:
         """log p(class | x) under the softmax of the linear discriminant in the projected space."""
         z = f @ self.projection
         logits = z @ self.means.T - 0.5 * np.sum(self.means**2, axis=1) + self.log_priors
-        return logits - logsumexp(logits, axis=1, keepdims=True)
+        return _log_softmax(logits)
 
 
 def _fit_fisher(f: np.ndarray, y: np.ndarray, n_classes: int, d_full: int, shrinkage: float | None) -> _Fisher:
@@ -254,9 +325,7 @@ def _fit_fisher(f: np.ndarray, y: np.ndarray, n_classes: int, d_full: int, shrin
     n, r = f.shape
     counts = np.bincount(y, minlength=n_classes)
     priors = counts / n
-    means = np.zeros((n_classes, r))
-    np.add.at(means, y, f)
-    means /= counts[:, None]
+    means = _class_sums(f, y, n_classes) / counts[:, None]
     within = f - means[y]
     s_w = within.T @ within / n
     centred = means - priors @ means
@@ -302,11 +371,9 @@ def sfda(features: Any, labels: Any, *, self_challenging: bool = True) -> float:
         f = f @ vt[s > s[0] * 1e-12].T
     model = _fit_fisher(f, y, n_classes, d, None)
     if self_challenging:
-        soft = softmax(np.exp(model.log_proba(f)), axis=1)
+        soft = np.exp(_log_softmax(np.exp(model.log_proba(f))))
         p_own = soft[np.arange(n), y][:, None]
-        means = np.zeros((n_classes, f.shape[1]))
-        np.add.at(means, y, f)
-        means /= np.bincount(y, minlength=n_classes)[:, None]
+        means = _class_sums(f, y, n_classes) / np.bincount(y, minlength=n_classes)[:, None]
         others = (means.sum(axis=0) - means) / (n_classes - 1)
         f = p_own * f + (1.0 - p_own) * others[y]
         model = _fit_fisher(f, y, n_classes, d, model.shrinkage)
@@ -316,30 +383,53 @@ def sfda(features: Any, labels: Any, *, self_challenging: bool = True) -> float:
 # ---- H-score --------------------------------------------------------------------------------------
 
 
+def ledoit_wolf(f: np.ndarray) -> tuple[np.ndarray, float]:
+    """(shrunk covariance, shrinkage) of Ledoit & Wolf (2004), as scikit-learn's ``LedoitWolf().fit(f)`` gives them.
+
+    Why not scikit-learn's estimator: its input checks cost ~3 ms per call, more than the estimate itself on a
+    ranking's small blocks (thousands per ranking). The same formula, checked against it in the tests; the
+    fourth-moment term uses sum_ij (X^2)^T X^2 = sum_k (sum_i x_ki^2)^2, which needs no D x D product.
+    """
+    x = f - f.mean(axis=0)
+    n, d = x.shape
+    covariance = x.T @ x / n
+    if d == 1:
+        return covariance, 0.0
+    x2 = x**2
+    trace = float(np.trace(covariance))
+    mu = trace / d
+    beta_ = float(np.sum(np.sum(x2, axis=1) ** 2))
+    delta_ = float(np.sum(covariance**2))
+    beta = (beta_ / n - delta_) / (d * n)
+    delta = (delta_ - 2.0 * mu * trace + d * mu**2) / d
+    shrinkage = 0.0 if beta == 0 else min(beta, delta) / delta
+    shrunk = (1.0 - shrinkage) * covariance
+    shrunk.flat[:: d + 1] += shrinkage * mu
+    return shrunk, shrinkage
+
+
 def hscore(features: Any, labels: Any) -> float:
     """Regularised H-score (Bao et al. 2019; Ibrahim et al. 2022): (1 - a) tr(Cov_a(f)^-1 Cov(E[f|y])).
 
     Why: features transfer well when the class means spread far relative to the features' own
     covariance. The plain H-score inverts the sample covariance, which is singular when N < D and
-    noisy otherwise; the Ledoit-Wolf shrunk covariance (sklearn, shrinkage a) is always invertible.
+    noisy otherwise; the Ledoit-Wolf shrunk covariance (:func:`ledoit_wolf`, shrinkage a) is always invertible.
     Both covariances are biased (1/N); public code takes 1/(N-1) for the class-mean one, a constant
     factor on the same labels that leaves every ranking unchanged.
     """
     f, y, n_classes = _features_and_labels(features, labels)
     n = len(f)
-    lw = LedoitWolf(assume_centered=False).fit(f)
+    covariance, shrinkage = ledoit_wolf(f)
     counts = np.bincount(y, minlength=n_classes)
-    means = np.zeros((n_classes, f.shape[1]))
-    np.add.at(means, y, f)
-    means = means / counts[:, None] - f.mean(axis=0)
+    means = _class_sums(f, y, n_classes) / counts[:, None] - f.mean(axis=0)
     try:
-        solved = linalg.solve(lw.covariance_, means.T, assume_a="pos")
+        solved = linalg.solve(covariance, means.T, assume_a="pos")
     except linalg.LinAlgError:
-        if not np.any(lw.covariance_):
+        if not np.any(covariance):
             raise ScoreInputError("features are constant, so the H-score has nothing to measure.") from None
-        solved = linalg.pinvh(lw.covariance_) @ means.T
+        solved = linalg.pinvh(covariance) @ means.T
     between = float(np.sum(counts / n * np.sum(means.T * solved, axis=0)))  # tr(Cov_a^-1 Cov(E[f|y]))
-    return (1.0 - float(lw.shrinkage_)) * between
+    return (1.0 - shrinkage) * between
 
 
 # ---- scores from the source head: LEEP, NCE --------------------------------------------------------
@@ -356,8 +446,7 @@ def leep(source_probs: Any, labels: Any) -> float:
     y, n_classes = _labels(labels)
     p = _probabilities(source_probs, len(y))
     n = len(y)
-    joint = np.zeros((n_classes, p.shape[1]))
-    np.add.at(joint, y, p / n)  # P(y, z)
+    joint = _class_sums(p / n, y, n_classes)  # P(y, z)
     p_z = joint.sum(axis=0)
     p_y_given_z = np.divide(joint, p_z, out=np.zeros_like(joint), where=p_z > 0)
     eep = np.sum(p * p_y_given_z[y], axis=1)  # P(y_i | x_i), > 0 whenever row i sums to 1
