@@ -94,10 +94,26 @@ def test_every_overlap_between_sets_is_a_warning_that_counts_the_images(digits_f
     with pytest.warns(SplitOverlapWarning) as caught:
         loaded = load_split_csvs(scan_folder(digits_folder), out)
     (message,) = loaded.warnings
-    assert f"2 image(s) are in both {pair}" in message and "regenerate disjoint splits" in message
+    assert message == (f"Split CSVs in {out}: 2 image(s) are in both {pair}. Scores on the overlapping set are "
+                       "optimistic; regenerate disjoint splits with `python -m tlcore splits`.")
     assert [str(w.message) for w in caught] == [message]
+    assert caught[0].filename == __file__  # the warning points at the caller's line, not inside tlcore
     others = {"val and test", "train and val", "train and test"} - {pair}
     assert not any(o in message for o in others)
+
+
+def test_two_overlaps_are_one_warning_that_lists_both(digits_folder, tmp_path):
+    ds = scan_folder(digits_folder)
+    out = tmp_path / "splits"
+    write_split_csvs(ds, generate_splits(ds, seed=0, spc_values=[2]), out)
+    with open(out / "val.csv", "a", newline="") as f:
+        csv.writer(f).writerows(_rows(out / "test.csv")[:1])
+    with open(out / "train_samples_02_split_0.csv", "a", newline="") as f:
+        csv.writer(f).writerows(_rows(out / "val.csv")[:3])
+    with pytest.warns(SplitOverlapWarning):
+        (message,) = load_split_csvs(scan_folder(digits_folder), out).warnings
+    assert message.startswith(f"Split CSVs in {out}: 3 image(s) are in both train and val; 1 image(s) are in both "
+                              "val and test. Scores")
 
 
 def test_overlaps_of_loaded_splits_reach_the_run_as_warnings(digits_folder, tmp_path):
@@ -203,3 +219,55 @@ def test_a_folder_without_partitions_writes_train_rows_and_embedded_sets_have_no
     rows = _rows(tmp_path / "out" / "all_images.csv")
     assert {r[1] for r in rows} == {"train"} and rows[0][0] == "flat/a/a0.png" and rows[0][2:] == ["a0.png", "a"]
     assert find_split_dir(load_dataset("digits"), None) is None
+
+
+def test_a_dataset_from_split_csvs_reads_each_row_once_with_its_partition_and_names_the_missing(tmp_path, monkeypatch):
+    """The seed's --dataset NAME --split-path DIR (csv_dataset): relative paths from the split folder's parents,
+    absolute paths as they are, the partition column in any case (an unknown one is train), a row listed twice
+    read once, and every missing image counted in one sentence. Expected values written out by hand."""
+    from tlcore.data.splits import csv_dataset
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    for rel in ("tex/train/a/1.png", "tex/train/b/2.png", "tex/train/b/3.png", "tex/validation/a/v.png",
+                "tex/test/b/t.png"):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(b"")  # csv_dataset only checks that each file exists
+    split_dir = data / "splits" / "tex"
+    split_dir.mkdir(parents=True)
+    absolute = (data / "tex/test/b/t.png").resolve()
+
+    def write(name, *rows):
+        (split_dir / name).write_text("".join(f"{r},{p},{r.rsplit('/', 1)[-1]},{label}\n" for r, p, label in rows))
+
+    write("val.csv", ("tex/train/a/1.png", "train", "a"), ("tex/validation/a/v.png", "Validation", "a"))
+    write("test.csv", (str(absolute), "TEST", "b"))
+    write("train_samples_01_split_0.csv", ("tex/train/a/1.png", "train", "a"), ("tex/train/b/2.png", "Training", "b"),
+          ("tex/train/b/3.png", "holdout", "b"))
+    ds = csv_dataset("tex", split_dir)
+    assert ds.name == "tex" and ds.classes == ["a", "b"] and ds.root == (data / "tex").resolve()
+    got = {str(p.relative_to(data.resolve())): (part, ds.classes[label])
+           for p, part, label in zip(ds.source.paths, ds.partition, ds.labels, strict=True)}
+    assert got == {"tex/train/a/1.png": ("train", "a"), "tex/validation/a/v.png": ("val", "a"),
+                   "tex/test/b/t.png": ("test", "b"), "tex/train/b/2.png": ("train", "b"),
+                   "tex/train/b/3.png": ("train", "b")}
+
+    write("val.csv", ("tex/train/a/gone.png", "val", "a"), ("tex/validation/a/v.png", "val", "a"),
+          ("tex/nowhere.png", "val", "b"))
+    with pytest.raises(DatasetError) as missing:
+        csv_dataset("tex", split_dir)
+    assert str(missing.value) == (
+        f"2 image(s) listed in the split CSVs in {split_dir} for dataset 'tex' do not exist, first: "
+        f"tex/train/a/gone.png (relative paths are read from {tmp_path}, {split_dir.resolve()}, "
+        f"{split_dir.resolve().parent} or the split folder's parents); run from the folder the CSV paths start in, "
+        "or fix the paths.")
+    with pytest.raises(DatasetError) as no_folder:
+        csv_dataset("tex", tmp_path / "no-such-folder")
+    assert str(no_folder.value) == (f"Split folder {tmp_path / 'no-such-folder'} does not exist; pass the folder "
+                                    "that holds val.csv and test.csv.")
+
+    # images of two dataset folders: no single root for precomputed crops to mirror
+    (data / "other/test/b").mkdir(parents=True)
+    (data / "other/test/b/o.png").write_bytes(b"")
+    write("val.csv", ("tex/validation/a/v.png", "val", "a"), ("other/test/b/o.png", "val", "b"))
+    assert csv_dataset("tex", split_dir).root is None
