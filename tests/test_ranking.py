@@ -105,6 +105,53 @@ def test_a_second_ranking_and_feature_extraction_read_the_features_the_first_one
     assert hits >= SPC * 10
 
 
+def test_a_cold_pretrained_network_runs_one_forward_for_its_taps_and_head_and_caches_each_apart(ranked, tmp_path):
+    """The module's ranking met efficientnet_lite0 cold: taps and ImageNet head came from one forward. Its
+    head cache removed, a second ranking reads the taps from the cache and runs the head alone: LEEP, NCE and
+    LogME must be the same numbers, so the one forward split its columns right."""
+    folder, report = ranked
+    store = tmp_path / "store"
+    shutil.copytree(folder, store)
+    metas = {d: json.loads((d / "meta.json").read_text())["identity"] for d in (store / "feature_cache").iterdir()}
+    caches = {(m["weights"], tuple(m["taps"])): d for d, m in metas.items()}
+    from tlcore.models import backbone_config
+
+    head = ("imagenet", (backbone_config("efficientnet_lite0").head_path,))
+    assert head in caches and len(caches) == 3  # taps and head apart (pretrained), taps (random control)
+    # the parent counts every image each network put through a forward: once per network, not twice for lite0
+    parent = Tracker(str(folder)).client.get_run(report["parent_run_id"])
+    embedded = float(parent.data.params["n_images_embedded"])
+    assert parent.data.metrics["images_processed"] == 2 * embedded
+    def rows(folder):
+        out = {}
+        for chunk in sorted(folder.glob("chunk-*.json")):
+            keys = json.loads(chunk.read_text())["keys"]
+            out.update(zip(keys, np.load(chunk.with_suffix(".npy")), strict=True))
+        return out
+
+    one_forward = rows(caches[head])
+    taps_folder = next(d for key, d in caches.items() if key[0] == "imagenet" and key != head)
+    taps_width = sum(json.loads((taps_folder / "meta.json").read_text())["tap_widths"])
+    assert {r.shape for r in rows(taps_folder).values()} == {(taps_width,)}  # the taps' columns, no more
+    assert {r.shape for r in one_forward.values()} == {(1000,)}  # the ImageNet logits, no more
+    shutil.rmtree(caches[head])
+    from tlcore import experiments
+
+    again = experiments.run(ExperimentSpec("rank", "digits", samples_per_class=(SPC,), splits=DRAWS,
+                                           mlflow_path=str(store),
+                                           params=RankingParams(backbones=("efficientnet_lite0",), per_tap=False)))
+    first = {r["network"]: r for r in report["ranking"]}["efficientnet_lite0"]["scores"]
+    second = again.rows[0]["scores"]
+    for score in ("leep", "nce", "logme"):
+        assert second[score]["per_draw"] == pytest.approx(first[score]["per_draw"], rel=1e-5), score
+    run = Tracker(str(store)).client.get_run(again.run_ids[0])
+    assert run.data.metrics["feature_cache_hits"] == embedded  # the taps came from the cache
+    head_alone = rows(caches[head])  # the head cache again, from a forward of the head alone
+    assert head_alone.keys() == one_forward.keys()
+    np.testing.assert_allclose(np.stack([head_alone[k] for k in one_forward]), np.stack(list(one_forward.values())),
+                               rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # The check against reality, on a store of known runs (made-up scores and accuracies: test data)
 

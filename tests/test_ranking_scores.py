@@ -15,10 +15,12 @@ from scipy import optimize
 from sklearn.covariance import LedoitWolf
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
+from tlcore.errors import TLError
 from tlcore.methods.ranking.scores import (
     LOGME_EPSILON,
     SCORES,
     hscore,
+    hscore_many,
     ledoit_wolf,
     leep,
     logme,
@@ -26,6 +28,7 @@ from tlcore.methods.ranking.scores import (
     nce,
     rank_agreement,
     sfda,
+    sfda_many,
     standardize_features,
     thin_svd,
 )
@@ -400,7 +403,8 @@ def test_logme_of_many_sets_side_by_side_equals_each_alone():
     y = np.repeat(np.arange(10), 10)
     onehot = np.eye(10)[y]
     blocks = [rng.normal(size=(100, d)) + y[:, None] * 0.1 for d in (3, 12, 40, 80, 200)]  # d=80: a class crawls
-    blocks += [np.hstack([onehot, rng.normal(size=(100, 20))]), rng.normal(size=(100, 40)) * 1e3 + onehot @ rng.normal(size=(10, 40))]
+    blocks += [np.hstack([onehot, rng.normal(size=(100, 20))]),
+               rng.normal(size=(100, 40)) * 1e3 + onehot @ rng.normal(size=(10, 40))]
     sets = [(*thin_svd(b - b.mean(axis=0)), b.shape[1]) for b in blocks]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
@@ -420,3 +424,21 @@ def test_ledoit_wolf_equals_scikit_learns_estimator(shape):
     reference = LedoitWolf().fit(f)
     assert shrinkage == pytest.approx(reference.shrinkage_, abs=1e-12)
     np.testing.assert_allclose(covariance, reference.covariance_, rtol=1e-10, atol=1e-12)
+
+
+def test_sfda_and_hscore_of_many_sets_at_once_equal_each_alone():
+    """A ranking's taps are scored stacked by shape; each set must get what it gets alone: sets of three shapes
+    (one with fewer images than dimensions, which SFDA reads in its row space), in mixed order."""
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(5), 8)
+    onehot = np.eye(5)[y]
+    sets = [rng.normal(size=(40, 6)) + onehot @ rng.normal(size=(5, 6)) * s for s in (0.0, 0.5, 2.0)]
+    sets += [rng.normal(size=(40, 10)) * 3 + 1, rng.normal(size=(40, 60)) + onehot @ rng.normal(size=(5, 60))]
+    sets += [rng.normal(size=(40, 10)) + onehot @ rng.normal(size=(5, 10))]
+    for many, one in ((sfda_many, sfda), (hscore_many, hscore)):
+        np.testing.assert_allclose(many(sets, y), [one(f, y) for f in sets], rtol=1e-9)
+    assert sfda_many(sets[:3], y) == sorted(sfda_many(sets[:3], y))  # more class signal, higher score
+    with pytest.raises(TLError, match="constant"):
+        sfda_many([sets[0], np.ones((40, 6))], y)
+    with pytest.raises(TLError, match="constant"):
+        hscore_many([sets[0], np.ones((40, 6))], y)

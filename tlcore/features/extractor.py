@@ -145,9 +145,10 @@ def cache_identity(spec: ExperimentSpec, ds: ImageDataset, bb: Backbone, taps: S
 
 def stored_cost(known: dict[str, Any]) -> ExtractionCost:
     """A per-image cost the feature cache recorded (``FeatureCache.extraction_cost``)."""
+    note = f"; {known['note']}" if known.get("note") else ""
     return ExtractionCost(known["seconds_per_image"], known.get("kwh_per_image"), known["energy_method"],
                           known.get("carbon_intensity_g_per_kwh"),
-                          f"measured earlier on this device over {known['images']} images (feature cache)")
+                          f"measured earlier on this device over {known['images']} images (feature cache{note})")
 
 
 class Extractor:

@@ -45,7 +45,14 @@ from tlcore.measure import CostMeter, EnergySettings
 from tlcore.methods.base import EXPERIMENTS, RunResult
 from tlcore.methods.common import common_params, load_data, split_hash
 from tlcore.methods.ranking.plan import Candidate, candidates, fe_curve_images, ranking_points
-from tlcore.methods.ranking.scores import SCORES, logme_many, standardize_features, thin_svd
+from tlcore.methods.ranking.scores import (
+    SCORES,
+    hscore_many,
+    logme_many,
+    sfda_many,
+    standardize_features,
+    thin_svd,
+)
 from tlcore.models import create_backbone, default_description
 from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec, RankingParams
@@ -130,15 +137,62 @@ class _Features:
         ex = Extractor(self.spec, self.ds, self.bb, taps, self.prep, self.device, cache, self.energy, flops)
         return ex.run(needed, reporter, meter)
 
+    def _cache(self, taps: Sequence[str]) -> FeatureCache | None:
+        if self.cache_root is None:
+            return None
+        return FeatureCache.open(self.cache_root, cache_identity(self.spec, self.ds, _WeightsName(self.weights_name),
+                                                                 taps, self.prep, self.device))
+
+    def extract_with_head(self, taps: Sequence[str], needed: np.ndarray, reporter: Reporter, meter: CostMeter
+                          ) -> tuple[FeatureBank, ExtractionStats, FeatureBank]:
+        """(taps bank, its stats, head bank): both in ONE forward when neither cache holds any of ``needed`` (a
+        network ranked for the first time), else each through its own cache as :meth:`extract` does.
+
+        The two stay separate caches, so the taps' entries are the ones feature extraction shares. The per-image
+        cost of the shared forward is scaled to the taps' share of its counted FLOPs: what the taps alone cost.
+        """
+        head = (self.cfg.head_path,)
+        caches = [self._cache(taps), self._cache(head)]
+        keys = [self.ds.source.key(int(i)) for i in np.unique(needed)]
+        fps = [self.ds.source.fingerprint(int(i)) for i in np.unique(needed)]
+        if any(c is not None and c.lookup(keys, fps).any() for c in caches):
+            bank, stats = self.extract(taps, needed, reporter.scaled(0.0, 0.8), meter)
+            probs, _ = self.extract(head, needed, reporter.scaled(0.8, 1.0), meter)
+            return bank, stats, probs
+        both = (*taps, *head)
+        flops_taps = tap_flops_per_input(self.bb, taps, self.prep.input_size)
+        flops_both = tap_flops_per_input(self.bb, both, self.prep.input_size)
+        ex = Extractor(self.spec, self.ds, self.bb, both, self.prep, self.device, None, self.energy, flops_both)
+        joint, stats = ex.run(needed, reporter, meter)
+        width = sum(self.tap_widths(taps, -1))
+        taps_bank = FeatureBank(joint.indices, np.ascontiguousarray(joint.features[:, :width]), joint.available)
+        head_bank = FeatureBank(joint.indices, np.ascontiguousarray(joint.features[:, width:]), joint.available)
+        rows = np.flatnonzero(joint.available)
+        for cache, bank in zip(caches, (taps_bank, head_bank), strict=True):
+            if cache is not None:
+                with cache.writer() as w:
+                    w.add([keys[r] for r in rows], [fps[r] for r in rows], bank.features[rows])
+        if stats.cost is not None:
+            share = flops_taps / flops_both
+            note = f"taps and ImageNet head in one forward, scaled to the taps' {share:.0%} of its FLOPs"
+            c = stats.cost
+            stats.cost = replace(c, seconds_per_image=c.seconds_per_image * share, basis=f"{c.basis}, {note}",
+                                 kwh_per_image=None if c.kwh_per_image is None else c.kwh_per_image * share)
+            if caches[0] is not None and stats.extracted:  # what feature extraction will read as the taps' cost
+                caches[0].record_extraction_cost(device_key(self.device), {
+                    "seconds_per_image": stats.cost.seconds_per_image, "kwh_per_image": stats.cost.kwh_per_image,
+                    "energy_method": c.energy_method, "carbon_intensity_g_per_kwh": c.carbon_intensity_g_per_kwh,
+                    "images": stats.extracted, "batch_size": self.spec.batch_size, "note": note})
+        return taps_bank, stats, head_bank
+
     def tap_widths(self, taps: Sequence[str], n_features: int) -> list[int]:
-        """How a feature row splits into ``taps``: recorded in the feature cache, else from a forward of two
-        blank images (the network when it is built, else shapes alone on the meta device), then recorded."""
-        cache = None
-        if self.cache_root is not None:
-            cache = FeatureCache.open(self.cache_root, cache_identity(
-                self.spec, self.ds, _WeightsName(self.weights_name), taps, self.prep, self.device))
+        """How a feature row of ``n_features`` (-1: not known yet) splits into ``taps``: recorded in the feature
+        cache, else from a forward of two blank images (the network when it is built, else shapes alone on the
+        meta device), then recorded."""
+        cache = self._cache(taps)
+        if cache is not None:
             known = cache.tap_widths()
-            if known is not None and len(known) == len(taps) and sum(known) == n_features:
+            if known is not None and len(known) == len(taps) and n_features in (sum(known), -1):
                 return known
         if self.built:
             with torch.inference_mode():
@@ -196,7 +250,7 @@ def _score_all(params: RankingParams, x: np.ndarray, y: np.ndarray, widths: Sequ
 
     Each block (the whole embedding, then each tap) is standardised (so centred) and decomposed once: LogME
     reads the decomposition, and the principal components SFDA and H-score read are its leading directions
-    (U S). LogME runs on all blocks side by side (:func:`~.scores.logme_many`).
+    (U S). Each of these scores runs on all blocks at once (``logme_many``, ``sfda_many``, ``hscore_many``).
     """
     feature_scores = [s for s in params.scores if SCORES[s].needs == "features"]
     z = standardize_features(x)
@@ -204,21 +258,22 @@ def _score_all(params: RankingParams, x: np.ndarray, y: np.ndarray, widths: Sequ
     if params.per_tap and len(widths) > 1:
         bounds += list(itertools.pairwise(np.cumsum([0, *widths])))
     blocks: list[dict[str, float]] = [{} for _ in bounds]
-    sets = []
+    svds, reduced = [], []
     for block, (a, b) in zip(blocks, bounds, strict=True):
         part = z[:, a:b]
         u, s = thin_svd(part)
-        sets.append((u, s, part.shape[1]))
+        svds.append((u, s, part.shape[1]))
         k = n_components(*part.shape)
-        reduced = part if part.shape[1] <= k else u[:, :k] * s[:k]
+        reduced.append(part if part.shape[1] <= k else u[:, :k] * s[:k])
         for name in feature_scores:
-            if name in COMPONENT_SCORES:
-                block[name] = float(SCORES[name].function(reduced, y))
-            elif name != "logme":
+            if name not in COMPONENT_SCORES and name != "logme":
                 block[name] = float(SCORES[name].function(part, y))
-    if "logme" in feature_scores:
-        for block, value in zip(blocks, logme_many(sets, y), strict=True):
-            block["logme"] = value
+    batched = {"logme": lambda: logme_many(svds, y), "sfda": lambda: sfda_many(reduced, y),
+               "hscore": lambda: hscore_many(reduced, y)}
+    for name in feature_scores:
+        if name in batched:
+            for block, value in zip(blocks, batched[name](), strict=True):
+                block[name] = value
     whole = {name: blocks[0][name] for name in feature_scores}
     for name in params.scores:
         if SCORES[name].needs == "source_probs":
@@ -299,12 +354,12 @@ def _rank_one(spec, ds, points, needed, cand: Candidate, device, energy, cache_r
         reporter.update(stage=f"{cand.name}: loading", fraction=0.0)
         with CostMeter(device, energy) as meter:
             with meter.lap("extract"):
-                bank, stats = feats.extract(taps, needed, reporter.scaled(0.0, 0.8), sweep_meter)
                 probs_bank = None
-                wants_head = any(SCORES[s].needs == "source_probs" for s in params.scores)
-                if feats.head and wants_head:
-                    probs_bank, _ = feats.extract((feats.cfg.head_path,), needed, reporter.scaled(0.8, 0.9),
-                                                  sweep_meter)
+                if feats.head and any(SCORES[s].needs == "source_probs" for s in params.scores):
+                    bank, stats, probs_bank = feats.extract_with_head(taps, needed, reporter.scaled(0.0, 0.9),
+                                                                      sweep_meter)
+                else:
+                    bank, stats = feats.extract(taps, needed, reporter.scaled(0.0, 0.9), sweep_meter)
             reporter.update(stage=f"{cand.name}: scoring {len(points)} draw(s)", fraction=0.9)
             widths = feats.tap_widths(taps, bank.n_features)
             with meter.lap("score"), warnings.catch_warnings(record=True) as caught:

@@ -96,16 +96,16 @@ def standardize_features(f: Any) -> np.ndarray:
 
 
 def _class_sums(values: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Per-class sums of the rows of ``values`` (classes x columns), as one matrix product (np.add.at is ~10x
-    slower, and a ranking takes thousands of these)."""
+    """Per-class sums of the rows of ``values`` (classes x columns; a stack of sets keeps its leading axis), as one
+    matrix product (np.add.at is ~10x slower, and a ranking takes thousands of these)."""
     return (y[None, :] == np.arange(n_classes)[:, None]).astype(np.float64) @ values
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax, shifted by the row maximum (scipy's logsumexp does the same behind ~0.5 ms of input
+    """Log-softmax over the last axis, shifted by its maximum (scipy's logsumexp does the same behind ~0.5 ms of input
     handling per call, which a ranking pays thousands of times)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
 
 
 # ---- LogME ----------------------------------------------------------------------------------------
@@ -306,46 +306,66 @@ def logme_many(sets: Sequence[tuple[np.ndarray, np.ndarray, int]], labels: Any, 
 
 @dataclass(frozen=True)
 class _Fisher:
-    """A regularised Fisher discriminant: the projection, projected class means and log priors."""
+    """Regularised Fisher discriminants of a stack of feature sets (the leading axis): projections, projected
+    class means, log priors and each set's shrinkage."""
 
-    projection: np.ndarray
-    means: np.ndarray
-    log_priors: np.ndarray
-    shrinkage: float
+    projection: np.ndarray  # (sets, r, directions)
+    means: np.ndarray  # (sets, classes, directions)
+    log_priors: np.ndarray  # (classes,)
+    shrinkage: np.ndarray  # (sets,)
 
     def log_proba(self, f: np.ndarray) -> np.ndarray:
-        """log p(class | x) under the softmax of the linear discriminant in the projected space."""
+        """log p(class | x) under the softmax of the linear discriminant in the projected space: (sets, n, classes)."""
         z = f @ self.projection
-        logits = z @ self.means.T - 0.5 * np.sum(self.means**2, axis=1) + self.log_priors
+        logits = z @ self.means.transpose(0, 2, 1) - 0.5 * np.sum(self.means**2, axis=2)[:, None, :] + self.log_priors
         return _log_softmax(logits)
 
 
-def _fit_fisher(f: np.ndarray, y: np.ndarray, n_classes: int, d_full: int, shrinkage: float | None) -> _Fisher:
-    """Shrink S_w toward (trace/D) I by lambda = exp(-5 * largest eigenvalue of S_w), then solve S_b w = e S_w w."""
-    n, r = f.shape
+def _fit_fisher(f: np.ndarray, y: np.ndarray, n_classes: int, d_full: int, shrinkage: np.ndarray | None) -> _Fisher:
+    """Shrink S_w toward (trace/D) I by lambda = exp(-5 * largest eigenvalue of S_w), then solve S_b w = e S_w w.
+
+    ``f`` is a stack of feature sets of the same images and labels (sets x n x r): every step is one batched
+    array operation, so a ranking's dozens of taps cost about what one does.
+    """
+    n, r = f.shape[1:]
     counts = np.bincount(y, minlength=n_classes)
     priors = counts / n
     means = _class_sums(f, y, n_classes) / counts[:, None]
-    within = f - means[y]
-    s_w = within.T @ within / n
-    centred = means - priors @ means
-    s_b = (centred * priors[:, None]).T @ centred
+    within = f - means[:, y]
+    s_w = within.transpose(0, 2, 1) @ within / n
+    centred = means - (priors @ means)[:, None, :]
+    s_b = (centred * priors[:, None]).transpose(0, 2, 1) @ centred
     if shrinkage is None:
-        largest = float(np.linalg.eigvalsh(s_w)[-1])
-        shrinkage = max(float(np.exp(-5.0 * largest)), 1e-10)
+        largest = np.linalg.eigvalsh(s_w)[:, -1]
+        shrinkage = np.maximum(np.exp(-5.0 * largest), 1e-10)
     # the trace-scaled target of Ledoit-Wolf; the floor keeps classes that are single points solvable
-    total = float(np.sum((f - f.mean(axis=0)) ** 2) / n)
-    mu = max(float(np.trace(s_w)), 1e-12 * total) / d_full
-    s_w_shrunk = (1.0 - shrinkage) * s_w
-    s_w_shrunk.flat[:: r + 1] += shrinkage * mu
+    total = np.sum((f - f.mean(axis=1, keepdims=True)) ** 2, axis=(1, 2)) / n
+    mu = np.maximum(np.trace(s_w, axis1=1, axis2=2), 1e-12 * total) / d_full
+    s_w_shrunk = (1.0 - shrinkage)[:, None, None] * s_w + (shrinkage * mu)[:, None, None] * np.eye(r)
     n_dirs = min(n_classes - 1, r)
     # S_b w = e S_w w through the Cholesky factor S_w = L L^T: the symmetric L^-1 S_b L^-T has the same
     # eigenvalues, and w = L^-T v satisfies w^T S_w w = I (what scipy's generalized eigh returns, without its
     # input handling, which costs more than the solve at a ranking's sizes)
     l_inv = np.linalg.inv(np.linalg.cholesky(s_w_shrunk))
-    _, v = np.linalg.eigh(l_inv @ s_b @ l_inv.T)
-    w = l_inv.T @ v[:, r - n_dirs:]
+    l_inv_t = l_inv.transpose(0, 2, 1)
+    _, v = np.linalg.eigh(l_inv @ s_b @ l_inv_t)
+    w = l_inv_t @ v[:, :, r - n_dirs:]
     return _Fisher(projection=w, means=means @ w, log_priors=np.log(priors), shrinkage=shrinkage)
+
+
+def _sfda_stack(f: np.ndarray, y: np.ndarray, n_classes: int, d_full: int, self_challenging: bool) -> np.ndarray:
+    """SFDA of each centred feature set of a stack (sets x n x r, r <= n): one value per set."""
+    n = f.shape[1]
+    rows = np.arange(n)
+    model = _fit_fisher(f, y, n_classes, d_full, None)
+    if self_challenging:
+        soft = np.exp(_log_softmax(np.exp(model.log_proba(f))))
+        p_own = soft[:, rows, y][:, :, None]
+        means = _class_sums(f, y, n_classes) / np.bincount(y, minlength=n_classes)[:, None]
+        others = (means.sum(axis=1, keepdims=True) - means) / (n_classes - 1)
+        f = p_own * f + (1.0 - p_own) * others[:, y]
+        model = _fit_fisher(f, y, n_classes, d_full, model.shrinkage)
+    return np.mean(model.log_proba(f)[:, rows, y], axis=1)
 
 
 def sfda(features: Any, labels: Any, *, self_challenging: bool = True) -> float:
@@ -374,18 +394,64 @@ def sfda(features: Any, labels: Any, *, self_challenging: bool = True) -> float:
     if n < d:
         _, s, vt = np.linalg.svd(f, full_matrices=False)
         f = f @ vt[s > s[0] * 1e-12].T
-    model = _fit_fisher(f, y, n_classes, d, None)
-    if self_challenging:
-        soft = np.exp(_log_softmax(np.exp(model.log_proba(f))))
-        p_own = soft[np.arange(n), y][:, None]
-        means = _class_sums(f, y, n_classes) / np.bincount(y, minlength=n_classes)[:, None]
-        others = (means.sum(axis=0) - means) / (n_classes - 1)
-        f = p_own * f + (1.0 - p_own) * others[y]
-        model = _fit_fisher(f, y, n_classes, d, model.shrinkage)
-    return float(np.mean(model.log_proba(f)[np.arange(n), y]))
+    return float(_sfda_stack(f[None], y, n_classes, d, self_challenging)[0])
+
+
+def _stacks(feature_sets: Sequence[Any], labels: Any) -> tuple[dict[tuple[int, ...], list[int]], list[np.ndarray],
+                                                                np.ndarray, int]:
+    """Checked feature sets grouped by shape (the indices of each group), the sets, and the labels."""
+    sets = [_matrix(f, "features") for f in feature_sets]
+    y, n_classes = _labels(labels)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, f in enumerate(sets):
+        if len(f) != len(y):
+            raise ScoreInputError(f"features have {len(f)} rows but labels has {len(y)} entries: the lengths must "
+                                  "match.")
+        groups.setdefault(f.shape, []).append(i)
+    return groups, sets, y, n_classes
+
+
+def sfda_many(feature_sets: Sequence[Any], labels: Any) -> list[float]:
+    """:func:`sfda` of several feature sets of the same images (a ranking's taps), sets of one shape at once.
+
+    Why: a ranking scores dozens of small sets per draw, and one SFDA is a handful of tiny matrix problems whose
+    Python overhead outweighs their arithmetic; stacked, each step is one batched operation. Each value equals
+    ``sfda(set, labels)``; a constant set, or one with fewer images than dimensions, goes through :func:`sfda`.
+    """
+    groups, sets, y, n_classes = _stacks(feature_sets, labels)
+    out = [float("nan")] * len(sets)
+    for (n, d), members in groups.items():
+        stack = np.stack([sets[i] for i in members])
+        stack = stack - stack.mean(axis=1, keepdims=True)
+        plain = [j for j, _ in enumerate(members) if n >= d and np.any(stack[j])]
+        for j, i in enumerate(members):
+            if j not in plain:
+                out[i] = sfda(sets[i], y)
+        if plain:
+            for j, v in zip(plain, _sfda_stack(stack[plain], y, n_classes, d, True), strict=True):
+                out[members[j]] = float(v)
+    return out
 
 
 # ---- H-score --------------------------------------------------------------------------------------
+
+
+def _ledoit_wolf_stack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shrunk covariances, shrinkages) of a stack of centred feature sets (sets x n x d)."""
+    n, d = x.shape[1:]
+    covariance = x.transpose(0, 2, 1) @ x / n
+    if d == 1:
+        return covariance, np.zeros(len(x))
+    trace = np.trace(covariance, axis1=1, axis2=2)
+    mu = trace / d
+    beta_ = np.sum(np.sum(x**2, axis=2) ** 2, axis=1)
+    delta_ = np.sum(covariance**2, axis=(1, 2))
+    beta = (beta_ / n - delta_) / (d * n)
+    delta = (delta_ - 2.0 * mu * trace + d * mu**2) / d
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shrinkage = np.where(beta == 0, 0.0, np.minimum(beta, delta) / delta)
+    shrunk = (1.0 - shrinkage)[:, None, None] * covariance + (shrinkage * mu)[:, None, None] * np.eye(d)
+    return shrunk, shrinkage
 
 
 def ledoit_wolf(f: np.ndarray) -> tuple[np.ndarray, float]:
@@ -395,22 +461,26 @@ def ledoit_wolf(f: np.ndarray) -> tuple[np.ndarray, float]:
     ranking's small blocks (thousands per ranking). The same formula, checked against it in the tests; the
     fourth-moment term uses sum_ij (X^2)^T X^2 = sum_k (sum_i x_ki^2)^2, which needs no D x D product.
     """
-    x = f - f.mean(axis=0)
-    n, d = x.shape
-    covariance = x.T @ x / n
-    if d == 1:
-        return covariance, 0.0
-    x2 = x**2
-    trace = float(np.trace(covariance))
-    mu = trace / d
-    beta_ = float(np.sum(np.sum(x2, axis=1) ** 2))
-    delta_ = float(np.sum(covariance**2))
-    beta = (beta_ / n - delta_) / (d * n)
-    delta = (delta_ - 2.0 * mu * trace + d * mu**2) / d
-    shrinkage = 0.0 if beta == 0 else min(beta, delta) / delta
-    shrunk = (1.0 - shrinkage) * covariance
-    shrunk.flat[:: d + 1] += shrinkage * mu
-    return shrunk, shrinkage
+    shrunk, shrinkage = _ledoit_wolf_stack((f - f.mean(axis=0))[None])
+    return shrunk[0], float(shrinkage[0])
+
+
+def _hscore_stack(f: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """The H-score of each feature set of a stack (sets x n x d): one value per set."""
+    n = f.shape[1]
+    mean = f.mean(axis=1, keepdims=True)
+    covariance, shrinkage = _ledoit_wolf_stack(f - mean)
+    if not np.all(np.any(covariance, axis=(1, 2))):
+        raise ScoreInputError("features are constant, so the H-score has nothing to measure.")
+    counts = np.bincount(y, minlength=n_classes)
+    means = (_class_sums(f, y, n_classes) / counts[:, None] - mean).transpose(0, 2, 1)  # (sets, d, classes)
+    try:
+        np.linalg.cholesky(covariance)  # positive definite: the solve is exact
+        solved = np.linalg.solve(covariance, means)
+    except np.linalg.LinAlgError:
+        solved = np.stack([linalg.pinvh(c) @ m for c, m in zip(covariance, means, strict=True)])
+    between = np.sum(counts / n * np.sum(means * solved, axis=1), axis=1)  # tr(Cov_a^-1 Cov(E[f|y]))
+    return (1.0 - shrinkage) * between
 
 
 def hscore(features: Any, labels: Any) -> float:
@@ -423,18 +493,19 @@ def hscore(features: Any, labels: Any) -> float:
     factor on the same labels that leaves every ranking unchanged.
     """
     f, y, n_classes = _features_and_labels(features, labels)
-    n = len(f)
-    covariance, shrinkage = ledoit_wolf(f)
-    counts = np.bincount(y, minlength=n_classes)
-    means = _class_sums(f, y, n_classes) / counts[:, None] - f.mean(axis=0)
-    try:
-        solved = linalg.solve(covariance, means.T, assume_a="pos")
-    except linalg.LinAlgError:
-        if not np.any(covariance):
-            raise ScoreInputError("features are constant, so the H-score has nothing to measure.") from None
-        solved = linalg.pinvh(covariance) @ means.T
-    between = float(np.sum(counts / n * np.sum(means.T * solved, axis=0)))  # tr(Cov_a^-1 Cov(E[f|y]))
-    return (1.0 - shrinkage) * between
+    return float(_hscore_stack(f[None], y, n_classes)[0])
+
+
+def hscore_many(feature_sets: Sequence[Any], labels: Any) -> list[float]:
+    """:func:`hscore` of several feature sets of the same images, sets of one shape at once (see
+    :func:`sfda_many`); each value equals ``hscore(set, labels)``."""
+    groups, sets, y, n_classes = _stacks(feature_sets, labels)
+    out = [float("nan")] * len(sets)
+    for members in groups.values():
+        values = _hscore_stack(np.stack([sets[i] for i in members]), y, n_classes)
+        for i, v in zip(members, values, strict=True):
+            out[i] = float(v)
+    return out
 
 
 # ---- scores from the source head: LEEP, NCE --------------------------------------------------------
