@@ -9,9 +9,10 @@ In one process, interleaved, each repeat times (whole ``experiments.run`` calls,
 - ranking efficientnet_lite0/1/2 over all their taps on the largest balanced set (the default), cold (a fresh
   cache: every image goes through each network and its ImageNet head) and warm (the same again, features
   cached);
-- the warm ranking at 10 per class x 3 draws (the FE curve's own regime).
+- the ranking at 10 per class x 3 draws (the FE curve's own regime): first after the largest set (a few of its
+  images were not in that set: they are extracted), then again with every feature cached (warm).
 
-Medians over repeats; ratios against the FE curve of the same repeat. Goal (issue 15): warm <= 0.1.
+Medians over repeats; ratios against the FE curve of the same repeat. Goal (issue 15): a warm ranking <= 0.1.
 """
 
 from __future__ import annotations
@@ -48,7 +49,11 @@ def one_repeat(root: Path, resolution: int) -> dict[str, float]:
                           **common)
     rank_10 = ExperimentSpec("rank", samples_per_class=(10,), splits=3,
                              params=RankingParams(backbones=BACKBONES, cache_dir=str(root / "rank-cache")), **common)
-    out = {"fe_curve": timed(fe), "rank_cold": timed(rank), "rank_warm": timed(rank), "rank_warm_10x3": timed(rank_10)}
+    out = {"fe_curve": timed(fe), "rank_cold": timed(rank), "rank_warm": timed(rank)}
+    # the 10 x 3 draws come from the whole training pool, which holds a few images the largest balanced set left
+    # out: the first such ranking extracts those, the second finds every feature cached
+    out["rank_10x3_first"] = timed(rank_10)
+    out["rank_warm_10x3"] = timed(rank_10)
     return out
 
 
@@ -69,7 +74,8 @@ def main() -> int:
     print(f"  one FE curve of efficientnet_lite0 (1,2,5,10 x 3 draws, cold cache): {med['fe_curve']:.1f} s")
     for k, v in ratios.items():
         print(f"  {k:16s} {med[k]:6.1f} s   {v:.2f} x the FE curve")
-    print(f"goal: rank_warm <= 0.10 x the FE curve: {'met' if ratios['rank_warm'] <= 0.10 else 'not met'}")
+    for k in ("rank_warm", "rank_warm_10x3"):
+        print(f"goal: {k} <= 0.10 x the FE curve: {'met' if ratios[k] <= 0.10 else 'not met'}")
     return 0
 
 
