@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing of the core logic with mutmut (pinned in requirements.txt). Not run in CI: about
-# 30 minutes for every target on a 2-core machine; docs/testing.md records the scores and the time.
+# 36 minutes for every target on a quiet 2-core machine (29 without splits); docs/testing.md records the
+# scores and each target's time.
 #
 # Usage: scripts/mutation.sh [NAME ...]        (default: every target below)
 #        MUTATION_JOBS=1 scripts/mutation.sh flops   (parallel test workers; default 2)
