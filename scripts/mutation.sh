@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mutation testing of the core logic with mutmut (pinned in requirements.txt). Not run in CI: about
-# 37 minutes for every target on a quiet 2-core machine (30 without splits); docs/testing.md records the
+# 42 minutes for every target on a quiet 2-core machine (30 without splits); docs/testing.md records the
 # scores and each target's time.
 #
 # Usage: scripts/mutation.sh [NAME ...]        (default: every target below)
