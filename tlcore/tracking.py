@@ -472,7 +472,7 @@ class RunHandle:
         return [Metric(str(k), float(v), now, i) for k, values in series.items() for i, v in enumerate(values)
                 if v is not None and math.isfinite(v)]
 
-    def _send(self, params: list = (), metrics: list = ()) -> None:
+    def _send(self, params: Sequence = (), metrics: Sequence = ()) -> None:
         """One store round trip per 100 params / 500 metrics (MLflow's batch limits), not one per value."""
         params, metrics = list(params), list(metrics)
         while params or metrics:

@@ -143,6 +143,15 @@ def cache_identity(spec: ExperimentSpec, ds: ImageDataset, bb: Backbone, taps: S
     }
 
 
+def cost_record(cost: ExtractionCost, images: int, batch_size: int, note: str = "") -> dict[str, Any]:
+    """What the feature cache keeps of a measured per-image cost (``FeatureCache.record_extraction_cost``);
+    :func:`stored_cost` reads it back."""
+    record = {"seconds_per_image": cost.seconds_per_image, "kwh_per_image": cost.kwh_per_image,
+              "energy_method": cost.energy_method, "carbon_intensity_g_per_kwh": cost.carbon_intensity_g_per_kwh,
+              "images": images, "batch_size": batch_size}
+    return {**record, "note": note} if note else record
+
+
 def stored_cost(known: dict[str, Any]) -> ExtractionCost:
     """A per-image cost the feature cache recorded (``FeatureCache.extraction_cost``)."""
     note = f"; {known['note']}" if known.get("note") else ""
@@ -256,10 +265,7 @@ class Extractor:
         previous = self.cache.extraction_cost(key)
         if previous and previous.get("images", 0) > n and n < 2 * self.spec.batch_size:
             return self._stored_cost(previous)
-        self.cache.record_extraction_cost(key, {
-            "seconds_per_image": cost.seconds_per_image, "kwh_per_image": cost.kwh_per_image,
-            "energy_method": cost.energy_method, "carbon_intensity_g_per_kwh": cost.carbon_intensity_g_per_kwh,
-            "images": n, "batch_size": self.spec.batch_size})
+        self.cache.record_extraction_cost(key, cost_record(cost, n, self.spec.batch_size))
         return cost
 
     @staticmethod

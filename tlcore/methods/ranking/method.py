@@ -40,7 +40,7 @@ from tlcore.features import (
     default_cache_root,
     tap_flops_per_input,
 )
-from tlcore.features.extractor import device_key, stored_cost
+from tlcore.features.extractor import cost_record, device_key, stored_cost
 from tlcore.measure import CostMeter, EnergySettings
 from tlcore.methods.base import EXPERIMENTS, RunResult
 from tlcore.methods.common import common_params, load_data, split_hash
@@ -125,14 +125,9 @@ class _Features:
 
     def extract(self, taps: Sequence[str], needed: np.ndarray, reporter: Reporter, meter: CostMeter):
         """(FeatureBank, ExtractionStats) of ``needed`` at ``taps``: from the cache alone when it holds them all."""
-        cache = None
-        if self.cache_root is not None:
-            identity = cache_identity(self.spec, self.ds, _WeightsName(self.weights_name), taps, self.prep,
-                                      self.device)
-            cache = FeatureCache.open(self.cache_root, identity)
-            cached = _all_cached(cache, self.ds, needed, self.device)
-            if cached is not None:
-                return cached
+        cache = self._cache(taps)
+        if cache is not None and (cached := _all_cached(cache, self.ds, needed, self.device)) is not None:
+            return cached
         flops = tap_flops_per_input(self.bb, taps, self.prep.input_size)
         ex = Extractor(self.spec, self.ds, self.bb, taps, self.prep, self.device, cache, self.energy, flops)
         return ex.run(needed, reporter, meter)
@@ -153,8 +148,9 @@ class _Features:
         """
         head = (self.cfg.head_path,)
         caches = [self._cache(taps), self._cache(head)]
-        keys = [self.ds.source.key(int(i)) for i in np.unique(needed)]
-        fps = [self.ds.source.fingerprint(int(i)) for i in np.unique(needed)]
+        unique = np.unique(needed)
+        keys = [self.ds.source.key(int(i)) for i in unique]
+        fps = [self.ds.source.fingerprint(int(i)) for i in unique]
         if any(c is not None and c.lookup(keys, fps).any() for c in caches):
             bank, stats = self.extract(taps, needed, reporter.scaled(0.0, 0.8), meter)
             probs, _ = self.extract(head, needed, reporter.scaled(0.8, 1.0), meter)
@@ -179,10 +175,8 @@ class _Features:
             stats.cost = replace(c, seconds_per_image=c.seconds_per_image * share, basis=f"{c.basis}, {note}",
                                  kwh_per_image=None if c.kwh_per_image is None else c.kwh_per_image * share)
             if caches[0] is not None and stats.extracted:  # what feature extraction will read as the taps' cost
-                caches[0].record_extraction_cost(device_key(self.device), {
-                    "seconds_per_image": stats.cost.seconds_per_image, "kwh_per_image": stats.cost.kwh_per_image,
-                    "energy_method": c.energy_method, "carbon_intensity_g_per_kwh": c.carbon_intensity_g_per_kwh,
-                    "images": stats.extracted, "batch_size": self.spec.batch_size, "note": note})
+                caches[0].record_extraction_cost(device_key(self.device), cost_record(
+                    stats.cost, stats.extracted, self.spec.batch_size, note))
         return taps_bank, stats, head_bank
 
     def tap_widths(self, taps: Sequence[str], n_features: int) -> list[int]:
