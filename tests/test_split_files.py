@@ -25,6 +25,18 @@ def _rows(path):
     return list(csv.reader(open(path)))
 
 
+def _splits_with_leaks(digits_folder, folder, *leaks):
+    """Generated (disjoint) split CSVs of ``digits_folder`` in ``folder``, then each leak ``(into, from_set, n)``
+    appends the first n rows of ``from_set`` to ``into``."""
+    ds = scan_folder(digits_folder)
+    write_split_csvs(ds, generate_splits(ds, seed=0, spc_values=[2]), folder)
+    for into, from_set, n in leaks:
+        rows = _rows(folder / from_set)[:n]
+        with open(folder / into, "a", newline="") as f:
+            csv.writer(f).writerows(rows)
+    return folder
+
+
 def test_csvs_in_the_dataset_root_are_found_and_splits_folder_comes_first(digits_folder_copy, tmp_path):
     ds = scan_folder(digits_folder_copy)
     write_split_csvs(ds, generate_splits(ds, seed=1, spc_values=[3]), digits_folder_copy)  # the root itself
@@ -84,13 +96,9 @@ def test_a_split_folder_without_val_or_test_names_the_missing_file(digits_folder
 ])
 def test_every_overlap_between_sets_is_a_warning_that_counts_the_images(digits_folder, tmp_path, into, from_set,
                                                                         pair):
-    ds = scan_folder(digits_folder)
-    out = tmp_path / "splits"
-    write_split_csvs(ds, generate_splits(ds, seed=0, spc_values=[2]), out)
+    out = _splits_with_leaks(digits_folder, tmp_path / "splits")
     assert load_split_csvs(scan_folder(digits_folder), out).warnings == []  # generated splits are disjoint
-    leaked = _rows(out / from_set)[:2]
-    with open(out / into, "a", newline="") as f:
-        csv.writer(f).writerows(leaked)
+    _splits_with_leaks(digits_folder, out, (into, from_set, 2))
     with pytest.warns(SplitOverlapWarning) as caught:
         loaded = load_split_csvs(scan_folder(digits_folder), out)
     (message,) = loaded.warnings
@@ -102,13 +110,8 @@ def test_every_overlap_between_sets_is_a_warning_that_counts_the_images(digits_f
 
 
 def test_two_overlaps_are_one_warning_that_lists_both(digits_folder, tmp_path):
-    ds = scan_folder(digits_folder)
-    out = tmp_path / "splits"
-    write_split_csvs(ds, generate_splits(ds, seed=0, spc_values=[2]), out)
-    with open(out / "val.csv", "a", newline="") as f:
-        csv.writer(f).writerows(_rows(out / "test.csv")[:1])
-    with open(out / "train_samples_02_split_0.csv", "a", newline="") as f:
-        csv.writer(f).writerows(_rows(out / "val.csv")[:3])
+    out = _splits_with_leaks(digits_folder, tmp_path / "splits", ("val.csv", "test.csv", 1),
+                             ("train_samples_02_split_0.csv", "val.csv", 3))
     with pytest.warns(SplitOverlapWarning):
         (message,) = load_split_csvs(scan_folder(digits_folder), out).warnings
     assert message.startswith(f"Split CSVs in {out}: 3 image(s) are in both train and val; 1 image(s) are in both "
@@ -116,11 +119,7 @@ def test_two_overlaps_are_one_warning_that_lists_both(digits_folder, tmp_path):
 
 
 def test_overlaps_of_loaded_splits_reach_the_run_as_warnings(digits_folder, tmp_path):
-    ds = scan_folder(digits_folder)
-    out = tmp_path / "splits"
-    write_split_csvs(ds, generate_splits(ds, seed=0, spc_values=[2]), out)
-    with open(out / "val.csv", "a", newline="") as f:
-        csv.writer(f).writerows(_rows(out / "test.csv")[:3])
+    out = _splits_with_leaks(digits_folder, tmp_path / "splits", ("val.csv", "test.csv", 3))
 
     class Messages(Reporter):
         def __init__(self):
