@@ -29,11 +29,20 @@ def _isolated_env(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def _store_template(tmp_path_factory) -> Path:
-    """An empty MLflow sqlite store, created once (migrations take ~1.5 s) and copied per test."""
+    """An empty MLflow sqlite store, created once (migrations take ~1.5 s) and copied per test.
+
+    ``$TLCORE_TEST_STORE_TEMPLATE`` keeps it across pytest sessions: scripts/mutation.sh runs one session per
+    mutant, and creating the store was most of a mutant's time where a test reaches a store.
+    """
     from tlcore.tracking import Tracker
 
+    kept = os.environ.get("TLCORE_TEST_STORE_TEMPLATE")
+    if kept and Path(kept).is_file():
+        return Path(kept)
     folder = tmp_path_factory.mktemp("store-template")
     Tracker(str(folder)).client.search_experiments()
+    if kept:
+        shutil.copy(folder / "mlflow.db", kept)
     return folder / "mlflow.db"
 
 
