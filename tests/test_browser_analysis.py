@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.browser,
 
 LOAD_S = 180_000  # ms: the first page load imports torch, mlflow and counts FLOPs on a 2-core CPU
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-FE_FT = ["FE linearsvc", "FT config 0", "FT config 2"]
+FE_FT = ["FE auto", "FT config 0", "FT config 2"]
 TARGET = f"digits:{QUICK.target_classes}"
 
 

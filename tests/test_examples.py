@@ -68,11 +68,11 @@ def test_the_runs_read_back_as_the_analysis_pages_read_them(quick):
     assert runs["quality"].notna().all()  # every finished run carries its verdict
 
     curves = results.learning_curves(results.load_view(uri, "tradeoffs"))
-    assert set(curves["variant"]) == {"FE linearsvc", "FT config 0", "FT config 2"}
+    assert set(curves["variant"]) == {"FE auto", "FT config 0", "FT config 2"}
     for variant, curve in curves.groupby("variant"):
         assert curve["spc"].tolist() == list(QUICK.fe_spc if variant.startswith("FE") else QUICK.ft_spc)
         assert curve["mean"].between(0, 1).all()
-    fe_at_5 = curves[(curves["variant"] == "FE linearsvc") & (curves["spc"] == 5)]["mean"].item()
+    fe_at_5 = curves[(curves["variant"] == "FE auto") & (curves["spc"] == 5)]["mean"].item()
     assert fe_at_5 > 0.5  # ImageNet features on digits, 5 per class: far above chance (0.1)
 
     quanta_view = results.load_view(uri, "quanta")

@@ -76,7 +76,7 @@ def test_classifier_registry_has_the_seeds_choices_and_unknown_names_list_them()
     assert build_classifier("sgd").tol == 5e-4
     assert build_classifier("knn", n_samples=2).n_neighbors == 2
     with pytest.raises(SpecError, match=r"Unknown classifier 'linearsvm'\. Did you mean 'linearsvc'\? Available: "
-                                        r"linearsvc, svc, sgd, knn, logreg"):
+                                        r"auto, linearsvc, svc, sgd, knn, logreg"):
         build_classifier("linearsvm")
     with pytest.raises(SpecError, match="'classifier' parameter of FeatureExtractionParams must be a registered"):
         ExperimentSpec("fe", "digits", params=FeatureExtractionParams(classifier="forest")).validate()
@@ -178,7 +178,8 @@ def test_a_curve_is_a_parent_run_with_children_that_log_the_schema_and_their_sta
         assert d.tags["mlflow.parentRunId"] == parent.info.run_id and d.tags["sweep_id"] == parent.data.tags["sweep_id"]
         assert SCHEMA_PARAMS <= set(d.params), SCHEMA_PARAMS - set(d.params)
         assert SCHEMA_METRICS <= set(d.metrics), SCHEMA_METRICS - set(d.metrics)
-        assert d.params["method"] == "fe" and d.params["classifier"] == "linearsvc"
+        assert d.params["method"] == "fe" and d.params["classifier"] == "auto"
+        assert d.params["classifier_fitted"] == "linearsvc"  # a few-shot set: the seed's LinearSVC
         assert d.params["layers"] == "efficientnet_lite0_100" and d.params["energy_method"].startswith("estimate")
         n_images = int(d.params["n_train_images"]) + d.metrics["n_eval_images"]
         assert int(d.params["n_train_images"]) == 3 * int(d.params["samples_per_class"])
@@ -405,7 +406,7 @@ def test_a_description_with_unknown_taps_lists_the_valid_ones(no_runs_after, tmp
 
 
 def test_an_unregistered_classifier(no_runs_after):
-    with pytest.raises(SpecError, match="Available: linearsvc, svc, sgd, knn, logreg, xgboost"):
+    with pytest.raises(SpecError, match="Available: auto, linearsvc, svc, sgd, knn, logreg, xgboost"):
         experiments.run(_spec(params=FeatureExtractionParams(classifier="forest")), Recorder(), no_runs_after)
 
 

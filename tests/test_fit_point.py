@@ -85,7 +85,7 @@ def test_the_classifier_gets_codes_from_the_training_statistics(spy):
     # feature 1 is constant in training: 0 everywhere, whatever the eval value
     assert spy["x_train"].tolist() == [[-1, 0], [-1, 0], [1, 0], [1, 0]]
     assert spy["x_eval"].tolist() == [[-1, 0], [1, 0], [1, 0]]
-    assert spy["y_train"].tolist() == [0, 0, 1, 1] and spy["name"] == "linearsvc"
+    assert spy["y_train"].tolist() == [0, 0, 1, 1] and spy["name"] == "auto"
     assert spy["kw"] == {"random_state": 3, "device": "cpu"}  # the run's device: a torch classifier fits there
     assert converged and run_params["classifier_converged"] is True
     assert Meter.made[-1] == (torch.device("cpu"), ENERGY)  # the point's own cost, on its device and settings

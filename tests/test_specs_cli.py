@@ -51,7 +51,7 @@ def test_defaults_are_the_seeds():
     assert (ft.optimizer, ft.learning_rate, ft.momentum, ft.weight_decay, ft.epochs, ft.patience) == (
         "sgd", 0.01, 0.9, 1e-4, 40, 3)
     fe = FeatureExtractionParams()
-    assert (fe.classifier, fe.threshold_high, fe.threshold_low) == ("linearsvc", 0.15, -0.25)
+    assert (fe.classifier, fe.threshold_high, fe.threshold_low) == ("auto", 0.15, -0.25)
     assert ExperimentSpec("fe", "digits").batch_size == 64
 
 

@@ -40,7 +40,7 @@ class _Validated:
 class FeatureExtractionParams(_Validated):
     """Full-network embedding + linear classifier (the seed's FE)."""
 
-    classifier: str = "linearsvc"  # the seed's; "linear" fits the same objective in torch (issue 18), faster at scale
+    classifier: str = "auto"  # the seed's LinearSVC on few-shot sets, its objective in torch ("linear") on large ones
     model_description: str | None = None  # JSON path or shipped name; None = all of the backbone's taps
     taps: tuple[str, ...] | None = None  # overrides the description
     standardize: str = "train"  # "train" statistics for every set; "per_set" reproduces the seed

@@ -106,7 +106,9 @@ def _lbfgs_squared_hinge(x: torch.Tensor, t: torch.Tensor, lam: float, tol: floa
 
     def gradient(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         r = torch.clamp(1.0 - t * z, min=0.0) * t * (-2.0 / n)
-        return torch.cat([x.T @ r, r.sum(0, keepdim=True)]) + reg * v
+        # (r.T @ x).T, not x.T @ r: the same product, 8x faster on a CPU (x stays row-major; measured 21 vs 175 ms
+        # at 10,000 x 3,088 and 10 classes)
+        return torch.cat([(r.T @ x).T, r.sum(0, keepdim=True)]) + reg * v
 
     g = gradient(z, v)
     limit = tol * g.abs().amax(0)

@@ -54,11 +54,12 @@ def add_seed_commands(sub, common: argparse.ArgumentParser) -> None:
     g.add_argument("--model-description", help="JSON listing the taps (a path or a shipped name such as "
                                                "efficientnet_lite0_50)")
     g.add_argument("--taps", help="comma-separated layer names (overrides the description)")
-    g.add_argument("--classifier", default="linearsvc",
-                   help="linearsvc (default, the seed's: scikit-learn's LinearSVC), linear (LinearSVC's objective "
-                        "fitted full-batch in torch, on the GPU when there is one: for thousands of images per "
-                        "class), svc, sgd (tol 5e-4), knn, logreg, xgboost; the seed's names LinearSVC, SVC, "
-                        "SGDClassifier, KNN, XGBoost work too")
+    g.add_argument("--classifier", default="auto",
+                   help="auto (default: linearsvc up to 1,000 training images x crops, linear above; the run logs "
+                        "which, as classifier_fitted), linearsvc (the seed's: scikit-learn's LinearSVC), linear "
+                        "(LinearSVC's objective fitted full-batch in torch, on the GPU when there is one: for "
+                        "thousands of images per class), svc, sgd (tol 5e-4), knn, logreg, xgboost; the seed's "
+                        "names LinearSVC, SVC, SGDClassifier, KNN, XGBoost work too")
     g.add_argument("--standardize", choices=["train", "per_set"], default="train",
                    help="statistics for standardisation: training set (FNE) or each set its own (the seed)")
     g.add_argument("--no-discretize", action="store_true", help="keep standardised values (no {-1,0,1})")

@@ -4,8 +4,8 @@
 2. Standardised per feature with the *training* statistics (``standardize="per_set"`` repeats the
    seed, which standardised each set with its own statistics, and says so), then discretised
    to {-1, 0, 1} at 0.15 / -0.25.
-3. A registered classifier (scikit-learn's LinearSVC by default; ``linear`` fits its objective in
-   torch, for large points); with crops every crop is a training sample and an image's prediction
+3. A registered classifier (``auto`` by default: scikit-learn's LinearSVC up to 1,000 training rows,
+   ``linear``, its objective in torch, above); with crops every crop is a training sample and an image's prediction
    is the majority vote of its crops.
 
 A few-shot curve costs one extraction: every image any point needs is extracted once (or read
@@ -177,6 +177,7 @@ def fit_point(point: SplitPoint, bank: FeatureBank, ds: ImageDataset, params: Fe
         "cost_basis": f"standalone: {n_images} images x extraction cost per image ({cost.basis}) + this run's "
                       "measured post-processing and classifier fit",
         "classifier_converged": fit.converged,
+        "classifier_fitted": fit.fitted,
     }
     return metrics, run_params, fit.converged
 
