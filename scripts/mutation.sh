@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Mutation testing of the core logic with mutmut (pinned in requirements.txt). Not run in CI: docs/testing.md
-# records the time on a quiet 2-core machine, the scores and each target's time.
+# Mutation testing of the core logic with mutmut (pinned in requirements.txt). Not run in CI: about 23 minutes
+# for every target on a quiet 2-core machine; docs/testing.md records the scores and each target's time.
 #
 # Usage: scripts/mutation.sh [NAME ...]        (default: every target below)
 #        MUTATION_LANES=1 MUTATION_JOBS=2 scripts/mutation.sh flops   (targets at once; test workers per target)
