@@ -50,9 +50,10 @@ AUTO_LINEARSVC_MAX_ROWS = 1000
 def auto(random_state: int, n_samples: int) -> ClassifierMixin:
     """The default: the seed's LinearSVC on training sets up to :data:`AUTO_LINEARSVC_MAX_ROWS` rows, the
     same objective fitted by ``linear`` above. The run logs which one it fitted (``classifier_fitted``)."""
-    if n_samples <= AUTO_LINEARSVC_MAX_ROWS:
-        return linearsvc(random_state, n_samples)
-    return linear(random_state, n_samples)
+    choice = linearsvc if n_samples <= AUTO_LINEARSVC_MAX_ROWS else linear
+    clf = choice(random_state, n_samples)
+    clf.tlcore_choice = choice.__name__  # read by fit_predict (not a trailing-underscore name: sklearn's "fitted")
+    return clf
 
 
 @register_classifier
@@ -148,13 +149,6 @@ class FitResult:
     fitted: str = ""  # the registered name of the estimator fitted (what ``auto`` chose)
 
 
-def fitted_name(clf: ClassifierMixin) -> str:
-    """The registry's name for an estimator: ``linearsvc`` or ``linear`` (what ``auto`` fitted), else its class."""
-    known = {"LinearSVC": "linearsvc", "DeviceLinearSVM": "linear", "SVC": "svc", "SGDClassifier": "sgd",
-             "KNeighborsClassifier": "knn", "LogisticRegression": "logreg", "XGBoostClassifier": "xgboost"}
-    return known.get(type(clf).__name__, type(clf).__name__)
-
-
 def fit_predict(name: str, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray,
                 random_state: int = 0, device: str | None = None) -> FitResult:
     """Fit on training rows, predict evaluation images.
@@ -170,6 +164,7 @@ def fit_predict(name: str, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.
     xt = x_train.reshape(-1, x_train.shape[-1])
     yt = np.repeat(np.asarray(y_train), n_crops)
     clf = build_classifier(name, random_state, len(xt))
+    fitted = getattr(clf, "tlcore_choice", classifiers.canonical(name))
     if device is not None and "device" in clf.get_params():
         clf.set_params(device=str(device))
     with warnings.catch_warnings(record=True) as caught:
@@ -178,7 +173,7 @@ def fit_predict(name: str, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     converged = converged and bool(getattr(clf, "converged_", True))
     if not crops:
-        return FitResult(np.asarray(clf.predict(x_eval)), converged, fitted_name(clf))
+        return FitResult(np.asarray(clf.predict(x_eval)), converged, fitted)
     xe = x_eval.reshape(-1, x_eval.shape[-1])
     seen = np.asarray(clf.classes_)
     per_crop = np.searchsorted(seen, clf.predict(xe)).reshape(len(x_eval), -1)  # positions in classes_
@@ -187,4 +182,4 @@ def fit_predict(name: str, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.
         scores = scores.reshape(len(x_eval), per_crop.shape[1], -1)
     else:
         scores = np.zeros((len(x_eval), per_crop.shape[1], len(seen)))
-    return FitResult(seen[vote(per_crop, scores)], converged, fitted_name(clf))
+    return FitResult(seen[vote(per_crop, scores)], converged, fitted)
