@@ -25,16 +25,20 @@ def _rows(path):
     return list(csv.reader(open(path)))
 
 
-def _splits_with_leaks(digits_folder, folder, *leaks):
-    """Generated (disjoint) split CSVs of ``digits_folder`` in ``folder``, then each leak ``(into, from_set, n)``
-    appends the first n rows of ``from_set`` to ``into``."""
-    ds = scan_folder(digits_folder)
-    write_split_csvs(ds, generate_splits(ds, seed=0, spc_values=[2]), folder)
+def _leak(folder, *leaks):
+    """Each leak ``(into, from_set, n)`` appends the first n rows of ``from_set`` to ``into``, in order."""
     for into, from_set, n in leaks:
         rows = _rows(folder / from_set)[:n]
         with open(folder / into, "a", newline="") as f:
             csv.writer(f).writerows(rows)
     return folder
+
+
+def _splits_with_leaks(digits_folder, folder, *leaks):
+    """Generated (disjoint) split CSVs of ``digits_folder`` in ``folder``, then the ``leaks`` (:func:`_leak`)."""
+    ds = scan_folder(digits_folder)
+    write_split_csvs(ds, generate_splits(ds, seed=0, spc_values=[2]), folder)
+    return _leak(folder, *leaks)
 
 
 def test_csvs_in_the_dataset_root_are_found_and_splits_folder_comes_first(digits_folder_copy, tmp_path):
@@ -98,7 +102,7 @@ def test_every_overlap_between_sets_is_a_warning_that_counts_the_images(digits_f
                                                                         pair):
     out = _splits_with_leaks(digits_folder, tmp_path / "splits")
     assert load_split_csvs(scan_folder(digits_folder), out).warnings == []  # generated splits are disjoint
-    _splits_with_leaks(digits_folder, out, (into, from_set, 2))
+    _leak(out, (into, from_set, 2))
     with pytest.warns(SplitOverlapWarning) as caught:
         loaded = load_split_csvs(scan_folder(digits_folder), out)
     (message,) = loaded.warnings
