@@ -33,9 +33,14 @@ from tlcore.specs import ExperimentSpec, FeatureExtractionParams, FineTuningPara
 from tlcore.tracking import Tracker
 
 
+def _common(store: str) -> dict:
+    """What every job of this bench shares: the store, the CPU, no energy tracking, one draw."""
+    return dict(mlflow_path=store, device="cpu", num_workers=0, measure_energy=False, splits=1, seed=0)
+
+
 def jobs(store: str) -> list[tuple[str, ExperimentSpec]]:
     """Small jobs that differ in method, dataset, resolution, backbone and samples per class."""
-    common = dict(mlflow_path=store, device="cpu", num_workers=0, measure_energy=False, splits=1, seed=0)
+    common = _common(store)
     fe = FeatureExtractionParams(cache=False)
 
     def ft(epochs: int) -> FineTuningParams:
@@ -73,8 +78,7 @@ def warm_up(store: str) -> ExperimentSpec:
     """A small job run first and left out of the history and of the table: the process's first job also
     creates the store and imports what the methods import lazily, which no later job pays again."""
     return ExperimentSpec("fe", "digits:0-1", backbone="efficientnet_lite0", resolution=32, samples_per_class=(2,),
-                          mlflow_path=store, device="cpu", num_workers=0, measure_energy=False, splits=1, seed=0,
-                          params=FeatureExtractionParams(cache=False))
+                          params=FeatureExtractionParams(cache=False), **_common(store))
 
 
 def old_projection(tracker: Tracker, records, leave_out: str, method: str, backbone: str, flops: float) -> float | None:
