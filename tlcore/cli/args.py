@@ -55,7 +55,8 @@ def run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     g.add_argument("-b", "--batch-size", type=int, default=None)
-    g.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: half the cores)")
+    g.add_argument("--num-workers", type=int, default=None,
+                   help="DataLoader workers (default: none on the CPU, half the cores on a GPU)")
     g.add_argument("--mlflow-path", help=MLFLOW_PATH_HELP)
     g.add_argument("--seed-metric-names", action="store_true",
                    help="also log the seeds' metric and param names (tl-tradeoff's 'Test accuracy' in %%, ...; "

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from tlcore.errors import DatasetError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -64,6 +68,38 @@ def read_image(path: str | Path) -> Image.Image:
         raise BadImageError(p, "not a recognised image format") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImageError(p, str(exc) or type(exc).__name__) from None
+
+
+def image_to_uint8(img: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a uint8 (3,H,W) tensor."""
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    return pil_to_tensor(img)
+
+
+def read_image_uint8(path: str | Path) -> torch.Tensor:
+    """The pixels of :func:`read_image` as a uint8 (3,H,W) tensor, the same bytes.
+
+    Why: at 32 px, opening a file through PIL costs half the network's forward. PNGs are decoded
+    by TorchCodec's libpng decoder instead, 2.5x faster. What it would convert by other rules than
+    :func:`to_rgb` (alpha, 16-bit samples) and any file it refuses go through :func:`read_image`,
+    which also words the errors.
+    """
+    name = str(path)
+    if name[-4:].lower() == ".png":
+        import torch
+        from torchcodec.decoders import decode_png
+
+        try:
+            with open(name, "rb") as f:
+                data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)  # writable: no copy, no warning
+            # UNCHANGED: grey stays 1 channel, palettes become RGB(A); "auto" keeps 16-bit samples as uint16
+            pixels = decode_png(data, mode="UNCHANGED", output_dtype="auto")
+        except (RuntimeError, OSError, ValueError):
+            pixels = None  # missing, corrupt, truncated or not a PNG: read_image says which
+        if pixels is not None and pixels.dtype == torch.uint8 and pixels.shape[0] in (1, 3):
+            return pixels.expand(3, -1, -1).contiguous() if pixels.shape[0] == 1 else pixels
+    return image_to_uint8(read_image(path))
 
 
 def array_to_image(a: np.ndarray) -> Image.Image:

@@ -13,12 +13,15 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image
 
-from tlcore.data.images import array_to_image, read_image
+from tlcore.data.images import array_to_image, image_to_uint8, read_image, read_image_uint8
+
+if TYPE_CHECKING:
+    import torch
 
 PARTITIONS = ("train", "val", "test")
 #: Folder (and CSV column) names of the partitions: the seed's own DTD and Flowers102 CSVs say "validation".
@@ -33,6 +36,9 @@ class ImageSource(Protocol):
 
     def load(self, i: int) -> Image.Image:
         """The i-th image as RGB."""
+
+    def load_uint8(self, i: int) -> torch.Tensor:
+        """The same pixels as ``load`` as a uint8 (3,H,W) tensor (what batches are made of)."""
 
     def key(self, i: int) -> str:
         """A stable identity: a path for files, ``name/index`` otherwise."""
@@ -54,6 +60,9 @@ class ArraySource:
 
     def load(self, i: int) -> Image.Image:
         return array_to_image(self.images[i])
+
+    def load_uint8(self, i: int) -> torch.Tensor:
+        return image_to_uint8(self.load(i))
 
     def key(self, i: int) -> str:
         return f"{self.prefix}/{i}"
@@ -77,6 +86,9 @@ class FileSource:
 
     def load(self, i: int) -> Image.Image:
         return read_image(self.paths[i])
+
+    def load_uint8(self, i: int) -> torch.Tensor:
+        return read_image_uint8(self.paths[i])
 
     def key(self, i: int) -> str:
         p = self.paths[i]
@@ -111,6 +123,9 @@ class TorchvisionSource:
         img = self.dataset[i][0]
         return to_rgb(img) if isinstance(img, Image.Image) else array_to_image(np.asarray(img))
 
+    def load_uint8(self, i: int) -> torch.Tensor:
+        return image_to_uint8(self.load(i))
+
     def key(self, i: int) -> str:
         return f"{self.prefix}/{i}"
 
@@ -136,6 +151,10 @@ class ConcatSource:
         s, k = self._locate(i)
         return s.load(k)
 
+    def load_uint8(self, i: int) -> torch.Tensor:
+        s, k = self._locate(i)
+        return s.load_uint8(k)
+
     def key(self, i: int) -> str:
         s, k = self._locate(i)
         return s.key(k)
@@ -157,6 +176,9 @@ class SubsetSource:
 
     def load(self, i: int) -> Image.Image:
         return self.base.load(int(self.indices[i]))
+
+    def load_uint8(self, i: int) -> torch.Tensor:
+        return self.base.load_uint8(int(self.indices[i]))
 
     def key(self, i: int) -> str:
         return self.base.key(int(self.indices[i]))

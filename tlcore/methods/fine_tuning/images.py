@@ -81,7 +81,7 @@ class ImageCache:
         self.ds, self.prep, self.spec, self.device = ds, prep, spec, device
         self.budget = budget_mb * 2**20
         self.crops = spec.use_crops or bool(spec.precomputed_crops)
-        self.num_workers = spec.num_workers if spec.num_workers is not None else default_num_workers()
+        self.num_workers = spec.num_workers if spec.num_workers is not None else default_num_workers(device)
         self._sets: dict[str, ImageSet] = {}
         self._transient: str | None = None
 
