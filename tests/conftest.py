@@ -27,6 +27,13 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+@pytest.fixture
+def checkpoint_every_epoch(monkeypatch):
+    """Fine-tuning checkpoints after every epoch (by default at most once a minute, so tiny trainings write none):
+    for tests that kill a training after an epoch and resume it from there."""
+    monkeypatch.setenv("TLCORE_CHECKPOINT_EVERY_S", "0")
+
+
 @pytest.fixture(scope="session")
 def _store_template(tmp_path_factory) -> Path:
     """An empty MLflow sqlite store, created once (migrations take ~1.5 s) and copied per test.

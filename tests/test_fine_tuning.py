@@ -271,6 +271,7 @@ def test_the_test_pass_uses_the_best_val_epochs_weights(store_dir, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("checkpoint_every_epoch")
 def test_a_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupted_one(store_dir):
     spec = tiny_spec(store_dir, epochs=3)
     with pytest.raises(Cancelled):
@@ -299,6 +300,34 @@ def test_a_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupte
     assert both["images_processed"] == ref["images_processed"] == 3 * (6 + 30) + 161
     assert both["flops_total"] == pytest.approx(ref["flops_total"])
     assert both["time_total_s"] > killed.data.metrics["time_total_s"]
+
+
+def test_checkpoints_are_written_at_most_once_per_interval_and_a_run_killed_before_one_restarts(store_dir,
+                                                                                                 monkeypatch):
+    saved = []
+    real_save = ft.loop.save_checkpoint
+    monkeypatch.setattr(ft.loop, "save_checkpoint", lambda folder, *a: saved.append(folder) or real_save(folder, *a))
+    experiments.run(tiny_spec(store_dir, epochs=3))  # the default interval (60 s): a tiny training writes none
+    assert saved == []
+    monkeypatch.setenv("TLCORE_CHECKPOINT_EVERY_S", "0")
+    experiments.run(tiny_spec(store_dir, epochs=3))
+    assert len(saved) == 3
+
+    monkeypatch.setenv("TLCORE_CHECKPOINT_EVERY_S", "3600")
+    with pytest.raises(Cancelled):
+        experiments.run(tiny_spec(store_dir, epochs=3), RecordingReporter(cancel_after=2))
+    killed = next(r for r in runs_in(Tracker(str(store_dir))) if r.info.status == "KILLED")
+    reporter = RecordingReporter()
+    experiments.run(tiny_spec(store_dir, epochs=3, resume=killed.info.run_id), reporter)
+    assert any("had not written a checkpoint yet" in text and "TLCORE_CHECKPOINT_EVERY_S" in text
+               for _, text in reporter.messages)
+    run = Tracker(str(store_dir)).get_run(killed.info.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["epochs_run"] == 3
+    assert [s for s, _ in history(Tracker(str(store_dir)), run.info.run_id, "val_loss")] == [1, 1, 2, 2, 3]
+
+    monkeypatch.setenv("TLCORE_CHECKPOINT_EVERY_S", "soon")
+    with pytest.raises(TLError, match="TLCORE_CHECKPOINT_EVERY_S='soon' is not a number of seconds"):
+        experiments.run(tiny_spec(store_dir, epochs=1))
 
 
 @pytest.mark.slow

@@ -91,6 +91,7 @@ class Clock:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("checkpoint_every_epoch")
 def test_a_run_that_failed_resumes_and_its_cost_adds_up_every_session(store_dir, monkeypatch):
     clock = Clock()
     monkeypatch.setattr(meter_module, "time", clock)
@@ -145,6 +146,7 @@ experiments.run(tiny_spec({store!r}, epochs=3), DieAfterEpoch2())
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("checkpoint_every_epoch")
 def test_a_crashed_run_marked_failed_resumes_and_says_its_energy_is_incomplete(store_dir):
     proc = subprocess.run([sys.executable, "-c", DIES_AFTER_EPOCH_2.format(root=str(ROOT), store=str(store_dir))],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -15,7 +15,6 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,7 @@ from tlcore.methods.fine_tuning.checkpoint import (
     Progress,
     atomic_save,
     checkpoint_dir,
+    checkpoint_every_s,
     load_checkpoint,
     save_checkpoint,
     snapshot,
@@ -193,6 +193,7 @@ def train_point(ctx: Context, point: common.SplitPoint, run: RunHandle, reporter
         reporter.message(f"Resuming {point.label} after epoch {progress.epoch} of at most {p.epochs}.")
 
     meter = CostMeter(device, ctx.energy)
+    every_s, last_checkpoint, best_unsaved = checkpoint_every_s(), time.perf_counter(), False
     try:
         with meter:
             with meter.lap("decode"):
@@ -240,12 +241,17 @@ def train_point(ctx: Context, point: common.SplitPoint, run: RunHandle, reporter
                 _log_epoch(run, reporter, point.label, epoch, p.epochs, metrics)
                 progress.history.append({"epoch": epoch, **metrics})
 
-                # -- keep the best val weights, stop early (never inside LP-FT's probe), then checkpoint
-                _keep_best(progress, val, model, folder)
+                # -- keep the best val weights, stop early (never inside LP-FT's probe), then checkpoint when due
+                best_unsaved |= _keep_best(progress, val, model)
                 progress.val_losses.append(val["val_loss"])
                 progress.stopped = progress.stage != HEAD_ONLY and should_stop_early(
                     progress.val_losses, p.patience, p.early_stop_from_epoch)
-                save_checkpoint(folder, point, model, optimizer, scaler, batch_size, progress)
+                if time.perf_counter() - last_checkpoint >= every_s:
+                    if best_unsaved:  # first: a checkpoint never names best weights that are not on disk
+                        atomic_save(progress.best_state, folder / BEST_FILE)
+                        best_unsaved = False
+                    save_checkpoint(folder, point, model, optimizer, scaler, batch_size, progress)
+                    last_checkpoint = time.perf_counter()
                 prior.plus(snapshot(meter.elapsed_s, meter), closed=False).save(folder)
                 if progress.stopped:
                     reporter.message(f"{point.label}: early stop after epoch {epoch} (val loss has not decreased for "
@@ -269,6 +275,8 @@ def train_point(ctx: Context, point: common.SplitPoint, run: RunHandle, reporter
         "precision": str(amp_dtype or torch.float32).removeprefix("torch."), "channels_last": channels_last,
         "trainable_params": model.count_parameters(trainable_only=True), "total_params": model.count_parameters()})
     if p.keep_weights:
+        if best_unsaved:
+            atomic_save(progress.best_state, folder / BEST_FILE)
         run.log_artifact(folder / BEST_FILE, "model")
     shutil.rmtree(folder, ignore_errors=True)
     return final
@@ -332,13 +340,15 @@ def _log_epoch(run: RunHandle, reporter: Reporter, label: str, epoch: int, epoch
                      f"{metrics['val_accuracy']:.1%} | {metrics['epoch_time_s']:.1f} s")
 
 
-def _keep_best(progress: Progress, val: dict[str, float], model: nn.Module, folder: Path) -> None:
-    """Keep the weights of the best val accuracy (strictly better, as the seed), in memory and on disk."""
+def _keep_best(progress: Progress, val: dict[str, float], model: nn.Module) -> bool:
+    """Keep the weights of the best val accuracy (strictly better, as the seed) in memory; whether they changed
+    (they go to disk with the next checkpoint)."""
     if val["val_accuracy"] > progress.best["val_accuracy"]:
         progress.best = {"val_accuracy": val["val_accuracy"], "val_plain_accuracy": val["val_plain_accuracy"],
                          "epoch": progress.epoch}
         progress.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        atomic_save(progress.best_state, folder / BEST_FILE)
+        return True
+    return False
 
 
 def _score_best(ctx: Context, point: common.SplitPoint, model: Backbone, progress: Progress, meter: CostMeter,
