@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tlcore import experiments
 from tlcore.classifiers import fit_predict
 from tlcore.data import load_dataset
-from tlcore.data.loading import ImageBatches, normalize_batch
+from tlcore.data.loading import ImageBatches, default_num_workers, normalize_batch
 from tlcore.devices import hardware_info, resolve_device
 from tlcore.measure import EnergySettings
 from tlcore.methods.common import load_data, plan_points, score_metrics
@@ -121,7 +121,8 @@ def bench_throughput(args: argparse.Namespace) -> float:
         t_pipe.append(pipeline(k))
     ratio = _median(t_bare) / _median(t_pipe)
     print(f"(a) throughput, {args.backbone} at {spec.input_size}px, batch {args.batch_size}, {len(ds)} PNG files, "
-          f"{args.repeats} interleaved repeats, num_workers={args.num_workers}")
+          f"{args.repeats} interleaved repeats, num_workers={args.num_workers} "
+          f"(resolved: {default_num_workers(device) if args.num_workers is None else args.num_workers})")
     print(f"    bare taps forward, ready tensors: {len(ds) / _median(t_bare):8.1f} img/s  (runs: "
           f"{', '.join(f'{x:.2f}' for x in t_bare)} s)")
     print(f"    full model(x), ready tensors:  {len(ds) / _median(t_full):8.1f} img/s  (runs: "
