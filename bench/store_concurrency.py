@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 CHILD = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path

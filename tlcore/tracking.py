@@ -274,6 +274,10 @@ def open_sqlite_store(uri: str, db: Path):
                 client = MlflowClient(tracking_uri=uri)
                 client.search_experiments(max_results=1)  # creates or checks the schema now, under the lock
             except Exception as exc:
+                if "database is locked" in str(exc):  # busy, not broken: moving it aside would be the wrong advice
+                    raise TLError(f"The results store {db} stayed locked by another process's write for longer "
+                                  "than MLflow waits (20 s); let the other job finish its write and run this "
+                                  "again.") from exc
                 raise TLError(half_created_message(db, exc)) from exc
     except Timeout:
         raise TLError(f"Another process has been creating or upgrading the results store {db} for over "
