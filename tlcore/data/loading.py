@@ -231,7 +231,7 @@ def default_num_workers(device: torch.device | None = None) -> int:
     """On a GPU, half the cores (at most 8): workers decode while the GPU runs the network. On the CPU,
     none: the network's forward already keeps every core busy (torch's threads), and a worker steals
     one from it, so its threads wait on each other. Measured at 32 px on 2 cores (docs/benchmarks.md):
-    files to features at 0.60 of a bare forward with one worker, 0.78 without; at 224 px 0.97 either way."""
+    files to features at 0.51 of a bare forward with one worker, 0.85-0.98 without; at 224 px 0.97 / 1.10."""
     if device is None or device.type == "cpu":
         return 0
     return max(0, min(8, (os.cpu_count() or 2) // 2))
