@@ -92,7 +92,7 @@ def read_image_uint8(path: str | Path) -> torch.Tensor:
 
         try:
             with open(name, "rb") as f:
-                data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)  # writable: no copy, no warning
+                data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)  # writable: frombuffer does not warn
             # UNCHANGED: grey stays 1 channel, palettes become RGB(A); "auto" keeps 16-bit samples as uint16
             pixels = decode_png(data, mode="UNCHANGED", output_dtype="auto")
         except (RuntimeError, OSError, ValueError):
