@@ -18,6 +18,13 @@ st.markdown(
 runner = widgets.runner()
 tracker = widgets.tracker()
 
+
+@st.cache_data(ttl=10, show_spinner=False)
+def executor_line(name: str) -> str:
+    """Where jobs run and what is free there (a cluster's free CPUs move as jobs run: asked every 10 s)."""
+    return runner.executor.describe()
+
+
 # -- what happened while the server was down --------------------------------------------------
 for job in runner.interrupted():
     with st.container(border=True):
@@ -45,6 +52,12 @@ if runner.orphaned_run_ids and not runner.interrupted():
     n = len(runner.orphaned_run_ids)
     st.info(f"{n} MLflow run{'s' if n > 1 else ''} left RUNNING by a server that is gone "
             f"{'were' if n > 1 else 'was'} marked FAILED at start-up (metrics logged before are kept).")
+
+# -- where jobs run ---------------------------------------------------------------------------
+if runner.executor_error:
+    st.error(f"{runner.executor_error} Jobs run in this process until the server is restarted with that fixed.")
+else:
+    st.caption(executor_line(runner.executor.name))
 
 # -- quick links ------------------------------------------------------------------------------
 links = [name for name in widgets.PAGES if name != "home" and widgets.page_exists(name)]

@@ -7,15 +7,16 @@ Whatever works from one front end works from the other: both build the same :cla
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from tlcore.methods.base import RunResult, get, names
 from tlcore.reporting import Reporter
 from tlcore.specs import ExperimentSpec
 from tlcore.tracking import Tracker
 
-__all__ = ["RunResult", "available_methods", "record_job_time", "resolve_defaults", "run", "run_point",
-           "sweep_points"]
+__all__ = ["RunResult", "SplitSweep", "available_methods", "finish_split_sweep", "record_job_time",
+           "resolve_defaults", "run", "run_point", "split_sweep", "sweep_points"]
 
 
 def available_methods() -> list[str]:
@@ -107,3 +108,85 @@ def run_point(spec: ExperimentSpec, point: tuple[int, int], reporter: Reporter |
         tags[PARENT_TAG] = parent_run_id
     spc, draw = point
     return run(replace(spec, points=((int(spc), int(draw)),), tags=tags), reporter, tracker)
+
+
+#: Params that differ between a sweep's points: the rest of a point run's params describe the whole sweep.
+_POINT_PARAMS = ("samples_per_class", "split", "n_train_images", "eval_set", "train_hash", "batch_size",
+                 "batch_size_requested")
+
+
+@dataclass
+class SplitSweep:
+    """A sweep an executor runs point by point elsewhere: the resolved spec, its open parent run
+    (a :class:`~tlcore.methods.common.Sweep`), the points and when it started."""
+
+    spec: ExperimentSpec
+    sweep: Any
+    points: list[tuple[int, int]]
+    started: float
+
+    @property
+    def parent_run_id(self) -> str:
+        return self.sweep.parent.run_id
+
+    @property
+    def sweep_id(self) -> str:
+        return self.sweep.sweep_id
+
+
+def split_sweep(spec: ExperimentSpec, tracker: Tracker, reporter: Reporter | None = None) -> SplitSweep | None:
+    """Open the parent run of a job whose points can run as separate tasks (``Method.point_tasks``), or
+    None when the job runs whole (another method, or a single point). The executor then runs
+    :func:`run_point` for each point, anywhere, and ends the parent with :func:`finish_split_sweep`."""
+    import time
+
+    from tlcore.methods.common import Sweep, common_params, load_data, plan_points
+
+    spec = resolve_defaults(spec.validate())
+    method = get(spec.method)
+    if not method.point_tasks or getattr(spec.params, "resume", None):
+        return None
+    started = time.perf_counter()
+    reporter = reporter or Reporter()
+    ds, splits = load_data(spec, reporter)
+    points = plan_points(spec, ds, splits)
+    if len(points) < 2:
+        return None
+    sweep = Sweep(spec, tracker, reporter, len(points), common_params(spec, ds, splits)).__enter__()
+    return SplitSweep(spec, sweep, [(p.spc, p.split) for p in points], started)
+
+
+def finish_split_sweep(split: SplitSweep, tracker: Tracker, run_ids: list[str],
+                       error: BaseException | None = None) -> RunResult:
+    """End a split sweep's parent as its points ended (FINISHED, or KILLED/FAILED with ``error``): it takes
+    the params its points share and the sums of their costs, as a parent run in one process does."""
+    import time
+
+    import numpy as np
+
+    parent = split.sweep.parent
+    runs = [tracker.get_run(r) for r in run_ids]
+    wall = time.perf_counter() - split.started
+    try:
+        if runs:
+            have = tracker.get_run(parent.run_id).data.params
+            shared = {k: v for k, v in runs[0].data.params.items() if k not in have and k not in _POINT_PARAMS}
+            parent.log_params(shared)
+        metrics = {"time_total_s": wall, "device_hours": wall / 3600.0,
+                   "children_time_total_s": sum(r.data.metrics.get("time_total_s", 0.0) for r in runs)}
+        for key in ("flops_total", "images_processed", "energy_kwh", "co2_kg"):
+            values = [r.data.metrics.get(key) for r in runs]
+            if values and all(v is not None for v in values):
+                metrics[key] = float(sum(values))
+        parent.log_metrics(metrics)
+    finally:
+        split.sweep.__exit__(type(error) if error else None, error, None)
+    key = "test_accuracy"  # a split sweep has several points, so it is no model selection (one point, on val)
+    accs = [r.data.metrics[key] for r in runs if key in r.data.metrics]
+    headline = {f"{key}_mean": float(np.mean(accs))} if accs else {}
+    headline.update({k: float(v) for k, v in metrics.items() if k in ("time_total_s", "flops_total")})
+    result = RunResult(split.spec.method, list(run_ids), parent.run_id, headline,
+                       f"{len(runs)} runs under parent run {parent.run_id} (sweep_id {split.sweep_id})")
+    if error is None:
+        record_job_time(tracker, result, wall)
+    return result

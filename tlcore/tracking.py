@@ -441,6 +441,7 @@ class RunHandle:
     _last_heartbeat: float = 0.0
     ended: str | None = None
     seed_names: str | None = None  # a method: also log the seed's metric and param names (--seed-metric-names)
+    reopened: bool = False  # an earlier attempt's run, continued (a cluster task retried after its worker died)
 
     @property
     def client(self):

@@ -90,9 +90,16 @@ def tracker():
 
 @st.cache_resource(show_spinner="Starting the job runner...")
 def _runner(uri: str):
+    from tlcore.errors import TLError
+    from tlcore.executors import LocalExecutor, executor_from_env
     from tlcore.jobs import JobRunner
 
-    runner = JobRunner(_tracker(_store_setting()))
+    try:
+        executor, executor_error = executor_from_env(), None
+    except TLError as exc:  # a bad TLCORE_EXECUTOR: say so on the home page, and run jobs here meanwhile
+        executor, executor_error = LocalExecutor(), str(exc)
+    runner = JobRunner(_tracker(_store_setting()), executor=executor)
+    runner.executor_error = executor_error
     runner.recover()  # runs left RUNNING by a dead server -> FAILED; what happened to its jobs
     # Ctrl-C / SIGTERM: cancel the running job at its next checkpoint (a batch can take seconds on a
     # loaded CPU); its runs end KILLED either way.

@@ -66,6 +66,31 @@ def run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--carbon-intensity", type=float, default=None, help="force gCO2e/kWh instead of the country's")
     g.add_argument("--no-energy", action="store_true", help="do not measure energy (CodeCarbon off)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    executor_args(p)
+
+
+def executor_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Where the job runs: this process (default) or Ray tasks (docs/cluster.md)."""
+    g = p.add_argument_group("where it runs") if isinstance(p, argparse.ArgumentParser) else p
+    g.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local (default): in this process; ray: as Ray tasks (a fine-tuning sweep: one task per "
+                        "point), on --ray-address or a Ray started on this machine")
+    g.add_argument("--ray-address", default=None, help="a Ray cluster to join, e.g. ray://HEAD:10001 or HEAD:6379 "
+                                                       "(default: start a local Ray; `ray job submit` sets it)")
+    g.add_argument("--cpus-per-run", type=float, default=None, help="CPUs each Ray task takes (default 1)")
+    g.add_argument("--gpus-per-run", type=float, default=None,
+                   help="GPUs each Ray task takes (default 0; 0.25 packs four runs on one GPU, with no memory limit)")
+    g.add_argument("--max-retries", type=int, default=None,
+                   help="times a Ray task whose worker died is run again, continuing its runs (default 3)")
+
+
+def executor_of(args: argparse.Namespace):
+    """The executor the flags ask for (``--executor`` and its options)."""
+    from tlcore.executors import make_executor
+
+    return make_executor(getattr(args, "executor", "local") or "local", address=args.ray_address,
+                         cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                         max_retries=args.max_retries)
 
 
 def dry_run_arg(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from tlcore.cli.args import MLFLOW_PATH_HELP, data_args, dry_run_arg, run_args, spec_kwargs
+from tlcore.cli.args import MLFLOW_PATH_HELP, data_args, dry_run_arg, executor_args, run_args, spec_kwargs
 from tlcore.cli.plan import print_plan, run_with_progress
 
 
@@ -23,6 +23,7 @@ def quanta_run_args(g, metric_names_help: str) -> None:
     g.add_argument("--download", action="store_true")
     g.add_argument("--no-energy", action="store_true")
     g.add_argument("--quiet", action="store_true")
+    executor_args(g)
 
 
 def quanta_spec_kwargs(args: argparse.Namespace, seed: int, **extra) -> dict:

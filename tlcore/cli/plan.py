@@ -38,12 +38,29 @@ def print_plan(spec, out=None) -> None:
 
 
 def run_with_progress(spec, args: argparse.Namespace):
-    """Run ``spec`` with the terminal's progress bar (off with --quiet); returns the RunResult."""
+    """Run ``spec`` with the terminal's progress bar (off with --quiet) where ``--executor`` says; returns the
+    RunResult. Ctrl-C cancels: in this process the run ends KILLED at once; on Ray the tasks are told to stop."""
     from tlcore import experiments
+    from tlcore.cli.args import executor_of
     from tlcore.reporting import TerminalReporter
 
+    executor = executor_of(args)
     reporter = TerminalReporter(enabled=not args.quiet)
     try:
-        return experiments.run(spec, reporter)
+        if executor.name == "local":
+            return experiments.run(spec, reporter)
+        return _run_on(executor, spec, reporter)
     finally:
         reporter.close()
+
+
+def _run_on(executor, spec, reporter):
+    """Run the job through ``executor`` on this thread (Ctrl-C reaches its wait: a cancel)."""
+    from tlcore.executors import Work
+    from tlcore.tracking import Tracker
+
+    spec = spec.validate()
+    outcome = executor.run(Work("cli", spec, reporter, Tracker(spec.mlflow_path), spec.device))
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.result

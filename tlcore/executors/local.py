@@ -14,9 +14,15 @@ from tlcore.executors.base import Done, Work, run_work
 class LocalExecutor:
     """Runs :func:`tlcore.experiments.run` on a daemon thread per work (see :class:`Executor`)."""
 
+    name = "local"
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
+
+    def describe(self) -> str:
+        """One line for the home page."""
+        return "Jobs run in this process, one at a time per device (TLCORE_EXECUTOR=ray runs them on a Ray cluster)."
 
     def start(self, work: Work, done: Done) -> None:
         t = threading.Thread(target=self._run, args=(work, done), name=f"tlcore-jobs-{work.device}", daemon=True)

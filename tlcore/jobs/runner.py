@@ -78,6 +78,7 @@ class JobRunner:
         self._closed = False
         self._results_version = 0
         self.orphaned_run_ids: list[str] = []
+        self.executor_error: str | None = None  # why the configured executor could not be used (the home page says)
 
     # -- start-up ------------------------------------------------------------------------------
     def recover(self) -> list[Job]:

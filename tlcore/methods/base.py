@@ -113,6 +113,8 @@ class Method:
     ``cpu_grid`` where a CPU would take too long), runs one point per (value, draw) and offers model
     selection; ``samples``: it takes samples per class and draws too, but as one job that scores them
     all (no curve, no model selection), with ``grid_help`` saying what an empty grid means;
+    ``point_tasks``: a sweep's points share nothing, so a cluster executor runs each as a task of its own
+    (fine-tuning); a method whose points share work (feature extraction extracts once) runs as one task;
     ``picks_backbone``: the page's backbone picker sets the spec's backbone (a method that takes a list of
     backbones in its params says False); ``pretrained_weights``: the page offers the
     backbone's weights (``fixed_weights`` forces some); ``data_title`` heads the dataset picker;
@@ -139,6 +141,7 @@ class Method:
     fields: Callable[[str], list[FormField]] | None = None
     sweep: bool = False
     samples: bool = False
+    point_tasks: bool = False
     grid: str = "1,2,5,10"
     cpu_grid: str = ""
     grid_help: str = ""

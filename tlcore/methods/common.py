@@ -155,13 +155,24 @@ def point_params(point: SplitPoint) -> dict[str, Any]:
 
 #: Tag of a spec whose sweep points run one by one (experiments.run_point): their children's parent run.
 PARENT_TAG = "sweep_parent_run_id"
+#: Tag naming a run's point within its sweep: with ``sweep_id`` it identifies the run, so a retried task finds it.
+POINT_TAG = "sweep_point"
+
+
+def point_key(point: SplitPoint) -> str:
+    """A point's identity within its sweep (samples per class, draw, scored set)."""
+    return f"{point.spc}/{point.split}/{point.eval_set}"
 
 
 class Sweep:
     """The MLflow runs of one experiment: a parent (when there is more than one point) and children.
 
-    Children carry ``sweep_id`` and ``mlflow.parentRunId``; a child that raises ends FAILED or
-    KILLED and the error propagates, so the parent ends the same way.
+    Children carry ``sweep_id``, ``sweep_point`` and ``mlflow.parentRunId``; a child that raises ends
+    FAILED or KILLED and the error propagates, so the parent ends the same way.
+
+    A sweep whose id was given in the spec's tags (an executor split or shipped it) is *idempotent*: a
+    task retried after its worker died finds the parent and the point runs the first attempt opened, by
+    (sweep id, point), and continues them (``RunHandle.reopened``) instead of opening second ones.
     """
 
     def __init__(self, spec: ExperimentSpec, tracker: Tracker, reporter: Reporter, n_points: int,
@@ -171,6 +182,8 @@ class Sweep:
         self.n_points = n_points
         self.params = params
         self.sweep_id = sweep_id or spec.tags.get("sweep_id") or uuid.uuid4().hex[:12]
+        self.idempotent = "sweep_id" in spec.tags
+        self._earlier: dict[str, Any] | None = None
         self.parent: RunHandle | None = None
         self.given_parent_id = spec.tags.get(PARENT_TAG)  # a parent opened by whoever split the sweep
         self.child_ids: list[str] = []
@@ -184,8 +197,31 @@ class Sweep:
             t["job"] = self.spec.job
         return t
 
+    def earlier_run(self, key: str):
+        """The run an earlier attempt of this sweep opened for ``key`` (a point key, or "parent"), if any."""
+        if not self.idempotent:
+            return None
+        if self._earlier is None:
+            from tlcore.tracking import experiment_of
+
+            eid = self.tracker.experiment_id(experiment_of(self.spec.method))
+            runs = self.tracker.client.search_runs([eid], f"tags.sweep_id = '{self.sweep_id}'", max_results=10000)
+            self._earlier = {("parent" if r.data.tags.get("sweep_parent") == "true" else r.data.tags.get(POINT_TAG)): r
+                             for r in runs}
+        return self._earlier.get(key)
+
+    def _reopen(self, earlier, what: str) -> RunHandle:
+        run = self.tracker.resume_run(earlier.info.run_id)
+        run.reopened = True
+        self.reporter.message(f"Continuing {what} run {run.run_id}, which an earlier attempt of this task opened "
+                              f"({earlier.info.status}).")
+        return run
+
     def __enter__(self) -> Sweep:
-        if self.n_points > 1 and not self.given_parent_id:
+        if self.n_points > 1 and not self.given_parent_id and (earlier := self.earlier_run("parent")) is not None:
+            self.parent = self._reopen(earlier, "sweep parent")
+            self.reporter.run_started(self.parent.run_id, EXPERIMENTS[self.spec.method], "sweep parent")
+        elif self.n_points > 1 and not self.given_parent_id:
             self.parent = self.tracker.start_run(
                 self.spec.method, {**self.params, "samples_per_class": "sweep", "split": "sweep",
                                    "n_points": self.n_points},
@@ -203,10 +239,14 @@ class Sweep:
     def child(self, point: SplitPoint, params: dict[str, Any]) -> Iterator[tuple[RunHandle, Reporter]]:
         """One run for ``point``; yields it and a reporter scaled to its share of the sweep."""
         self.reporter.check_cancelled()
-        run = self.tracker.start_run(
-            self.spec.method, {**self.params, **point_params(point), **params}, tags=self.tags,
-            parent_run_id=self.parent.run_id if self.parent else self.given_parent_id,
-            run_name=f"{self.variant} · {point.name}")
+        if (earlier := self.earlier_run(point_key(point))) is not None:
+            run = self._reopen(earlier, point.label)
+        else:
+            run = self.tracker.start_run(
+                self.spec.method, {**self.params, **point_params(point), **params},
+                tags={**self.tags, POINT_TAG: point_key(point)},
+                parent_run_id=self.parent.run_id if self.parent else self.given_parent_id,
+                run_name=f"{self.variant} · {point.name}")
         self.child_ids.append(run.run_id)
         self.reporter.run_started(run.run_id, EXPERIMENTS[self.spec.method], point.label)
         lo, hi = self.progress

@@ -96,7 +96,7 @@ def fine_tune(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> Run
             bs = batch_size_for(ctx, point, reporter)
             with sweep.child(point, {"batch_size": bs, "batch_size_requested": spec.batch_size}) as (run, sub):
                 run.log_dict(stored, SPEC_FILE)
-                outcomes.append(Outcome(point, run.run_id, train_point(ctx, point, run, sub, bs)))
+                outcomes.append(Outcome(point, run.run_id, train_point(ctx, point, run, sub, bs, resume=run.reopened)))
         if sweep.parent is not None:
             sweep.parent.log_metrics(sweep_cost(outcomes, time.perf_counter() - started))
     return _result(spec, outcomes, sweep.parent.run_id if sweep.parent else None, tracker)
