@@ -187,3 +187,30 @@ def test_local_runs_never_import_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.strip() == "False"
+
+
+def test_ctrl_c_in_the_cli_stops_the_clusters_tasks_and_their_runs_end_killed(ray_cluster, store_dir):
+    """The CLI joins the session's cluster by address (the path of a remote cluster: tlcore is shipped to it)."""
+    address = ray_cluster.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "tlcore", "ft", "-d", "digits:0-2", "--samples-per-class", "2", "--splits", "2",
+           "--epochs", "40", "--patience", "100", "--resolution", "32", "--no-energy", "--quiet", "--num-workers", "0",
+           "--executor", "ray", "--ray-address", address, "--mlflow-path", str(store_dir)]
+    proc = subprocess.Popen(cmd, cwd=os.path.dirname(os.path.dirname(__file__)), stderr=subprocess.PIPE, text=True)
+    tracker = Tracker(str(store_dir))
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            ft = [tracker.experiment_id("Fine-tuning")]
+            running = tracker.client.search_runs(ft, "attributes.status = 'RUNNING'")
+            runs = [r for r in running if "sweep_point" in r.data.tags]
+            if len(runs) == 2 and all(tracker.client.get_metric_history(r.info.run_id, "val_loss") for r in runs):
+                break  # both points train on the cluster
+            time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "cancelled" in err
+    runs = tracker.client.search_runs([tracker.experiment_id("Fine-tuning")], "")
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"KILLED"}, [(r.info.status, r.data.tags) for r in runs]

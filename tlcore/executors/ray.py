@@ -74,6 +74,8 @@ def connect(options: RayOptions) -> None:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     try:
         if options.address:
+            if not os.environ.get("RAY_JOB_ID"):  # `ray job submit --working-dir` brings tlcore itself
+                kwargs["runtime_env"] = {"py_modules": [str(Path(__file__).resolve().parents[1])]}
             ray.init(address=options.address, **kwargs)
         else:
             ray.init(object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
@@ -94,16 +96,13 @@ def cluster_resources(options: RayOptions) -> dict[str, float]:
 
 
 def _task_runtime_env(options: RayOptions) -> dict[str, Any]:
-    """What each task's worker needs: the driver's settings, and this ``tlcore`` (on the path of a Ray started
-    here; shipped to a remote cluster unless ``ray job submit --working-dir`` brought it)."""
+    """What each task's worker needs: the driver's settings now, and this ``tlcore`` on its path (a Ray started
+    here; :func:`connect` ships it to a cluster at an address, at the job level as Ray requires)."""
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
-    root = str(Path(__file__).resolve().parents[2])
-    runtime_env: dict[str, Any] = {"env_vars": env_vars}
     if not options.address:
+        root = str(Path(__file__).resolve().parents[2])
         env_vars["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    elif not os.environ.get("RAY_JOB_ID"):
-        runtime_env["py_modules"] = [str(Path(root) / "tlcore")]
-    return runtime_env
+    return {"env_vars": env_vars}
 
 
 class _Channel:
