@@ -26,7 +26,7 @@ def ray_cluster():
     """One local Ray for the session (start and stop cost ~5 s each), sized like a small CI machine."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  object_store_memory=128 * 1024**2)
     yield ray
     ray.shutdown()
@@ -214,3 +214,27 @@ def test_ctrl_c_in_the_cli_stops_the_clusters_tasks_and_their_runs_end_killed(ra
     assert "cancelled" in err
     runs = tracker.client.search_runs([tracker.experiment_id("Fine-tuning")], "")
     assert len(runs) == 3 and {r.info.status for r in runs} == {"KILLED"}, [(r.info.status, r.data.tags) for r in runs]
+
+
+def _home(store_dir, monkeypatch, executor: str):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("TLCORE_MLFLOW_PATH", str(store_dir))
+    monkeypatch.setenv("TLCORE_EXECUTOR", executor)
+    at = AppTest.from_file("../app.py", default_timeout=180).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_home_page_says_jobs_run_on_ray_and_what_the_cluster_has_free(
+        ray_cluster, store_dir, monkeypatch, fresh_streamlit_caches):
+    at = _home(store_dir, monkeypatch, "ray")
+    line = next(c.value for c in at.caption if "Ray tasks" in c.value)
+    assert "a Ray started on this machine" in line and "of 2 CPUs free" in line and "no GPU" in line
+
+
+def test_a_bad_executor_setting_is_one_sentence_on_the_home_page_and_jobs_run_here(
+        store_dir, monkeypatch, fresh_streamlit_caches):
+    at = _home(store_dir, monkeypatch, "dask")
+    errors = " ".join(e.value for e in at.error)
+    assert "Unknown executor 'dask'" in errors and "Jobs run in this process" in errors

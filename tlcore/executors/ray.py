@@ -65,22 +65,30 @@ class RayOptions:
         return self
 
 
+def cluster_address(options: RayOptions) -> str | None:
+    """The cluster to join: ``--ray-address``, else the one ``ray job submit`` runs this command on
+    (``$RAY_ADDRESS``); None: start a Ray of our own on this machine."""
+    return options.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def connect(options: RayOptions) -> None:
-    """Join the cluster at ``options.address``, or start a Ray on this machine; once per process."""
+    """Join the cluster at :func:`cluster_address`, or start a Ray on this machine; once per process."""
     import ray
 
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    address = cluster_address(options)
     try:
-        if options.address:
-            if not os.environ.get("RAY_JOB_ID"):  # `ray job submit --working-dir` brings tlcore itself
+        if address:
+            if not os.environ.get("RAY_JOB_SUBMISSION_ID"):  # `ray job submit --working-dir` brings tlcore itself
                 kwargs["runtime_env"] = {"py_modules": [str(Path(__file__).resolve().parents[1])]}
-            ray.init(address=options.address, **kwargs)
+            ray.init(address=address, **kwargs)
         else:
-            ray.init(object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
+            # "local": a new Ray of our own, even where `ray start` left a cluster this machine would join
+            ray.init(address="local", object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
     except Exception as exc:
-        where = f"the Ray cluster at {options.address}" if options.address else "a local Ray"
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise TLError(f"Could not start or reach {where} ({type(exc).__name__}: {str(exc).splitlines()[0]}); check "
                       "--ray-address (TLCORE_RAY_ADDRESS in the app) and that `ray status` works there.") from exc
 
@@ -99,7 +107,7 @@ def _task_runtime_env(options: RayOptions) -> dict[str, Any]:
     """What each task's worker needs: the driver's settings now, and this ``tlcore`` on its path (a Ray started
     here; :func:`connect` ships it to a cluster at an address, at the job level as Ray requires)."""
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
-    if not options.address:
+    if not cluster_address(options):
         root = str(Path(__file__).resolve().parents[2])
         env_vars["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     return {"env_vars": env_vars}
