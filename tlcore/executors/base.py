@@ -1,9 +1,10 @@
 """The seam between "what to run" and "where it runs": what an executor must do for the job runner.
 
 The runner (:mod:`tlcore.jobs.runner`) keeps the queue, the journal, cancel and recovery; it hands
-each job's work to an executor and hears back once, when the work has ended. Today's executor runs
-the work on a thread of this process (:mod:`tlcore.executors.local`); a cluster executor runs the
-same :func:`tlcore.experiments.run` elsewhere. Like a Hydra launcher, the seam is small: start,
+each job's work to an executor and hears back once, when the work has ended. The local executor runs
+the work on a thread of this process (:mod:`tlcore.executors.local`); the Ray executor runs the
+same :func:`tlcore.experiments.run` (or a sweep's points) as tasks on a cluster
+(:mod:`tlcore.executors.ray`). Like a Hydra launcher, the seam is small: start,
 cancel, shut down, and one ``done`` call per work with how it ended.
 """
 
@@ -52,7 +53,12 @@ Done = Callable[[Work, Outcome], None]
 
 
 class Executor(Protocol):
-    """What the job runner needs from whatever runs its jobs."""
+    """What the job runner needs from whatever runs its jobs (``name``: its key in ``EXECUTORS``)."""
+
+    name: str
+
+    def describe(self) -> str:
+        """One line for the home page: where jobs run (and, for a cluster, what is free there)."""
 
     def start(self, work: Work, done: Done) -> None:
         """Begin ``work`` and return at once; call ``done(work, outcome)`` exactly once when it has
