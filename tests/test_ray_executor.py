@@ -116,6 +116,26 @@ def test_a_feature_extraction_curve_is_one_task_that_extracts_once(ray_cluster, 
     assert len({r.data.tags[TAG_PID] for r in children}) == 1  # one task fitted every point of one extraction
 
 
+def test_quanta_runs_are_tasks_of_their_own_under_one_parent(ray_cluster, store_dir, tmp_path):
+    from tlcore.specs import QuantaParams
+
+    tracker = Tracker(str(store_dir))
+    spec = ExperimentSpec("quanta", "digits:0-3", backbone="quanta_cnn", resolution=32, mlflow_path=str(store_dir),
+                          num_workers=0, measure_energy=False, batch_size=8,
+                          params=QuantaParams(source_weights="random", layer_to_transfer=-1, nb_of_target_epochs=1,
+                                              nb_of_target_samples=4, nb_of_runs=2, outdir=str(tmp_path / "q")))
+    outcome = make_executor("ray").run(Work("j", spec, Recorder(), tracker, "cpu"))
+    assert outcome.error is None, outcome.traceback
+    parent = tracker.get_run(outcome.result.parent_run_id)
+    runs = sweep_runs(tracker, parent.data.tags["sweep_id"], "quanta")
+    children = [r for r in runs if r.info.run_id != parent.info.run_id]
+    assert sorted(r.data.params["run_index"] for r in children) == ["0", "1"]
+    assert len({r.data.tags[TAG_PID] for r in children}) == 2  # each run in its own task
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(any(k.startswith("quanta_source/") for k in r.data.metrics) for r in children)
+    assert parent.data.params["n_quanta_layers"] == children[0].data.params["n_quanta_layers"]
+
+
 def test_a_worker_killed_mid_training_is_retried_and_its_run_continues_from_its_checkpoint(
         ray_cluster, store_dir, checkpoint_every_epoch):
     tracker = Tracker(str(store_dir))

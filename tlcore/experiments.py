@@ -135,25 +135,25 @@ class SplitSweep:
 
 
 def split_sweep(spec: ExperimentSpec, tracker: Tracker, reporter: Reporter | None = None) -> SplitSweep | None:
-    """Open the parent run of a job whose points can run as separate tasks (``Method.point_tasks``), or
-    None when the job runs whole (another method, or a single point). The executor then runs
-    :func:`run_point` for each point, anywhere, and ends the parent with :func:`finish_split_sweep`."""
+    """Open the parent run of a job whose points can run as separate tasks (``Method.task_points``: fine-tuning's
+    points, QUANTA's runs), or None when the job runs whole (another method, or a single point). The executor then
+    runs :func:`run_point` for each point, anywhere, and ends the parent with :func:`finish_split_sweep`, which
+    also gives it the params the points share."""
     import time
 
-    from tlcore.methods.common import Sweep, common_params, load_data, plan_points
+    from tlcore.methods.common import Sweep
 
     spec = resolve_defaults(spec.validate())
-    method = get(spec.method)
-    if not method.point_tasks or getattr(spec.params, "resume", None):
-        return None
+    if getattr(spec.params, "resume", None):
+        return None  # a resume continues the runs it names, in one task
     started = time.perf_counter()
-    reporter = reporter or Reporter()
-    ds, splits = load_data(spec, reporter)
-    points = plan_points(spec, ds, splits)
+    points = get(spec.method).independent_points(spec)
     if len(points) < 2:
         return None
-    sweep = Sweep(spec, tracker, reporter, len(points), common_params(spec, ds, splits)).__enter__()
-    return SplitSweep(spec, sweep, [(p.spc, p.split) for p in points], started)
+    params = {"method": spec.method, "dataset": spec.dataset, "backbone": spec.backbone, "weights": spec.weights,
+              "seed": spec.seed, "job": spec.job or ""}
+    sweep = Sweep(spec, tracker, reporter or Reporter(), len(points), params).__enter__()
+    return SplitSweep(spec, sweep, points, started)
 
 
 def finish_split_sweep(split: SplitSweep, tracker: Tracker, run_ids: list[str],

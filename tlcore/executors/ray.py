@@ -1,10 +1,11 @@
 """Jobs as Ray tasks: on a cluster (``--ray-address``), or on a Ray started for this process.
 
-A fine-tuning sweep (a method whose ``point_tasks`` is set) runs each point as a task of its own:
-the driver opens the parent run (:func:`tlcore.experiments.split_sweep`), each task calls the same
-:func:`tlcore.experiments.run_point` a local run would, and the driver ends the parent
-(:func:`tlcore.experiments.finish_split_sweep`). Any other job (a feature-extraction curve, which
-extracts once for all its points; QUANTA; ranking) is one task calling :func:`tlcore.experiments.run`.
+A fine-tuning sweep or a QUANTA job of several runs (methods whose ``task_points`` lists independent
+points) runs each point as a task of its own: the driver opens the parent run
+(:func:`tlcore.experiments.split_sweep`), each task calls the same :func:`tlcore.experiments.run_point` a
+local run would, and the driver ends the parent (:func:`tlcore.experiments.finish_split_sweep`). Any other
+job (a feature-extraction curve, which extracts once for all its points; source training; ranking) is one
+task calling :func:`tlcore.experiments.run`.
 
 Retries: a task whose worker died is run again up to ``max_retries`` times (Ray's own retry; Python
 exceptions are never retried). Sweeps are idempotent (:class:`tlcore.methods.common.Sweep`): the retry
@@ -283,7 +284,8 @@ class RayExecutor:
         connect(self.options)
         split = experiments.split_sweep(work.spec, work.tracker, work.reporter)
         method = get(work.spec.method)
-        retries = self.options.max_retries if method.sweep else 0  # only idempotent methods may run twice
+        # only methods whose runs a retry finds again (their Sweep is idempotent) may run twice
+        retries = self.options.max_retries if method.sweep or method.task_points else 0
         runtime_env = _task_runtime_env(self.options)
         task = ray.remote(run_task).options(
             num_cpus=self.options.cpus_per_run, num_gpus=self.options.gpus_per_run, max_retries=retries,
@@ -297,7 +299,7 @@ class RayExecutor:
         else:
             refs = {task.remote(split.spec, point, split.parent_run_id, split.sweep_id, uri, channel, i, threads): i
                     for i, point in enumerate(split.points)}
-            labels = [f"spc={spc} split={k}" for spc, k in split.points]
+            labels = [f"spc={spc} split={k}" if method.sweep else f"run {k}" for spc, k in split.points]
         job = _Job(work, channel, labels, retries)
         with self._lock:
             self._jobs[work.job_id] = job

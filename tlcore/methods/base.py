@@ -113,8 +113,9 @@ class Method:
     ``cpu_grid`` where a CPU would take too long), runs one point per (value, draw) and offers model
     selection; ``samples``: it takes samples per class and draws too, but as one job that scores them
     all (no curve, no model selection), with ``grid_help`` saying what an empty grid means;
-    ``point_tasks``: a sweep's points share nothing, so a cluster executor runs each as a task of its own
-    (fine-tuning); a method whose points share work (feature extraction extracts once) runs as one task;
+    ``task_points(spec)`` lists a job's points that share nothing, as (samples per class, draw) pairs (each
+    trains on its own: fine-tuning's points, QUANTA's runs): a cluster executor runs each as a task, through
+    ``run_point``; None: the job runs as one task (feature extraction extracts once for all its points);
     ``picks_backbone``: the page's backbone picker sets the spec's backbone (a method that takes a list of
     backbones in its params says False); ``pretrained_weights``: the page offers the
     backbone's weights (``fixed_weights`` forces some); ``data_title`` heads the dataset picker;
@@ -141,7 +142,7 @@ class Method:
     fields: Callable[[str], list[FormField]] | None = None
     sweep: bool = False
     samples: bool = False
-    point_tasks: bool = False
+    task_points: Callable[[Spec], list[tuple[int, int]]] | str | None = None
     grid: str = "1,2,5,10"
     cpu_grid: str = ""
     grid_help: str = ""
@@ -194,6 +195,10 @@ class Method:
     def points(self, spec: Spec) -> list[Any]:
         """The points a job of ``spec`` will run (one for a method that does not sweep)."""
         return list(_resolve(self.plan)(spec)) if self.plan is not None else [spec]
+
+    def independent_points(self, spec: Spec) -> list[tuple[int, int]]:
+        """The points ``task_points`` lists for ``spec`` (none: the job runs whole)."""
+        return list(_resolve(self.task_points)(spec)) if self.task_points is not None else []
 
     @property
     def takes_samples(self) -> bool:

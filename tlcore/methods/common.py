@@ -265,6 +265,11 @@ def score_metrics(prefix: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[s
     }
 
 
+def point_pairs(spec: ExperimentSpec) -> list[tuple[int, int]]:
+    """(samples per class, draw) of every point of ``spec``'s sweep: what a cluster runs as separate tasks."""
+    return [(p.spc, p.split) for p in plan_sweep(spec)]
+
+
 def plan_sweep(spec: ExperimentSpec) -> list[SplitPoint]:
     """The points a sweep of ``spec`` will run (loads the dataset and its split set, as the run will)."""
     ds, splits = load_data(spec)

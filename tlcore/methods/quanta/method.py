@@ -129,6 +129,15 @@ def _child_run(plan: QuantaPlan, run: RunHandle, sub: Reporter, r: int, train_id
             "target_test": result["target_test"], "source_test": result["source_test"]}
 
 
+def run_pairs(spec: ExperimentSpec) -> list[tuple[int, int]]:
+    """QUANTA's runs as points a cluster runs apart, (samples per class, run index): each run trains its own
+    target network. A job of ``spec.points`` runs the runs whose index is a point's draw."""
+    p: QuantaParams = spec.params
+    if p.show_only_build:
+        return []
+    return [(p.nb_of_target_samples or 1, r) for r in range(p.nb_of_runs)]
+
+
 def quanta(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> RunResult:
     params: QuantaParams = spec.params
     with tempfile.TemporaryDirectory(prefix="tlcore-quanta-") as tmp:
@@ -145,8 +154,9 @@ def quanta(spec: ExperimentSpec, reporter: Reporter, tracker: Tracker) -> RunRes
         n_spc = params.nb_of_target_samples or int(plan.ds.class_counts(plan.train_indices(0)).min())
         kind = {"random": "random source (control)", "pretrained": "pretrained source"}.get(plan.source.kind,
                                                                                               "trained source")
-        with Sweep(spec, tracker, reporter, params.nb_of_runs, common, variant=f"QUANTA {kind}") as sweep:
-            for r in range(params.nb_of_runs):
+        runs = [r for r in range(params.nb_of_runs) if spec.points is None or r in {k for _, k in spec.points}]
+        with Sweep(spec, tracker, reporter, len(runs), common, variant=f"QUANTA {kind}") as sweep:
+            for r in runs:
                 train_idx = plan.train_indices(r)
                 point = _RunPoint(n_spc, r, train_idx, "test", plan.splits.test, plan.splits.val, plan.splits.test,
                                   layer=plan.label)

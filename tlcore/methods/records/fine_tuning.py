@@ -86,7 +86,7 @@ register(Method(
     name="ft", label="Fine-tuning", params=FineTuningParams, run="tlcore.methods.fine_tuning:fine_tune",
     blurb="A new head on the pretrained network, trained with 0-3 quarters of the network frozen (or LP-FT). Costs a "
           "forward and a backward pass per image and epoch.",
-    sweep=True, point_tasks=True, cpu_grid="2,10", fields=ft_fields, estimate=ft_estimate,
-    plan="tlcore.methods.common:plan_sweep",
+    sweep=True, cpu_grid="2,10", fields=ft_fields, estimate=ft_estimate, plan="tlcore.methods.common:plan_sweep",
+    task_points="tlcore.methods.common:point_pairs",
     cli_help="fine-tuning with freezing configurations 0-3 or lp-ft",
 ))

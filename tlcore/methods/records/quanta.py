@@ -127,7 +127,7 @@ def source_estimate(spec: ExperimentSpec) -> Workload:
 
 register(Method(
     name="quanta", label="QUANTA", noun="QUANTA", title="QUANTA (per-layer transferability)", params=QuantaParams,
-    run="tlcore.methods.quanta:quanta",
+    run="tlcore.methods.quanta:quanta", task_points="tlcore.methods.quanta.method:run_pairs",
     blurb="A frozen source and a fresh target network mixed layer by layer; lambda_S says how much each layer of "
           "the target wants the source's features.",
     default_backbone="quanta_cnn", data_title="Target data", pretrained_weights=False, fields=quanta_fields,
