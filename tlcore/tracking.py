@@ -169,7 +169,9 @@ def mlflow_program() -> str:
 
 def mlflow_ui_command(uri: str) -> str:
     """The command that opens this store in MLflow's UI, runnable as printed (a file store needs MLflow 3's
-    opt-in; a virtual environment need not be active)."""
+    opt-in; a virtual environment need not be active). A tracking server serves its own UI: its address."""
+    if uri.startswith(("http://", "https://")):
+        return uri
     root = artifact_root(uri)
     cmd = f"{mlflow_program()} ui --backend-store-uri {uri}"
     if file_store_path(uri) is not None:
