@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite on a fresh machine: venv, pinned requirements, Chromium for browser tests.
+# Run the whole test suite on a fresh machine: venv, pinned requirements, Chromium for browser tests,
+# PostgreSQL for the tracking-server tests.
 # Usage: scripts/test.sh [--fast] [pytest args...]
 #   --fast   local iteration: skip the browser tests (headless Chromium against a real server); CI runs everything
 set -euo pipefail
@@ -30,6 +31,17 @@ if [ ! -x /usr/bin/chromium ]; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else
     echo "warning: /usr/bin/chromium is missing and cannot be installed; browser tests will fail" >&2
+  fi
+fi
+
+# Tracking-server tests start a real PostgreSQL (tests/servers.py finds /usr/lib/postgresql/<version>/bin).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  elif command -v sudo >/dev/null; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "warning: PostgreSQL (initdb) is missing and cannot be installed; tracking-server tests will fail" >&2
   fi
 fi
 

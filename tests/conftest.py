@@ -126,3 +126,34 @@ def fresh_streamlit_caches():
     yield
     st.cache_data.clear()
     st.cache_resource.clear()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL on 127.0.0.1 for the whole session (tests/servers.py); fails, never skips, without one."""
+    from tests.servers import Postgres
+
+    pg = Postgres.start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, tmp_path_factory):
+    """A real ``mlflow server`` over ``postgres``, artifacts proxied through it, shared by the session (it takes
+    ~20 s to start, most of it MLflow's migrations). Experiments are shared, so a test reads back only the run
+    ids it started."""
+    from tests.servers import MlflowServer
+
+    server = MlflowServer.start(postgres.create_database("mlflow"), tmp_path_factory.mktemp("mlflow-server"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server_store(mlflow_server, tmp_path, monkeypatch) -> str:
+    """The tracking server's URL (pass it as --mlflow-path); what a method keeps outside a server (feature
+    cache, checkpoints) goes to this test's own folder, never the home folder."""
+    monkeypatch.setenv("TLCORE_CACHE_DIR", str(tmp_path / "feature-cache"))
+    monkeypatch.setenv("TLCORE_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    return mlflow_server.url

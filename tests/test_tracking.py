@@ -120,3 +120,4 @@ def test_the_mlflow_ui_command_runs_as_printed_without_an_active_venv(monkeypatc
     assert program == str(Path(sys.executable).parent / "mlflow") and os.access(program, os.X_OK)
     # the program answers (its --help, without starting a server)
     assert subprocess.run([program, "ui", "--help"], capture_output=True, timeout=120).returncode == 0
+    assert mlflow_ui_command("http://ml.lab:5000") == "http://ml.lab:5000"  # a server is its own UI: no `mlflow ui`

@@ -169,7 +169,9 @@ def mlflow_program() -> str:
 
 def mlflow_ui_command(uri: str) -> str:
     """The command that opens this store in MLflow's UI, runnable as printed (a file store needs MLflow 3's
-    opt-in; a virtual environment need not be active)."""
+    opt-in; a virtual environment need not be active). A tracking server serves its own UI: its address."""
+    if uri.startswith(("http://", "https://")):
+        return uri
     root = artifact_root(uri)
     cmd = f"{mlflow_program()} ui --backend-store-uri {uri}"
     if file_store_path(uri) is not None:
@@ -309,6 +311,8 @@ class Tracker:
         if self._client is None:
             # our reporter draws progress; MLflow's own artifact bars would print on stderr even with --quiet
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            # nor print "View run ... at: http://..." on stdout when a run on a server ends (it broke `rank --json`)
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
             from mlflow.tracking import MlflowClient
 
             if (path := sqlite_path(self.uri)) is not None:
@@ -442,6 +446,7 @@ class RunHandle:
     ended: str | None = None
     seed_names: str | None = None  # a method: also log the seed's metric and param names (--seed-metric-names)
     reopened: bool = False  # an earlier attempt's run, continued (a cluster task retried after its worker died)
+    _artifact_uri: str | None = None  # never changes for a run: asked once, not once per checkpoint
 
     @property
     def client(self):
@@ -531,8 +536,11 @@ class RunHandle:
         self.client.log_text(self.run_id, json.dumps(data, indent=2, default=str), name)
 
     def artifact_dir(self) -> Path | None:
-        """Local folder of this run's artifacts (sqlite stores), for checkpoints written in place."""
-        uri = self.client.get_run(self.run_id).info.artifact_uri
+        """Local folder of this run's artifacts (sqlite stores), for checkpoints written in place; None on a
+        tracking server that serves them (``mlflow-artifacts:``)."""
+        if self._artifact_uri is None:
+            self._artifact_uri = self.client.get_run(self.run_id).info.artifact_uri
+        uri = self._artifact_uri
         if uri.startswith("file://"):
             from urllib.parse import unquote, urlparse
 

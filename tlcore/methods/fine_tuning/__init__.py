@@ -38,6 +38,7 @@ from tlcore.methods.fine_tuning.checkpoint import (
     Progress,
     check_resumable,
     checkpoint_dir,
+    ensure_local_checkpoint,
     read_stored_spec,
     stored_spec_dict,
 )
@@ -72,7 +73,8 @@ __all__ = [
     "BEST_FILE", "CHECKPOINT_FILE", "COST_FILE", "HEAD_ONLY", "SGDW", "SPEC_FILE", "Context", "CostSoFar",
     "DeviceOutOfMemory", "Evaluation", "ImageCache", "ImageSet", "Outcome", "Progress", "autocast_dtype",
     "batch_size_for", "batch_slices", "bn_statistics", "build_model", "build_optimizer", "checkpoint_dir",
-    "clip_gradients_", "evaluate", "fine_tune", "flops_per_image", "ft_params", "point_seed", "prepare", "resume",
+    "clip_gradients_", "ensure_local_checkpoint", "evaluate", "fine_tune", "flops_per_image", "ft_params",
+    "point_seed", "prepare", "resume",
     "run_params", "set_trainable", "should_stop_early", "stage_for_epoch", "summary_table", "sweep_cost",
     "train_point",
 ]

@@ -6,7 +6,9 @@ killed or failed run continues in the same MLflow run where it stopped.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -46,12 +48,67 @@ def checkpoint_dir(run: RunHandle) -> Path:
     """Beside the run's artifacts (local stores), else ``$TLCORE_CHECKPOINT_DIR/<run id>``."""
     local = run.artifact_dir()
     if local is not None:
-        folder = local / "checkpoint"
+        folder = local / CHECKPOINT_ARTIFACTS
     else:
         root = os.environ.get("TLCORE_CHECKPOINT_DIR", str(Path.home() / ".cache" / "tlcore" / "checkpoints"))
         folder = Path(root).expanduser() / run.run_id
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+#: Where a run's checkpoint files sit among its artifacts: written in place on a local store, uploaded to a server.
+CHECKPOINT_ARTIFACTS = "checkpoint"
+#: The order files are uploaded in: the best weights before the checkpoint that names them, as on disk.
+_UPLOAD_ORDER = (BEST_FILE, CHECKPOINT_FILE, COST_FILE)
+
+
+def upload_checkpoint(run: RunHandle, folder: Path, names: tuple[str, ...] = _UPLOAD_ORDER) -> None:
+    """On a tracking server (no local artifact folder), copy checkpoint files into the run's ``checkpoint/``
+    artifacts, so that a resume on another machine finds them; a local store already holds them in place."""
+    if run.artifact_dir() is not None:
+        return
+    for name in sorted(names, key=_UPLOAD_ORDER.index):
+        if (folder / name).exists():
+            run.log_artifact(folder / name, CHECKPOINT_ARTIFACTS)
+
+
+def ensure_local_checkpoint(tracker: Tracker, run_id: str) -> Path:
+    """The local checkpoint folder of run ``run_id``, filled from the server's copy first when the run's store is a
+    tracking server: what a resume calls, so that a run killed on one machine continues on any other.
+
+    The server's copy wins over local files (every checkpoint written is uploaded, so it is the newest one); a
+    run that uploaded none keeps whatever this machine has. On a local store the folder is returned as it is.
+    """
+    try:
+        run = tracker.get_run(run_id)
+    except Exception:
+        raise TLError(f"No run with id {run_id!r} in {tracker.uri}; check the id and --mlflow-path.") from None
+    handle = RunHandle(tracker, run_id, run.info.experiment_id)
+    folder = checkpoint_dir(handle)
+    if handle.artifact_dir() is not None:
+        return folder
+    stored = {Path(f.path).name for f in tracker.client.list_artifacts(run_id, CHECKPOINT_ARTIFACTS) if not f.is_dir}
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        for name in (n for n in _UPLOAD_ORDER if n in stored):
+            got = tracker.client.download_artifacts(run_id, f"{CHECKPOINT_ARTIFACTS}/{name}", tmp)
+            os.replace(got, folder / name)
+    return folder
+
+
+def discard_checkpoint(run: RunHandle, folder: Path) -> None:
+    """A finished run needs no checkpoint: remove the local folder and, on a server, the uploaded copy."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if run.artifact_dir() is not None:
+        return
+    try:
+        if not run.client.list_artifacts(run.run_id, CHECKPOINT_ARTIFACTS):
+            return
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        uri = run.client.get_run(run.run_id).info.artifact_uri
+        get_artifact_repository(uri, tracking_uri=run.tracker.uri).delete_artifacts(CHECKPOINT_ARTIFACTS)
+    except Exception as exc:  # a leftover copy costs space, never the run
+        logging.getLogger(__name__).warning("Could not delete the checkpoint artifacts of run %s: %s", run.run_id, exc)
 
 
 #: How many seconds of training a killed run may have to redo. Checkpoints (weights, optimiser state and the best
@@ -126,8 +183,10 @@ def load_checkpoint(folder: Path, point: SplitPoint, run: RunHandle,
         return ck, Progress(ck["stage"], ck["epoch"], ck["stopped"], ck["val_losses"], ck["history"], ck["best"],
                             best_state)
     if not (folder / COST_FILE).exists() and run.client.get_metric_history(run.run_id, "val_loss"):
-        raise TLError(f"Run {run.run_id} logged epochs but its checkpoint folder {folder} is gone; it cannot be "
-                      "resumed. Start a new run instead.")
+        where = f"folder {folder}" if run.artifact_dir() is not None else (
+            f"(neither in {folder} nor among its {CHECKPOINT_ARTIFACTS}/ artifacts on {run.tracker.uri})")
+        raise TLError(f"Run {run.run_id} logged epochs but its checkpoint {where} is gone; it cannot be resumed. "
+                      "Start a new run instead.")
     reporter.message(f"Run {run.run_id} had not written a checkpoint yet (one at most every "
                      f"{checkpoint_every_s():g} s, ${CHECKPOINT_EVERY_ENV}); training {point.label} from the start.")
     return None

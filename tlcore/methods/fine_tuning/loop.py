@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,14 +30,19 @@ from tlcore.measure.energy import EnergySettings
 from tlcore.methods import common
 from tlcore.methods.fine_tuning.checkpoint import (
     BEST_FILE,
+    CHECKPOINT_FILE,
+    COST_FILE,
     CostSoFar,
     Progress,
     atomic_save,
     checkpoint_dir,
     checkpoint_every_s,
+    discard_checkpoint,
+    ensure_local_checkpoint,
     load_checkpoint,
     save_checkpoint,
     snapshot,
+    upload_checkpoint,
 )
 from tlcore.methods.fine_tuning.images import ImageCache, batch_slices
 from tlcore.methods.fine_tuning.model import HEAD_ONLY, build_model, set_trainable, stage_for_epoch
@@ -161,7 +165,7 @@ def train_point(ctx: Context, point: common.SplitPoint, run: RunHandle, reporter
     n_crops = N_CROPS if ctx.cache.crops else 1
     images_per_step = max(1, batch_size // n_crops)  # with crops a step sees ~batch_size crops, as the seed
     images_per_eval = max(1, max(batch_size, spec.batch_size) // n_crops)  # a shrunk training batch is no limit here
-    folder = checkpoint_dir(run)
+    folder = ensure_local_checkpoint(run.tracker, run.run_id) if resume else checkpoint_dir(run)
     seed = point_seed(spec.seed, point)
     bn_mode = ctx.bn_mode
 
@@ -246,13 +250,16 @@ def train_point(ctx: Context, point: common.SplitPoint, run: RunHandle, reporter
                 progress.val_losses.append(val["val_loss"])
                 progress.stopped = progress.stage != HEAD_ONLY and should_stop_early(
                     progress.val_losses, p.patience, p.early_stop_from_epoch)
+                written: tuple[str, ...] = (COST_FILE,)
                 if time.perf_counter() - last_checkpoint >= every_s:
                     if best_unsaved:  # first: a checkpoint never names best weights that are not on disk
                         atomic_save(progress.best_state, folder / BEST_FILE)
-                        best_unsaved = False
+                        best_unsaved, written = False, (BEST_FILE,)
                     save_checkpoint(folder, point, model, optimizer, scaler, batch_size, progress)
                     last_checkpoint = time.perf_counter()
+                    written += (CHECKPOINT_FILE, COST_FILE)
                 prior.plus(snapshot(meter.elapsed_s, meter), closed=False).save(folder)
+                upload_checkpoint(run, folder, written)  # a server's copy, for a resume on another machine
                 if progress.stopped:
                     reporter.message(f"{point.label}: early stop after epoch {epoch} (val loss has not decreased for "
                                      f"{p.patience} epochs).")
@@ -264,6 +271,7 @@ def train_point(ctx: Context, point: common.SplitPoint, run: RunHandle, reporter
             spent = prior.plus(meter.report, closed=True)
             with contextlib.suppress(Exception):
                 spent.save(folder)
+                upload_checkpoint(run, folder, (COST_FILE,))
                 run.log_metrics(spent.metrics())
         if _is_out_of_memory(exc):
             raise _out_of_memory(ctx, batch_size, run) from None
@@ -278,7 +286,7 @@ def train_point(ctx: Context, point: common.SplitPoint, run: RunHandle, reporter
         if best_unsaved:
             atomic_save(progress.best_state, folder / BEST_FILE)
         run.log_artifact(folder / BEST_FILE, "model")
-    shutil.rmtree(folder, ignore_errors=True)
+    discard_checkpoint(run, folder)
     return final
 
 
