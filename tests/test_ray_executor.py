@@ -76,12 +76,31 @@ def sweep_runs(tracker: Tracker, sweep_id: str, method: str = "ft"):
     return tracker.client.search_runs([eid], f"tags.sweep_id = '{sweep_id}'", max_results=100)
 
 
-def test_a_fine_tuning_sweep_runs_one_task_per_point_under_one_parent(ray_cluster, store_dir):
-    tracker = Tracker(str(store_dir))
-    reporter = Recorder()
-    outcome = make_executor("ray").run(Work("j", ft_spec(store_dir), reporter, tracker, "cpu"))
-    assert outcome.error is None, outcome.traceback
-    result = outcome.result
+@pytest.fixture(scope="module")
+def curves_on_server(ray_cluster, mlflow_server, tmp_path_factory):
+    """An FT curve and an FE curve run through the Ray executor into the real tracking server (PostgreSQL behind
+    it), with what each job's reporter heard from the workers."""
+    folder = tmp_path_factory.mktemp("ray-curves")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TLCORE_CACHE_DIR", str(folder / "feature-cache"))
+    mp.setenv("TLCORE_CHECKPOINT_DIR", str(folder / "checkpoints"))
+    try:
+        tracker = Tracker(mlflow_server.url)
+        ft_reporter, fe_reporter = Recorder(), Recorder()
+        ft = make_executor("ray").run(Work("ft", ft_spec(mlflow_server.url), ft_reporter, tracker, "cpu"))
+        fe_spec = ExperimentSpec("fe", "digits:0-2", samples_per_class=(1, 2), splits=2, resolution=32,
+                                 mlflow_path=mlflow_server.url, measure_energy=False, num_workers=0,
+                                 params=FeatureExtractionParams())
+        fe = make_executor("ray").run(Work("fe", fe_spec, fe_reporter, tracker, "cpu"))
+    finally:
+        mp.undo()
+    assert ft.error is None, ft.traceback
+    assert fe.error is None, fe.traceback
+    return tracker, ft.result, ft_reporter, fe.result
+
+
+def test_a_fine_tuning_sweep_runs_one_task_per_point_under_one_parent(curves_on_server):
+    tracker, result, reporter, _ = curves_on_server
     assert len(result.run_ids) == 2 and result.parent_run_id
     parent = tracker.get_run(result.parent_run_id)
     runs = sweep_runs(tracker, parent.data.tags["sweep_id"])
@@ -103,17 +122,30 @@ def test_a_fine_tuning_sweep_runs_one_task_per_point_under_one_parent(ray_cluste
     assert reporter.fractions[-1] == pytest.approx(1.0)
 
 
-def test_a_feature_extraction_curve_is_one_task_that_extracts_once(ray_cluster, store_dir):
-    tracker = Tracker(str(store_dir))
-    spec = ExperimentSpec("fe", "digits:0-2", samples_per_class=(1, 2), splits=2, resolution=32,
-                          mlflow_path=str(store_dir), measure_energy=False, num_workers=0,
-                          params=FeatureExtractionParams())
-    outcome = make_executor("ray").run(Work("j", spec, Recorder(), tracker, "cpu"))
-    assert outcome.error is None, outcome.traceback
-    runs = sweep_runs(tracker, tracker.get_run(outcome.result.parent_run_id).data.tags["sweep_id"], "fe")
+def test_a_feature_extraction_curve_is_one_task_that_extracts_once(curves_on_server):
+    tracker, *_, result = curves_on_server
+    runs = sweep_runs(tracker, tracker.get_run(result.parent_run_id).data.tags["sweep_id"], "fe")
     assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
     children = [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
     assert len({r.data.tags[TAG_PID] for r in children}) == 1  # one task fitted every point of one extraction
+
+
+def test_the_tradeoffs_page_reads_the_clusters_runs_back_from_the_server(curves_on_server, mlflow_server,
+                                                                        monkeypatch, fresh_streamlit_caches):
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    _, ft, _, fe = curves_on_server
+    monkeypatch.setenv("TLCORE_MLFLOW_PATH", mlflow_server.url)
+    at = AppTest.from_file("../pages/2_📈_Trade-offs.py", default_timeout=180).run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.selectbox(key="tradeoffs.spc").set_value(2).run()  # both curves have points at 2 per class
+    assert not at.exception, [e.value for e in at.exception]
+    scatter = json.loads(at.get("plotly_chart")[0].proto.spec)
+    drawn = {run_id for trace in scatter["data"] for run_id in trace.get("customdata") or ()}
+    assert set(ft.run_ids) <= drawn
+    assert drawn & set(fe.run_ids)
 
 
 def test_quanta_runs_are_tasks_of_their_own_under_one_parent(ray_cluster, store_dir, tmp_path):
@@ -137,8 +169,9 @@ def test_quanta_runs_are_tasks_of_their_own_under_one_parent(ray_cluster, store_
 
 
 def test_a_worker_killed_mid_training_is_retried_and_its_run_continues_from_its_checkpoint(
-        ray_cluster, store_dir, checkpoint_every_epoch):
-    tracker = Tracker(str(store_dir))
+        ray_cluster, server_store, checkpoint_every_epoch):
+    """Into the server: the retry finds the run's checkpoint through the server's artifacts."""
+    tracker = Tracker(server_store)
     killed: list[int] = []
 
     def kill_after_first_epoch(reporter, series, metrics, step):
@@ -150,7 +183,7 @@ def test_a_worker_killed_mid_training_is_retried_and_its_run_continues_from_its_
         os.kill(pid, signal.SIGKILL)
 
     reporter = Recorder(kill_after_first_epoch)
-    outcome = make_executor("ray", max_retries=2).run(Work("j", ft_spec(store_dir, epochs=4), reporter, tracker,
+    outcome = make_executor("ray", max_retries=2).run(Work("j", ft_spec(server_store, epochs=4), reporter, tracker,
                                                            "cpu"))
     assert killed, "the test never saw the first epoch of the point it kills"
     assert outcome.error is None, outcome.traceback
