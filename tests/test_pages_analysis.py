@@ -259,3 +259,22 @@ def test_units_are_one_family_and_the_cost_ratio_label_sits_on_its_line(populate
     assert label["y"] == 0.0 and label["yref"] == "y"  # log10(1): on the line at 1, not near 10
     ratio_table = next(f.value for f in at.dataframe if "FT / FE" in f.value.columns)
     assert not any(c in ratio_table.columns for c in ("fe_cost", "ft_cost", "n_fe"))  # readable headers
+
+
+def test_a_run_written_by_another_process_shows_at_the_next_rerun(tmp_path, populated_dir, use_store):
+    """The runs are cached by the store's change marker, not only by the job runner's version: a run the
+    CLI writes (no job of this app ended) is on the page at the next click, without waiting for a TTL."""
+    from tlcore.tracking import Tracker
+
+    folder = tmp_path / "store"
+    shutil.copytree(populated_dir, folder)
+    uri = use_store(folder)
+    at = _run(TRADEOFFS)
+    assert "late_arrival" not in at.sidebar.multiselect(key="tradeoffs.dataset").options
+    with Tracker(str(folder)).start_run("fe", {"dataset": "late_arrival", "backbone": "resnet18",
+                                               "samples_per_class": 5, "split": 0}) as run:
+        run.log_metrics({"test_accuracy": 0.5, "time_total_s": 1.0})
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "late_arrival" in results.options(results.load_view(uri, "tradeoffs"), "dataset")
+    assert "late_arrival" in at.sidebar.multiselect(key="tradeoffs.dataset").options

@@ -456,3 +456,19 @@ def test_runs_logged_without_a_verdict_are_judged_when_read(populated_copy):
     df = results.load_view(uri, "tradeoffs").set_index("run_id")
     assert df.loc[run.run_id, "quality"] == "capped" and df.loc[run.run_id, "weak"]
     assert "still falling" in df.loc[run.run_id, "quality_reason"]
+
+
+def test_the_store_marker_changes_with_every_write_and_only_then(tracker):
+    """Pages cache a local store's runs under this marker: any committed write must change it (a tag
+    rewritten in place, same file size included), and reading must not."""
+    with tracker.start_run("fe", {"dataset": "x"}) as run:
+        run.log_metrics({"test_accuracy": 0.5})
+    first = results.store_marker(tracker.uri)
+    results.load_view(tracker.uri, "tradeoffs")
+    assert results.store_marker(tracker.uri) == first
+    run.set_tags({"note": "a"})
+    second = results.store_marker(tracker.uri)
+    assert second != first
+    run.set_tags({"note": "b"})  # same length: only sqlite's change counter may move
+    assert results.store_marker(tracker.uri) != second
+    assert results.store_marker("http://127.0.0.1:5000") is None

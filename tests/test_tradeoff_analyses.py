@@ -138,3 +138,54 @@ def test_the_cost_ratio_is_ft_over_fe_where_both_ran():
     assert ratio[["reference", "variant"]].values.tolist() == [["FE x", "FT config 0"]] * 2
     assert results.cost_ratio(df.iloc[0:0]).columns.tolist() == list(ratio.columns)
     assert results.cost_ratio(df.assign(status="FAILED")).empty
+
+
+def _many_points(seed: int = 0) -> pd.DataFrame:
+    """Two datasets x FE/FT variants x 4 spc x 4 splits, some runs weak (capped or near chance), a few
+    splits missing: enough groups that a vectorised analysis must match the per-group arithmetic."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for dataset in ("d1", "d2"):
+        for method, variant in (("fe", "FE a"), ("fe", "FE b"), ("ft", "FT config 0"), ("ft", "FT config 2")):
+            for spc in (1, 2, 5, 10):
+                for split in range(4):
+                    if rng.random() < 0.15:
+                        continue
+                    verdict = rng.choice(["converged", "converged", "capped", "near_chance"])
+                    rows.append({"dataset": dataset, "backbone": "b", "method": method, "variant": variant,
+                                 "status": "FINISHED", "is_sweep_parent": False, "spc": float(spc),
+                                 "split_index": float(split), "test_accuracy": float(rng.uniform(0.3, 0.9)),
+                                 "quality": verdict, "weak": verdict != "converged"})
+    return pd.DataFrame(rows)
+
+
+def test_paired_differences_match_the_per_group_t_interval():
+    from tlcore import quality
+
+    df = _many_points()
+    got = results.paired_differences(df).set_index(["dataset", "reference", "variant", "spc"])
+    assert len(got) > 30
+    for (dataset, ref, var, spc), row in got.iterrows():
+        fe = df[(df["dataset"] == dataset) & (df["variant"] == ref) & (df["spc"] == spc)].set_index("split_index")
+        ft = df[(df["dataset"] == dataset) & (df["variant"] == var) & (df["spc"] == spc)].set_index("split_index")
+        both = fe.index.intersection(ft.index)
+        weak = fe.loc[both, "weak"] | ft.loc[both, "weak"]
+        ok = both[~weak.to_numpy()]
+        mean, lo, hi = quality.t_interval((ft.loc[ok, "test_accuracy"] - fe.loc[ok, "test_accuracy"]).tolist())
+        assert (row["n_pairs"], row["n_weak"]) == (len(ok), int(weak.sum()))
+        np.testing.assert_allclose([row["diff"], row["ci_low"], row["ci_high"]], [mean, lo, hi], rtol=1e-9)
+        resolved = len(ok) >= 2 and np.isfinite(lo) and (lo > 0 or hi < 0)
+        assert row["verdict"] == (("ft_higher" if mean > 0 else "fe_higher") if resolved else "not_resolved")
+
+
+def test_curve_intervals_and_weak_reasons_match_the_per_group_values():
+    from tlcore import quality
+
+    df = _many_points(1)
+    curves = results.learning_curves(df).set_index(["dataset", "variant", "spc"])
+    for (dataset, variant, spc), row in curves.iterrows():
+        part = df[(df["dataset"] == dataset) & (df["variant"] == variant) & (df["spc"] == spc)]
+        _, lo, hi = quality.t_interval(part["test_accuracy"].tolist())
+        np.testing.assert_allclose([row["ci_low"], row["ci_high"]], [lo, hi], rtol=1e-9)
+        counts = part.loc[part["weak"], "quality"].value_counts()  # most first, ties in order of appearance
+        assert row["weak_reason"] == ", ".join(f"{n} {quality.LABELS[k]}" for k, n in counts.items())

@@ -108,9 +108,14 @@ def tradeoff_scatter(points: pd.DataFrame, cost: str, accuracy: str = "test_accu
                  else pd.Series(False, index=points.index))
     weak = points["weak"].fillna(False).astype(bool) if "weak" in points else pd.Series(False, index=points.index)
     if weak.any():
-        hover = hover.where(~weak, hover + "<br><b>weak evidence: " + _str(points.get("quality", pd.Series(
-            "", index=points.index))).map(lambda q: LABELS.get(q, q)) + "</b><br>" + _str(points.get(
-                "quality_reason", pd.Series("", index=points.index))).map(_wrap))
+        # only the weak points' reasons, each distinct sentence wrapped once (thousands of runs share a few)
+        idx = weak[weak].index
+        quality_ = _str(points["quality"].loc[idx]) if "quality" in points else pd.Series("", index=idx)
+        reason = _str(points["quality_reason"].loc[idx]) if "quality_reason" in points else pd.Series("", index=idx)
+        wrapped = {r: _wrap(r) for r in reason.unique()}
+        hover = hover.astype(object)
+        hover.loc[idx] = (hover.loc[idx] + "<br><b>weak evidence: " + quality_.map(lambda q: LABELS.get(q, q))
+                          + "</b><br>" + reason.map(wrapped))
     fig = go.Figure()
     groups = sorted(points.groupby(color, sort=False, dropna=False), key=lambda kv: natural_key(str(kv[0])))
     for name, group in groups:

@@ -66,6 +66,7 @@ from tlcore.results.store import (
     mlflow_ui_running,
     restore_runs,
     run_details,
+    store_marker,
     variant_labels,
 )
 
@@ -163,6 +164,7 @@ __all__ = [
     "quanta_values",
     "restore_runs",
     "run_details",
+    "store_marker",
     "tradeoff_points",
     "variant_labels",
 ]

@@ -73,7 +73,7 @@ def options(df: pd.DataFrame, column: str) -> list[str]:
     """The distinct non-missing values of a column, naturally sorted (for filter widgets)."""
     if column not in df:
         return []
-    return sorted({str(v) for v in df[column].dropna()}, key=natural_key)
+    return sorted({str(v) for v in df[column].dropna().unique()}, key=natural_key)
 
 
 # ---------------------------------------------------------------------------------------------
