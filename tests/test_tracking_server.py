@@ -160,3 +160,19 @@ def test_tradeoffs_page_reads_the_runs_from_the_server(fe_on_server, mlflow_serv
     scatter = json.loads(at.get("plotly_chart")[0].proto.spec)  # one samples-per-class value at a time
     drawn = {run_id for trace in scatter["data"] for run_id in trace.get("customdata") or ()}
     assert drawn & set(fe_on_server.run_ids)  # a point carries its run id, read from the server
+
+
+def test_a_servers_change_marker_moves_when_a_run_starts_or_ends_and_not_when_read(server_store):
+    """The pages cache a server's runs under this marker: reruns never re-read an unchanged server (minutes at
+    50,000 runs), and a run another process starts or ends shows at the next rerun."""
+    from tlcore import results
+
+    tracker = Tracker(server_store)
+    before = results.store_marker(server_store)
+    assert before is not None and results.store_marker(server_store) == before
+    run = tracker.start_run("fe", {"dataset": "marker"})
+    started = results.store_marker(server_store)
+    assert started != before
+    run.finish()
+    assert results.store_marker(server_store) != started
+    assert results.store_marker("http://127.0.0.1:9") is None  # nothing answers: the cache keeps its TTL

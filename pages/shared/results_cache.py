@@ -2,7 +2,8 @@
 
 Each loader is keyed by the tracking URI and ``widgets.results_version()``, which changes when a
 job ends, so a finished run shows up at once; the runs of a local store also by its change marker,
-which catches runs written by other processes (the CLI); a server's by a TTL. Returned frames are
+which catches runs written by other processes (the CLI); a server's by its newest and latest-ended runs (a TTL
+when it cannot say). Returned frames are
 copies (``st.cache_data`` pickles), so pages may modify them.
 """
 
@@ -18,7 +19,7 @@ from pages.shared import widgets
 from tlcore import results
 
 TTL_S = 60
-LOCAL_TTL_S = 3600  # local stores are keyed by their change marker: the TTL only frees memory
+MARKED_TTL_S = 3600  # stores keyed by their change marker: the TTL only frees memory
 ROOT = Path(__file__).resolve().parents[2]
 MLFLOW_UI_URL = os.environ.get("TLCORE_MLFLOW_UI_URL", "http://127.0.0.1:5000")
 
@@ -32,22 +33,23 @@ def _view(uri: str, view: str, version: int, archived: bool) -> pd.DataFrame:
     return results.load_view(uri, view, archived)
 
 
-@st.cache_data(ttl=LOCAL_TTL_S, max_entries=8, show_spinner="Reading runs...")
-def _local_view(uri: str, view: str, version: int, archived: bool, marker: tuple) -> pd.DataFrame:
+@st.cache_data(ttl=MARKED_TTL_S, max_entries=8, show_spinner="Reading runs...")
+def _marked_view(uri: str, view: str, version: int, archived: bool, marker: tuple) -> pd.DataFrame:
     return results.load_view(uri, view, archived)
 
 
 def runs(view: str, archived: bool = False) -> pd.DataFrame:
     """The runs a page draws (``view`` names a column set of :data:`tlcore.results.VIEWS`).
 
-    A local store is keyed by its change marker (:func:`tlcore.results.store_marker`): a write by
-    any process shows at the next rerun, and an unchanged store is never read again (a read costs
-    seconds with 50,000 runs; a TTL would re-read it every minute). A server keeps the TTL."""
+    A store is keyed by its change marker (:func:`tlcore.results.store_marker`): a write by any process
+    shows at the next rerun, and an unchanged store is never read again (a read costs seconds with 50,000
+    runs in sqlite, minutes through a server; a TTL would re-read it every minute). A store without a marker
+    keeps the TTL."""
     uri = store_uri()
     marker = results.store_marker(uri)
     if marker is None:
         return _view(uri, view, widgets.results_version(), archived)
-    return _local_view(uri, view, widgets.results_version(), archived, marker)
+    return _marked_view(uri, view, widgets.results_version(), archived, marker)
 
 
 @st.cache_data(ttl=TTL_S, max_entries=64, show_spinner="Reading metric histories...")
@@ -79,7 +81,7 @@ def mlflow_ui_url() -> str | None:
 def clear() -> None:
     """Forget every cached read (after this page changed the store, e.g. archived runs)."""
     _view.clear()
-    _local_view.clear()
+    _marked_view.clear()
     _histories.clear()
     _details.clear()
 
