@@ -23,27 +23,22 @@ if ! .venv/bin/python -c "import tlcore.models, streamlit, mlflow, playwright" 2
   cp requirements.txt .venv/.requirements.installed
 fi
 
-# Browser tests drive Debian's Chromium with Playwright (never `playwright install`).
-if [ ! -x /usr/bin/chromium ]; then
-  if [ "$(id -u)" = "0" ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  elif command -v sudo >/dev/null; then
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "warning: /usr/bin/chromium is missing and cannot be installed; browser tests will fail" >&2
+# apt_install PACKAGE WHAT: a Debian package the tests need, as root or through sudo; a warning when neither works.
+apt_install() {
+  local run=()
+  if [ "$(id -u)" != "0" ]; then
+    if command -v sudo >/dev/null; then run=(sudo); else
+      echo "warning: $1 is missing and cannot be installed; $2 will fail" >&2
+      return 0
+    fi
   fi
-fi
+  "${run[@]}" apt-get update -qq && "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
 
+# Browser tests drive Debian's Chromium with Playwright (never `playwright install`).
+[ -x /usr/bin/chromium ] || apt_install chromium "browser tests"
 # Tracking-server tests start a real PostgreSQL (tests/servers.py finds /usr/lib/postgresql/<version>/bin).
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  if [ "$(id -u)" = "0" ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-  elif command -v sudo >/dev/null; then
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-  else
-    echo "warning: PostgreSQL (initdb) is missing and cannot be installed; tracking-server tests will fail" >&2
-  fi
-fi
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql "tracking-server tests"
 
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest ${FAST[@]+"${FAST[@]}"} "$@"
