@@ -80,7 +80,8 @@ def pack(args, store: str) -> None:
             raise outcome.error
         packed_s.append(time.perf_counter() - t)
     s, p = statistics.median(serial_s), statistics.median(packed_s)
-    print(f"4 FT points {args.resolution} px: one after another {s:.1f} s, packed 4 x {gpus} GPU on Ray {p:.1f} s, "
+    each = f"{gpus:g} GPU" if gpus else f"{max(1, (os.cpu_count() or 4) // 4)} CPU"
+    print(f"4 FT points {args.resolution} px: one after another {s:.1f} s, packed 4 x {each} on Ray {p:.1f} s, "
           f"speed-up {s / p:.2f}x (medians of {args.repeats}); Ray start-up {startup:.1f} s apart")
 
 
