@@ -161,11 +161,14 @@ class Sweep:
     """The MLflow runs of one experiment: a parent (when there is more than one point) and children.
 
     Children carry ``sweep_id`` and ``mlflow.parentRunId``; a child that raises ends FAILED or
-    KILLED and the error propagates, so the parent ends the same way.
+    KILLED and the error propagates, so the parent ends the same way. ``defer_children``: children
+    under a parent write everything they log in one batch at their end (``Tracker.start_run(defer=True)``),
+    for sweeps of many short points.
     """
 
     def __init__(self, spec: ExperimentSpec, tracker: Tracker, reporter: Reporter, n_points: int,
-                 params: dict[str, Any], sweep_id: str | None = None, variant: str | None = None) -> None:
+                 params: dict[str, Any], sweep_id: str | None = None, variant: str | None = None,
+                 defer_children: bool = False) -> None:
         self.spec, self.tracker, self.reporter = spec, tracker, reporter
         self.variant = variant or variant_name(spec)
         self.n_points = n_points
@@ -176,6 +179,7 @@ class Sweep:
         self.child_ids: list[str] = []
         self.done = 0
         self.progress = (0.0, 1.0)  # the share of the reporter's bar the children fill (after shared work)
+        self.defer_children = defer_children
 
     @property
     def tags(self) -> dict[str, str]:
@@ -206,7 +210,7 @@ class Sweep:
         run = self.tracker.start_run(
             self.spec.method, {**self.params, **point_params(point), **params}, tags=self.tags,
             parent_run_id=self.parent.run_id if self.parent else self.given_parent_id,
-            run_name=f"{self.variant} · {point.name}")
+            run_name=f"{self.variant} · {point.name}", defer=self.defer_children and self.parent is not None)
         self.child_ids.append(run.run_id)
         self.reporter.run_started(run.run_id, EXPERIMENTS[self.spec.method], point.label)
         lo, hi = self.progress
