@@ -1,6 +1,7 @@
 """One feature-extraction point on a hand-made feature bank (no network): what the classifier gets, the
 score, and the standalone cost, every figure worked out by hand. The meter is a stand-in with known
-laps and energy, so the arithmetic of the cost columns is exact."""
+laps, so the arithmetic of the cost columns is exact; a point's energy is its images' extraction plus its
+share of the sweep's tracker (``point_energy``), also worked out by hand."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pytest
 import torch
 
 from tlcore.errors import DatasetError
-from tlcore.measure import EnergySettings
 from tlcore.measure.meter import CostReport
 from tlcore.methods import feature_extraction as fe
 from tlcore.methods.common import SplitPoint
@@ -68,15 +68,13 @@ def spy(monkeypatch):
     return seen
 
 
-ENERGY = EnergySettings("FRA", None, False)
-
 
 def _fit(params=None, available=None, train=TRAIN, eval_=EVAL, n_crops=1, cost=COST):
     bank = fe.FeatureBank(np.arange(7), FEATURES, np.ones(7, bool) if available is None else available)
     point = SplitPoint(2, 0, train, "test", eval_, np.array([], int), eval_)
     ds = SimpleNamespace(labels=LABELS, name="toy")
     return fe.fit_point(point, bank, ds, params or FeatureExtractionParams(), 3, torch.device("cpu"),
-                        ENERGY, cost, 1000, n_crops)
+                        cost, 1000, n_crops)
 
 
 def test_the_classifier_gets_codes_from_the_training_statistics(spy):
@@ -88,7 +86,8 @@ def test_the_classifier_gets_codes_from_the_training_statistics(spy):
     assert spy["y_train"].tolist() == [0, 0, 1, 1] and spy["name"] == "auto"
     assert spy["kw"] == {"random_state": 3, "device": "cpu"}  # the run's device: a torch classifier fits there
     assert converged and run_params["classifier_converged"] is True
-    assert Meter.made[-1] == (torch.device("cpu"), ENERGY)  # the point's own cost, on its device and settings
+    # the point's own meter times it on its device and starts no energy tracker: the sweep's one tracker does
+    assert Meter.made[-1] == (torch.device("cpu"), fe.TIMING_ONLY) and not fe.TIMING_ONLY.enabled
 
 
 def test_per_set_statistics_and_raw_z_scores_when_asked(spy):
@@ -122,24 +121,28 @@ def test_score_and_standalone_cost_by_hand(spy):
     assert metrics["device_hours"] == pytest.approx(0.82 / 3600)
     assert (metrics["images_processed"], metrics["flops_total"]) == (7.0, 7000.0)
     assert (metrics["n_train_images_used"], metrics["n_eval_images"]) == (4.0, 3.0)
-    assert metrics["energy_kwh"] == pytest.approx(7e-6 + 2e-6)
-    assert metrics["co2_kg"] == pytest.approx(9e-6 * 60 / 1000) and metrics["carbon_intensity_g_per_kwh"] == 60.0
-    assert run_params["energy_method"] == "estimate: test"
+    assert "energy_kwh" not in metrics  # known once the sweep's tracker stops
+    # 7 images x 1e-6 kWh + a 2e-6 kWh share of the sweep's other energy, at the sweep's 60 g/kWh
+    energy = fe.point_energy(metrics, COST, 2e-6, 60.0)
+    assert energy["energy_kwh"] == pytest.approx(7e-6 + 2e-6)
+    assert energy["co2_kg"] == pytest.approx(9e-6 * 60 / 1000) and energy["carbon_intensity_g_per_kwh"] == 60.0
+    assert run_params["energy_method"] == "estimate: test; fit apportioned from the sweep's tracker by time"
     assert run_params["cost_basis"] == ("standalone: 7 images x extraction cost per image (measured in this sweep "
-                                        "over 7 images) + this run's measured post-processing and classifier fit")
+                                        "over 7 images) + this run's measured post-processing and classifier fit "
+                                        "(its energy: the sweep's energy outside extraction, shared by fit time)")
 
 
-def test_crops_count_every_crop_as_an_input_and_energy_falls_back_on_the_sweeps_intensity(spy, monkeypatch):
-    monkeypatch.setattr(Meter, "intensity", None)
+def test_crops_count_every_crop_as_an_input_and_energy_falls_back_on_the_extractions_intensity(spy):
     metrics, _, _ = _fit(n_crops=10)
     assert metrics["images_processed"] == 70.0 and metrics["flops_total"] == 70000.0
     assert metrics["time_extract_s"] == pytest.approx(0.07)  # the per-image cost already holds the crops
-    assert metrics["co2_kg"] == pytest.approx(9e-6 * 40 / 1000) and metrics["carbon_intensity_g_per_kwh"] == 40.0
-    monkeypatch.setattr(Meter, "energy", None)
-    assert "energy_kwh" not in _fit()[0]
-    no_energy_cost = fe.ExtractionCost(0.01, None, "estimate: test", None, "x")
-    metrics, _, _ = _fit(cost=no_energy_cost)
-    assert "energy_kwh" not in metrics and "co2_kg" not in metrics
+    energy = fe.point_energy(metrics, COST, 2e-6, None)  # the sweep's tracker gave no intensity: the extraction's
+    assert energy["co2_kg"] == pytest.approx(9e-6 * 40 / 1000) and energy["carbon_intensity_g_per_kwh"] == 40.0
+    assert fe.point_energy(metrics, COST, None, 60.0) == {}  # no sweep measurement: missing, not zero
+    no_energy_cost = fe.ExtractionCost(0.01, None, "unavailable: energy measurement turned off", None, "x")
+    assert fe.point_energy(metrics, no_energy_cost, 2e-6, 60.0) == {}
+    _, run_params, _ = _fit(cost=no_energy_cost)
+    assert run_params["energy_method"] == "unavailable: energy measurement turned off"  # nothing apportioned
 
 
 def test_unreadable_images_are_left_out_and_a_point_needs_two_classes_and_an_eval_set(spy):

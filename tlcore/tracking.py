@@ -19,7 +19,7 @@ import socket
 import time
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -352,8 +352,14 @@ class Tracker:
         return eid
 
     def start_run(self, method: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
-                  parent_run_id: str | None = None, run_name: str | None = None) -> RunHandle:
-        """Create a RUNNING run in the method's experiment (design.md names), owned by this process."""
+                  parent_run_id: str | None = None, run_name: str | None = None, defer: bool = False) -> RunHandle:
+        """Create a RUNNING run in the method's experiment (design.md names), owned by this process.
+
+        ``defer``: hold the run's params, metrics and tags until it ends, then write them in one batch with its
+        verdict (judged from what it logged, without reading the run back): for runs of a fraction of a
+        second, such as a sweep's feature-extraction points, where each store round trip (~10-30 ms on
+        sqlite) costs more than the work. A crash before the end leaves such a run with its tags only.
+        """
         experiment = experiment_of(method)
         eid = self.experiment_id(experiment)
         pid = os.getpid()
@@ -369,7 +375,9 @@ class Tracker:
             all_tags["mlflow.parentRunId"] = parent_run_id
         all_tags.update({k: str(v) for k, v in (tags or {}).items()})
         run = self.client.create_run(eid, tags=all_tags, run_name=run_name)
-        handle = RunHandle(self, run.info.run_id, eid)
+        handle = RunHandle(self, run.info.run_id, eid, _last_heartbeat=time.time())  # the tags hold a heartbeat
+        if defer:
+            handle._pending = _Pending(tags=dict(all_tags))
         if all_tags.get("seed_metric_names") == "true":
             handle.seed_names = method
         if params:
@@ -436,6 +444,19 @@ class Tracker:
 
 
 @dataclass
+class _Pending:
+    """What a deferred run logged and has not written yet; with the tags it was created with, the whole run."""
+
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # mlflow Param by key: a key logged twice is written once
+    metrics: list = field(default_factory=list)
+    written_tags: frozenset[str] = frozenset()  # the creation tags, already in the store
+
+    def __post_init__(self) -> None:
+        self.written_tags = frozenset(self.tags)
+
+
+@dataclass
 class RunHandle:
     """One MLflow run, addressed by id. As a context manager it ends the run by how the block ends."""
 
@@ -447,6 +468,7 @@ class RunHandle:
     seed_names: str | None = None  # a method: also log the seed's metric and param names (--seed-metric-names)
     reopened: bool = False  # an earlier attempt's run, continued (a cluster task retried after its worker died)
     _artifact_uri: str | None = None  # never changes for a run: asked once, not once per checkpoint
+    _pending: _Pending | None = None  # a deferred run (Tracker.start_run(defer=True)): writes wait for its end
 
     @property
     def client(self):
@@ -482,12 +504,28 @@ class RunHandle:
         return [Metric(str(k), float(v), now, i) for k, values in series.items() for i, v in enumerate(values)
                 if v is not None and math.isfinite(v)]
 
-    def _send(self, params: Sequence = (), metrics: Sequence = ()) -> None:
-        """One store round trip per 100 params / 500 metrics (MLflow's batch limits), not one per value."""
-        params, metrics = list(params), list(metrics)
-        while params or metrics:
-            self.client.log_batch(self.run_id, params=params[:100], metrics=metrics[:500])
-            params, metrics = params[100:], metrics[500:]
+    def _send(self, params: Sequence = (), metrics: Sequence = (), tags: Sequence = ()) -> None:
+        """One store round trip per 100 params / 500 metrics / 100 tags (MLflow's batch limits), not one per
+        value; a deferred run keeps them for its end."""
+        if self._pending is not None:
+            self._pending.params.update((p.key, p) for p in params)
+            self._pending.metrics.extend(metrics)
+            self._pending.tags.update((t.key, t.value) for t in tags)
+            return
+        params, metrics, tags = list(params), list(metrics), list(tags)
+        while params or metrics or tags:
+            self.client.log_batch(self.run_id, params=params[:100], metrics=metrics[:500], tags=tags[:100])
+            params, metrics, tags = params[100:], metrics[500:], tags[100:]
+
+    def flush(self) -> None:
+        """Write what a deferred run holds, in as few batches as MLflow allows; later writes go straight out."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(k, v) for k, v in pending.tags.items() if k not in pending.written_tags]
+        self._send(list(pending.params.values()), pending.metrics, tags)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._send(params=self._param_items(params))
@@ -515,10 +553,12 @@ class RunHandle:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(str(k), str(v)[:5000]) for k, v in tags.items()])
+        self._send(tags=[RunTag(str(k), str(v)[:5000]) for k, v in tags.items()])
 
     def heartbeat(self, force: bool = False) -> None:
         now = time.time()
+        if self._pending is not None:  # a deferred run is short: its creation tags hold its heartbeat
+            return
         if force or now - self._last_heartbeat > HEARTBEAT_EVERY_S:
             self._last_heartbeat = now
             self.client.set_tag(self.run_id, TAG_HEARTBEAT, f"{now:.0f}")
@@ -553,8 +593,29 @@ class RunHandle:
     def finish(self) -> None:
         if self.ended is None:
             self.record_verdict()
+            self.flush()
             self.client.set_terminated(self.run_id, "FINISHED")
             self.ended = "FINISHED"
+
+    def _logged(self) -> tuple[dict[str, str], dict[str, float], dict[str, str], list[float]]:
+        """(params, latest metrics, tags, val_loss per epoch) as the store holds them, or, for a deferred
+        run, as it will once written: judging it then costs no read."""
+        if self._pending is not None:
+            p = self._pending
+            params = {k: v.value for k, v in p.params.items()}
+            ordered = sorted(p.metrics, key=lambda m: (m.step, m.timestamp))
+            metrics = {m.key: m.value for m in ordered}
+            by_step = {m.step: m.value for m in ordered if m.key == "val_loss"}
+            return params, metrics, dict(p.tags), [by_step[k] for k in sorted(by_step)]
+        run = self.client.get_run(self.run_id)
+        params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+        losses = []
+        if (tags.get("method") or params.get("method", "")) in ("ft", "source", "quanta"):
+            history = sorted(self.client.get_metric_history(self.run_id, "val_loss"),
+                             key=lambda m: (m.step, m.timestamp))
+            by_step = {m.step: m.value for m in history}  # a resumed epoch keeps its latest value
+            losses = [by_step[k] for k in sorted(by_step)]
+        return params, metrics, tags, losses
 
     def record_verdict(self, status: str = "FINISHED") -> None:
         """Tag what the run earned (``quality``, ``quality_reason``: :mod:`tlcore.quality`) from what it
@@ -563,20 +624,13 @@ class RunHandle:
         from tlcore import quality
 
         try:
-            run = self.client.get_run(self.run_id)
-            params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+            params, metrics, tags, losses = self._logged()
             method = tags.get("method") or params.get("method", "")
             if params.get("samples_per_class") == "sweep" or tags.get("sweep_parent") == "true":
                 children = self.client.search_runs([self.experiment_id],
                                                    f"tags.`mlflow.parentRunId` = '{self.run_id}'", max_results=10000)
                 verdict = quality.summarize([c.data.tags.get(quality.QUALITY_TAG) for c in children])
             else:
-                losses = []
-                if method in ("ft", "source", "quanta"):
-                    history = sorted(self.client.get_metric_history(self.run_id, "val_loss"),
-                                     key=lambda m: (m.step, m.timestamp))
-                    by_step = {m.step: m.value for m in history}  # a resumed epoch keeps its latest value
-                    losses = [by_step[k] for k in sorted(by_step)]
                 verdict = quality.judge_run(method, status, params, metrics, losses, tags.get(TAG_ERROR_TYPE))
             if verdict is not None:
                 self.set_tags(verdict.tags())
@@ -586,6 +640,7 @@ class RunHandle:
     def kill(self, reason: str = "Cancelled by the user; metrics logged before that are kept.") -> None:
         if self.ended is None:
             self.set_tags({TAG_ERROR: reason, TAG_ERROR_TYPE: "cancelled"})
+            self.flush()
             self.client.set_terminated(self.run_id, "KILLED")
             self.ended = "KILLED"
 
@@ -601,6 +656,7 @@ class RunHandle:
 
                 tags.update(DIVERGED_VERDICT.tags())
             self.set_tags(tags)
+            self.flush()
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             self.log_text(tb, "error.txt")
         finally:

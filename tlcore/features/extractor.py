@@ -104,6 +104,7 @@ class ExtractionStats:
     extracted: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    energy_kwh: float | None = None  # what extracting the misses used in this sweep (None: not measured)
     cost: ExtractionCost | None = None
     cache_folder: str = ""
 
@@ -197,7 +198,11 @@ class Extractor:
 
     def run(self, needed: np.ndarray, reporter: Reporter, sweep_meter: CostMeter | None = None
             ) -> tuple[FeatureBank, ExtractionStats]:
-        """Features of ``needed``: cache hits read, misses extracted in batches (and cached)."""
+        """Features of ``needed``: cache hits read, misses extracted in batches (and cached).
+
+        With ``sweep_meter`` the extraction's energy is read off the sweep's tracker (one CodeCarbon start
+        per sweep); without it, the extraction starts its own.
+        """
         if self._needed is None or not np.array_equal(self._needed, np.unique(needed)):
             self.prepare(needed)
         needed, keys, fps, hit = self._needed, self._keys, self._fps, self._hit
@@ -216,7 +221,7 @@ class Extractor:
         reporter.update(stage=stage, fraction=0.0)
         if len(misses):
             writer = self.cache.writer() if self.cache is not None else nullcontext()
-            with CostMeter(self.device, self.energy) as meter, writer as w:
+            with self._meter(sweep_meter) as meter, writer as w:
                 done = 0
                 for idx, feats, skipped in iter_features(self.bb, self._batches(misses), self.taps, self.device,
                                                          self.spec.batch_size, self.spec.num_workers):
@@ -242,6 +247,7 @@ class Extractor:
                     reporter.check_cancelled()
             report = meter.report
             stats.seconds = report.time_total_s
+            stats.energy_kwh = report.energy_kwh
             if stats.extracted:
                 stats.cost = self._remember_cost(ExtractionCost(
                     report.time_total_s / stats.extracted,
@@ -252,8 +258,11 @@ class Extractor:
             raise DatasetError(f"No image of {self.ds.name} could be read ({stats.skipped} skipped as unreadable); "
                                "check the dataset files.")
         if stats.cost is None:
-            stats.cost = self._known_cost(needed, reporter)
+            stats.cost = self._known_cost(needed, reporter, sweep_meter)
         return FeatureBank(needed, features, available), stats
+
+    def _meter(self, sweep_meter: CostMeter | None) -> CostMeter:
+        return sweep_meter.part() if sweep_meter is not None else CostMeter(self.device, self.energy)
 
     # -- per-image cost when the cache served (almost) everything ---------------------------------
     def _remember_cost(self, cost: ExtractionCost, n: int) -> ExtractionCost:
@@ -272,7 +281,8 @@ class Extractor:
     def _stored_cost(known: dict[str, Any]) -> ExtractionCost:
         return stored_cost(known)
 
-    def _known_cost(self, needed: np.ndarray, reporter: Reporter) -> ExtractionCost:
+    def _known_cost(self, needed: np.ndarray, reporter: Reporter, sweep_meter: CostMeter | None = None
+                    ) -> ExtractionCost:
         key = device_key(self.device)
         known = self.cache.extraction_cost(key) if self.cache is not None else None
         if known:
@@ -281,7 +291,7 @@ class Extractor:
         sample = needed[: min(len(needed), self.spec.batch_size)]
         reporter.update(stage=f"Timing feature extraction on {len(sample)} images (features were cached)")
         n = 0
-        with CostMeter(self.device, self.energy) as meter:
+        with self._meter(sweep_meter) as meter:
             for idx, _, _ in iter_features(self.bb, self._batches(sample), self.taps, self.device,
                                            self.spec.batch_size, 0):
                 n += len(idx)

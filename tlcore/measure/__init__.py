@@ -13,7 +13,7 @@ _WHERE = {
     "EnergyMeter": "tlcore.measure.energy", "EnergyReading": "tlcore.measure.energy",
     "EnergySettings": "tlcore.measure.energy", "FlopCount": "tlcore.measure.flops",
     "count_flops": "tlcore.measure.flops", "flops_per_image": "tlcore.measure.flops",
-    "CostMeter": "tlcore.measure.meter", "CostReport": "tlcore.measure.meter",
+    "CostMeter": "tlcore.measure.meter", "CostReport": "tlcore.measure.meter", "apportion": "tlcore.measure.meter",
 }
 
 __all__ = sorted(_WHERE)

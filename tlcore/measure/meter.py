@@ -12,6 +12,7 @@ CodeCarbon could read (``energy_method``), time is measured. A method wraps its 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -57,12 +58,33 @@ class CostReport:
         return asdict(self)
 
 
+def apportion(total: float, weights: Sequence[float]) -> list[float]:
+    """``total`` split in proportion to ``weights`` (equal shares when they are all zero); the shares add up
+    to ``total``. How one tracker's energy is shared among a sweep's points by their measured time."""
+    weights = [max(float(w), 0.0) for w in weights]
+    whole = sum(weights)
+    if not weights:
+        return []
+    if whole <= 0:
+        return [total / len(weights)] * len(weights)
+    return [total * w / whole for w in weights]
+
+
 class CostMeter:
-    def __init__(self, device, energy: EnergySettings | None = None, devices_held: int = 1) -> None:
+    """Time, images, FLOPs and energy of a piece of work; see the module docstring.
+
+    ``within``: a meter already running around this one (see :meth:`part`): this one then reads its energy
+    off that meter's tracker instead of starting its own.
+    """
+
+    def __init__(self, device, energy: EnergySettings | None = None, devices_held: int = 1, *,
+                 within: CostMeter | None = None) -> None:
         import torch
 
         self.device = device if isinstance(device, torch.device) else torch.device(device)
-        self.energy = EnergyMeter(energy)
+        self.within = within
+        self.energy = within.energy if within is not None else EnergyMeter(energy)
+        self._energy_at_start: EnergyReading | None = None
         self.devices_held = devices_held
         self.images = 0
         self.flops = 0.0
@@ -70,8 +92,16 @@ class CostMeter:
         self._t0: float | None = None
         self.report: CostReport | None = None
 
+    def part(self) -> CostMeter:
+        """A meter for one stage of this running one (a sweep's extraction): its own time, images and FLOPs,
+        and the energy this meter's tracker counted meanwhile. One CodeCarbon start per sweep, not one per stage."""
+        return CostMeter(self.device, devices_held=self.devices_held, within=self)
+
     def start(self) -> CostMeter:
-        self.energy.start()
+        if self.within is None:
+            self.energy.start()
+        else:
+            self._energy_at_start = self.energy.so_far()
         synchronize(self.device)
         self._t0 = time.perf_counter()
         return self
@@ -100,7 +130,7 @@ class CostMeter:
     def stop(self) -> CostReport:
         synchronize(self.device)
         wall = time.perf_counter() - (self._t0 or time.perf_counter())
-        reading: EnergyReading = self.energy.stop()
+        reading: EnergyReading = self.energy.stop() if self.within is None else self._part_reading()
         self.report = CostReport(
             time_total_s=wall,
             device=str(self.device),
@@ -114,6 +144,17 @@ class CostMeter:
             laps=dict(self.laps),
         )
         return self.report
+
+    def _part_reading(self) -> EnergyReading:
+        """This part's energy: the enclosing tracker's total now, less its total when the part started."""
+        if not self.energy.settings.enabled:
+            return EnergyReading(None, None, "unavailable: energy measurement turned off", None)
+        start, end = self._energy_at_start, self.energy.so_far()
+        if start is None or end is None or start.energy_kwh is None or end.energy_kwh is None:
+            return EnergyReading(None, None, "unavailable: the enclosing meter's tracker could not be read", None)
+        co2 = None if start.co2_kg is None or end.co2_kg is None else max(end.co2_kg - start.co2_kg, 0.0)
+        return EnergyReading(max(end.energy_kwh - start.energy_kwh, 0.0), co2, end.method,
+                             end.carbon_intensity_g_per_kwh)
 
     def __enter__(self) -> CostMeter:
         return self.start()

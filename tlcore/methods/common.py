@@ -168,7 +168,9 @@ class Sweep:
     """The MLflow runs of one experiment: a parent (when there is more than one point) and children.
 
     Children carry ``sweep_id``, ``sweep_point`` and ``mlflow.parentRunId``; a child that raises ends
-    FAILED or KILLED and the error propagates, so the parent ends the same way.
+    FAILED or KILLED and the error propagates, so the parent ends the same way. ``defer_children``:
+    children under a parent write everything they log in one batch at their end
+    (``Tracker.start_run(defer=True)``), for sweeps of many short points.
 
     A sweep whose id was given in the spec's tags (an executor split or shipped it) is *idempotent*: a
     task retried after its worker died finds the parent and the point runs the first attempt opened, by
@@ -176,7 +178,8 @@ class Sweep:
     """
 
     def __init__(self, spec: ExperimentSpec, tracker: Tracker, reporter: Reporter, n_points: int,
-                 params: dict[str, Any], sweep_id: str | None = None, variant: str | None = None) -> None:
+                 params: dict[str, Any], sweep_id: str | None = None, variant: str | None = None,
+                 defer_children: bool = False) -> None:
         self.spec, self.tracker, self.reporter = spec, tracker, reporter
         self.variant = variant or variant_name(spec)
         self.n_points = n_points
@@ -189,6 +192,7 @@ class Sweep:
         self.child_ids: list[str] = []
         self.done = 0
         self.progress = (0.0, 1.0)  # the share of the reporter's bar the children fill (after shared work)
+        self.defer_children = defer_children
 
     @property
     def tags(self) -> dict[str, str]:
@@ -246,7 +250,7 @@ class Sweep:
                 self.spec.method, {**self.params, **point_params(point), **params},
                 tags={**self.tags, POINT_TAG: point_key(point)},
                 parent_run_id=self.parent.run_id if self.parent else self.given_parent_id,
-                run_name=f"{self.variant} · {point.name}")
+                run_name=f"{self.variant} · {point.name}", defer=self.defer_children and self.parent is not None)
         self.child_ids.append(run.run_id)
         self.reporter.run_started(run.run_id, EXPERIMENTS[self.spec.method], point.label)
         lo, hi = self.progress

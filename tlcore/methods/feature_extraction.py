@@ -14,6 +14,12 @@ classifier fit. Each point's run logs what it alone would have cost (its images 
 per-image extraction time, energy and FLOPs, plus its own post-processing and fit), so
 trade-off plots compare like with like; the sweep's parent run logs what the sweep really cost.
 
+One energy tracker per sweep: a CodeCarbon start and stop (30-50 ms here) and a handful of store
+writes per point cost more than a small point's fit. The sweep's tracker measures the whole sweep,
+the extraction's energy is read off it, and the rest (fits, post-processing, bookkeeping) is shared
+among the points by their measured fit time, then logged on each point's run when the sweep ends
+(``energy_method`` says so). The points' runs write their params, metrics and verdict in one batch.
+
 Live progress: ``reporter.update`` during extraction and per point, and per finished point
 ``reporter.log_metrics({"<eval>_accuracy", "samples_per_class", "split"}, step=point index,
 series="curve")`` so a page can draw the curve as it grows.
@@ -50,7 +56,7 @@ from tlcore.features import discretize as discretize
 from tlcore.features import iter_features as iter_features
 from tlcore.features import standardization_stats as standardization_stats
 from tlcore.features import standardize as standardize
-from tlcore.measure import CostMeter, EnergySettings
+from tlcore.measure import CostMeter, CostReport, EnergySettings, apportion
 from tlcore.methods.base import EXPERIMENTS, RunResult
 from tlcore.methods.common import SplitPoint, Sweep, common_params, load_data, plan_points, score_metrics
 from tlcore.models import Backbone, create_backbone, default_description, load_description
@@ -124,19 +130,27 @@ class PointOutcome:
     run_id: str
     metrics: dict[str, float]
     converged: bool = True
+    run: Any = None  # its RunHandle: the sweep logs the point's energy share there at its end
 
     @property
     def accuracy(self) -> float:
         return self.metrics[f"{self.point.eval_set}_accuracy"]
 
 
+#: A point's own meter only times it: its energy is its share of the sweep's tracker (see :func:`point_energy`).
+TIMING_ONLY = EnergySettings(enabled=False)
+#: How a point's energy was obtained, after the tracker's own label (which keeps its estimate/counters prefix).
+APPORTIONED = "; fit apportioned from the sweep's tracker by time"
+
+
 def fit_point(point: SplitPoint, bank: FeatureBank, ds: ImageDataset, params: FeatureExtractionParams,
-              seed: int, device: torch.device, energy: EnergySettings, cost: ExtractionCost,
+              seed: int, device: torch.device, cost: ExtractionCost,
               flops_per_input: int, n_crops: int) -> tuple[dict[str, float], dict[str, Any], bool]:
     """Post-process, fit and score one point; returns (metrics, params, converged).
 
     The cost metrics are what this point alone would cost: its images x the per-image
-    extraction cost, plus its own measured post-processing and classifier time and energy.
+    extraction cost, plus its own measured post-processing and classifier time. Its energy
+    needs the sweep's tracker stopped first: :func:`point_energy` adds it.
     """
     x_train, train_idx = bank.take(point.train)
     x_eval, eval_idx = bank.take(point.eval)
@@ -146,7 +160,7 @@ def fit_point(point: SplitPoint, bank: FeatureBank, ds: ImageDataset, params: Fe
                            f"{len(np.unique(y_train))} class; a classifier needs at least two.")
     if len(y_eval) == 0:
         raise DatasetError(f"After skipping unreadable images the {point.eval_set} set of {ds.name} is empty.")
-    with CostMeter(device, energy) as meter:
+    with CostMeter(device, TIMING_ONLY) as meter:
         with meter.lap("postprocess"):
             z_train, z_eval = full_network_embedding(x_train, [x_eval], params.standardize, params.discretize,
                                                      params.threshold_high, params.threshold_low)
@@ -165,21 +179,55 @@ def fit_point(point: SplitPoint, bank: FeatureBank, ds: ImageDataset, params: Fe
         "images_processed": float(inputs), "flops_total": float(inputs * flops_per_input),
         "n_train_images_used": float(len(train_idx)), "n_eval_images": float(len(eval_idx)),
     }
-    if cost.kwh_per_image is not None and r.energy_kwh is not None:
-        energy_kwh = n_images * cost.kwh_per_image + r.energy_kwh
-        intensity = r.carbon_intensity_g_per_kwh or cost.carbon_intensity_g_per_kwh
-        metrics["energy_kwh"] = energy_kwh
-        if intensity is not None:
-            metrics["co2_kg"] = energy_kwh * intensity / 1000.0
-            metrics["carbon_intensity_g_per_kwh"] = intensity
+    measured = cost.energy_method.startswith(("estimate", "counters"))
     run_params = {
-        "energy_method": cost.energy_method,
+        "energy_method": cost.energy_method + (APPORTIONED if measured else ""),
         "cost_basis": f"standalone: {n_images} images x extraction cost per image ({cost.basis}) + this run's "
-                      "measured post-processing and classifier fit",
+                      "measured post-processing and classifier fit"
+                      + (" (its energy: the sweep's energy outside extraction, shared by fit time)"
+                         if measured else ""),
         "classifier_converged": fit.converged,
         "classifier_fitted": fit.fitted,
     }
     return metrics, run_params, fit.converged
+
+
+def point_energy(metrics: dict[str, float], cost: ExtractionCost, share_kwh: float | None,
+                 intensity: float | None) -> dict[str, float]:
+    """A point's standalone energy and CO2: its images x the per-image extraction energy, plus ``share_kwh``,
+    its share of the sweep's other energy; empty when either is unknown (missing, never zero)."""
+    if cost.kwh_per_image is None or share_kwh is None:
+        return {}
+    n_images = metrics["n_train_images_used"] + metrics["n_eval_images"]
+    energy_kwh = n_images * cost.kwh_per_image + share_kwh
+    intensity = intensity or cost.carbon_intensity_g_per_kwh
+    out = {"energy_kwh": energy_kwh}
+    if intensity is not None:
+        out.update(co2_kg=energy_kwh * intensity / 1000.0, carbon_intensity_g_per_kwh=intensity)
+    return out
+
+
+def fit_shares(report: CostReport, stats: ExtractionStats | None,
+               outcomes: Sequence[PointOutcome]) -> list[float] | None:
+    """Each point's share of what the sweep's tracker measured outside extraction, by its post-processing and
+    fit time; with the extraction's energy they add up to the sweep's. None without a measurement."""
+    if report.energy_kwh is None or not outcomes:
+        return None
+    extract_kwh = stats.energy_kwh if stats is not None and stats.energy_kwh is not None else 0.0
+    return apportion(max(report.energy_kwh - extract_kwh, 0.0),
+                     [o.metrics["time_postprocess_s"] + o.metrics["time_classifier_s"] for o in outcomes])
+
+
+def _log_point_energy(report: CostReport, stats: ExtractionStats | None, outcomes: Sequence[PointOutcome]) -> None:
+    shares = fit_shares(report, stats, outcomes)
+    if shares is None or stats is None or stats.cost is None:
+        return
+    for o, share in zip(outcomes, shares, strict=True):
+        energy = point_energy(o.metrics, stats.cost, share, report.carbon_intensity_g_per_kwh)
+        if energy:
+            o.metrics.update(energy)
+            if o.run is not None:
+                o.run.log_metrics(energy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,11 +313,11 @@ def run_feature_extraction(spec: ExperimentSpec, reporter: Reporter, tracker: Tr
     sweep_spec = replace(spec, tags={**spec.tags, **({"standardize_note": PER_SET_WARNING}
                                                      if params.standardize == "per_set" else {})})
     extract_share = 0.85 if extractor.misses else 0.1  # of the progress bar
-    ctx = _PointContext(ds, params, spec.seed, device, energy, flops_per_input, n_crops, len(points))
+    ctx = _PointContext(ds, params, spec.seed, device, flops_per_input, n_crops, len(points))
     outcomes: list[PointOutcome] = []
     stats: ExtractionStats | None = None
-    with Sweep(sweep_spec, tracker, reporter, len(points), run_params) as sweep:
-        meter = CostMeter(device, energy).start()  # what the whole sweep really costs
+    with Sweep(sweep_spec, tracker, reporter, len(points), run_params, defer_children=True) as sweep:
+        meter = CostMeter(device, energy).start()  # what the whole sweep really costs: its one energy tracker
         try:
             if sweep.parent is None:  # one point (model selection): its own run holds the extraction
                 with sweep.child(points[0], {}) as (run, sub):
@@ -287,6 +335,7 @@ def run_feature_extraction(spec: ExperimentSpec, reporter: Reporter, tracker: Tr
                         outcomes.append(_run_point(ctx, point, i, bank, stats, run, sub, meter))
         finally:
             report = meter.stop()
+            _log_point_energy(report, stats, outcomes)
             if sweep.parent is not None:
                 _log_parent(sweep.parent, report, stats, outcomes)
     return _result(spec, ds, sel, bank, stats, report, outcomes, sweep, tracker)
@@ -298,7 +347,6 @@ class _PointContext:
     params: FeatureExtractionParams
     seed: int
     device: torch.device
-    energy: EnergySettings
     flops_per_input: int
     n_crops: int
     n_points: int
@@ -308,10 +356,9 @@ def _run_point(ctx: _PointContext, point: SplitPoint, index: int, bank: FeatureB
                reporter: Reporter, sweep_meter: CostMeter) -> PointOutcome:
     """Fit and score one point in its open run, log it, and tell the reporter (live curve)."""
     reporter.update(stage=f"{ctx.params.classifier} on {point.label} ({index + 1}/{ctx.n_points})", fraction=0.0)
-    metrics, extra, converged = fit_point(point, bank, ctx.ds, ctx.params, ctx.seed, ctx.device, ctx.energy,
+    metrics, extra, converged = fit_point(point, bank, ctx.ds, ctx.params, ctx.seed, ctx.device,
                                           stats.cost, ctx.flops_per_input, ctx.n_crops)
-    run.log_metrics(metrics)
-    run.log_params({**extra, "n_features": bank.n_features})
+    run.log_all(params={**extra, "n_features": bank.n_features}, metrics=metrics)
     if not converged:
         reporter.message(f"{ctx.params.classifier} did not converge on {point.label} (its iteration cap was "
                          "reached); the score is still logged, with param classifier_converged=false and the run's "
@@ -322,7 +369,7 @@ def _run_point(ctx: _PointContext, point: SplitPoint, index: int, bank: FeatureB
     reporter.log_metrics({acc_key: metrics[acc_key], "samples_per_class": point.spc, "split": point.split},
                          step=index, series="curve")
     reporter.update(fraction=1.0)
-    return PointOutcome(point, run.run_id, metrics, converged)
+    return PointOutcome(point, run.run_id, metrics, converged, run)
 
 
 def _log_parent(parent, report, stats: ExtractionStats | None, outcomes: Sequence[PointOutcome]) -> None:
