@@ -54,17 +54,16 @@ def amp(args, store: str) -> None:
 
 
 def pack(args, store: str) -> None:
-    import ray
-
     from tlcore import experiments
     from tlcore.executors import Work, make_executor
+    from tlcore.executors.ray import RayOptions, connect
     from tlcore.reporting import Reporter
     from tlcore.tracking import Tracker
 
     four = spec(store, args, splits=4)  # 4 points: one samples-per-class value x 4 draws
     experiments.run(spec(store, args, splits=1, spc=2))  # warm-up
     t = time.perf_counter()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    connect(RayOptions())
     startup = time.perf_counter() - t
     gpus = 0.25 if args.device != "cpu" else None
     executor = make_executor("ray", gpus_per_run=gpus, cpus_per_run=max(1, (os.cpu_count() or 4) // 4))

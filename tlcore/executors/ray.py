@@ -87,7 +87,11 @@ def connect(options: RayOptions) -> None:
             ray.init(address=address, **kwargs)
         else:
             # "local": a new Ray of our own, even where `ray start` left a cluster this machine would join
-            ray.init(address="local", object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
+            # Ray keeps at most as many idle workers as CPUs and kills the others after a second; a task worker
+            # has imported torch and loaded a network (~6 s cold), and with the mailbox actor beside them each
+            # job paid a cold one: twice as many kept, the second of two 4-point sweeps took 15 s, not 25 s.
+            ray.init(address="local", object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                     _system_config={"num_workers_soft_limit": 2 * (os.cpu_count() or 1)}, **kwargs)
     except Exception as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise TLError(f"Could not start or reach {where} ({type(exc).__name__}: {str(exc).splitlines()[0]}); check "
@@ -115,32 +119,37 @@ def _task_runtime_env(options: RayOptions) -> dict[str, Any]:
 
 
 class _Channel:
-    """One job's mailbox on the cluster: reporter calls from its tasks, and the driver's cancel."""
+    """The jobs' mailboxes on the cluster: reporter calls from their tasks, and the driver's cancels. One actor
+    per executor, not per job: an actor takes a worker process for its life, and one per job took a warm
+    task worker (torch imported) each time, so every job paid a cold worker (~6 s here)."""
 
     def __init__(self) -> None:
-        self.events: list[tuple] = []
-        self.reason: str | None = None
+        self.events: dict[str, list[tuple]] = {}
+        self.reasons: dict[str, str] = {}
 
-    def put(self, events: list[tuple]) -> None:
-        self.events.extend(events)
+    def put(self, job: str, events: list[tuple]) -> None:
+        self.events.setdefault(job, []).extend(events)
 
-    def take(self) -> list[tuple]:
-        events, self.events = self.events, []
-        return events
+    def take(self, job: str) -> list[tuple]:
+        return self.events.pop(job, [])
 
-    def cancel(self, reason: str) -> None:
-        self.reason = reason
+    def cancel(self, job: str, reason: str) -> None:
+        self.reasons[job] = reason
 
-    def cancelled(self) -> str | None:
-        return self.reason
+    def cancelled(self, job: str) -> str | None:
+        return self.reasons.get(job)
+
+    def forget(self, job: str) -> None:
+        self.events.pop(job, None)
+        self.reasons.pop(job, None)
 
 
 class ChannelReporter(Reporter):
     """A task's reporter: posts its calls to the job's channel (batched, at most every ``POLL_S``) and asks
     the channel whether the job was cancelled (at most once a second)."""
 
-    def __init__(self, channel: Any, key: int) -> None:
-        self.channel, self.key = channel, key
+    def __init__(self, channel: Any, job: str, key: int) -> None:
+        self.channel, self.job, self.key = channel, job, key
         self._buffer: list[tuple] = []
         self._last_flush = self._last_poll = 0.0
         self._reason: str | None = None
@@ -152,7 +161,7 @@ class ChannelReporter(Reporter):
 
     def flush(self) -> None:
         if self._buffer:
-            self.channel.put.remote(self._buffer)  # one caller's calls reach an actor in order
+            self.channel.put.remote(self.job, self._buffer)  # one caller's calls reach an actor in order
             self._buffer = []
         self._last_flush = time.monotonic()
 
@@ -174,7 +183,7 @@ class ChannelReporter(Reporter):
             import ray
 
             self._last_poll = time.monotonic()
-            self._reason = ray.get(self.channel.cancelled.remote())
+            self._reason = ray.get(self.channel.cancelled.remote(self.job))
         return self._reason is not None
 
     def check_cancelled(self) -> None:
@@ -186,7 +195,7 @@ class ChannelReporter(Reporter):
 
 
 def run_task(spec, point: tuple[int, int] | None, parent_run_id: str | None, sweep_id: str | None,
-             tracking_uri: str, channel: Any, key: int, threads: int):
+             tracking_uri: str, channel: Any, job: str, key: int, threads: int):
     """The body of every task: one point of a split sweep, or a whole job, as a local run would do it."""
     import torch
 
@@ -194,7 +203,7 @@ def run_task(spec, point: tuple[int, int] | None, parent_run_id: str | None, swe
     from tlcore.tracking import Tracker
 
     torch.set_num_threads(max(1, threads))
-    reporter = ChannelReporter(channel, key)
+    reporter = ChannelReporter(channel, job, key)
     try:
         if point is None:
             return experiments.run(spec, reporter, Tracker(tracking_uri))
@@ -209,6 +218,7 @@ class _Job:
 
     work: Work
     channel: Any
+    key: str  # the job's mailbox in the channel
     labels: list[str]
     retries: int
     fractions: dict[int, float] = field(default_factory=dict)
@@ -227,6 +237,7 @@ class RayExecutor:
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
         self._jobs: dict[str, _Job] = {}
+        self._mailbox: tuple[str, Any] | None = None  # (the Ray job it lives in, the _Channel actor)
 
     def describe(self) -> str:
         """One line for the home page: where jobs run and what is free there."""
@@ -290,20 +301,24 @@ class RayExecutor:
         task = ray.remote(run_task).options(
             num_cpus=self.options.cpus_per_run, num_gpus=self.options.gpus_per_run, max_retries=retries,
             retry_exceptions=False, runtime_env=runtime_env, name=f"tlcore {work.spec.method}")
-        channel = ray.remote(num_cpus=0)(_Channel).options(runtime_env=runtime_env).remote()
+        channel, job_key = self._channel(runtime_env), f"{work.job_id}-{uuid.uuid4().hex[:8]}"
         uri, threads = work.tracker.uri, max(1, int(self.options.cpus_per_run))
         if split is None:
             spec = replace(work.spec, tags={**work.spec.tags, "sweep_id": uuid.uuid4().hex[:12]})
-            refs = {task.remote(spec, None, None, None, uri, channel, 0, threads): 0}
+            refs = {task.remote(spec, None, None, None, uri, channel, job_key, 0, threads): 0}
             labels = [""]
         else:
-            refs = {task.remote(split.spec, point, split.parent_run_id, split.sweep_id, uri, channel, i, threads): i
+            refs = {task.remote(split.spec, point, split.parent_run_id, split.sweep_id, uri, channel, job_key, i,
+                                threads): i
                     for i, point in enumerate(split.points)}
             labels = [f"spc={spc} split={k}" if method.sweep else f"run {k}" for spc, k in split.points]
-        job = _Job(work, channel, labels, retries)
+        job = _Job(work, channel, job_key, labels, retries)
         with self._lock:
             self._jobs[work.job_id] = job
-        results, error = self._wait(job, refs)
+        try:
+            results, error = self._wait(job, refs)
+        finally:
+            channel.forget.remote(job_key)
         if split is not None:
             run_ids = [rid for i in sorted(results) for rid in results[i].run_ids]
             try:
@@ -314,6 +329,17 @@ class RayExecutor:
         if error is not None:
             return Outcome(error=error)
         return Outcome(result=results[0])
+
+    def _channel(self, runtime_env: dict[str, Any]) -> Any:
+        """The executor's one mailbox actor, made on first use (again after Ray was restarted)."""
+        import ray
+
+        owner = ray.get_runtime_context().get_job_id()
+        with self._lock:
+            if self._mailbox is None or self._mailbox[0] != owner:
+                actor = ray.remote(num_cpus=0)(_Channel).options(runtime_env=runtime_env).remote()
+                self._mailbox = (owner, actor)
+            return self._mailbox[1]
 
     def _wait(self, job: _Job, refs: dict) -> tuple[dict[int, Any], BaseException | None]:
         """Collect the tasks' results, forwarding progress; the first error cancels the others (as a
@@ -346,7 +372,7 @@ class RayExecutor:
                 except Cancelled as exc:
                     job.cancel_reason = getattr(exc, "reason", None) or str(exc)
             if (job.cancel_reason or error is not None) and cancelled_at is None and pending:
-                job.channel.cancel.remote(job.cancel_reason or "Stopped: another point of this sweep failed.")
+                job.channel.cancel.remote(job.key, job.cancel_reason or "Stopped: another point of this sweep failed.")
                 cancelled_at = time.monotonic()
             if cancelled_at is not None and pending:
                 waited = time.monotonic() - cancelled_at
@@ -386,7 +412,7 @@ class RayExecutor:
         import ray
 
         reporter = job.work.reporter
-        for key, kind, args in ray.get(job.channel.take.remote()):
+        for key, kind, args in ray.get(job.channel.take.remote(job.key)):
             if kind == "update":
                 stage, fraction = args
                 if stage is not None:
