@@ -35,12 +35,12 @@ def sweep_spec(store: str, epochs: int):
                           measure_energy=False, num_workers=0, params=FineTuningParams(epochs=epochs))
 
 
-def serial(store: str, epochs: int) -> float:
+def serial(store: str, epochs: int, threads: int | None = None) -> float:
     import torch
 
     from tlcore import experiments
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     t = time.perf_counter()
     result = experiments.run(sweep_spec(store, epochs))
     assert len(result.run_ids) == 8, result.run_ids
@@ -79,12 +79,13 @@ def main() -> None:
         connect(RayOptions())  # the local Ray the product starts (one CPU per core)
         startup = time.perf_counter() - t
         first_ray = on_ray(store, args.epochs, args.workers)
-        serial_s, ray_s = [], []
+        serial_s, one_s, ray_s = [], [], []
         for _ in range(args.repeats):
             serial_s.append(serial(store, args.epochs))
             ray_s.append(on_ray(store, args.epochs, args.workers))
+            one_s.append(serial(store, args.epochs, threads=1))
         ray.shutdown()
-    s, r = statistics.median(serial_s), statistics.median(ray_s)
+    s, r, one = statistics.median(serial_s), statistics.median(ray_s), statistics.median(one_s)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
           f"{os.getloadavg()[0]:.1f} at the end")
     print(f"8 FT points at 32 px, {args.epochs} epochs each, digits (10 classes, 5 and 10 per class x 4 draws)")
@@ -92,9 +93,11 @@ def main() -> None:
         return ", ".join(f"{x:.1f}" for x in xs)
 
     print(f"serial, one process on {os.cpu_count()} threads: median {s:.1f} s  ({each(serial_s)})")
+    print(f"serial, one process on 1 thread:  median {one:.1f} s  ({each(one_s)})")
     print(f"Ray, {args.workers} workers x 1 CPU:            median {r:.1f} s  ({each(ray_s)})")
-    print(f"parallel efficiency serial / ({args.workers} x Ray) = {s / (args.workers * r):.2f}; "
-          f"speed-up {s / r:.2f}x (goal: efficiency 0.8)")
+    print(f"parallel efficiency serial / ({args.workers} x Ray) = {s / (args.workers * r):.2f} against the process on "
+          f"{os.cpu_count()} threads (speed-up {s / r:.2f}x), {one / (args.workers * r):.2f} against one thread "
+          f"(T1 / (p x Tp)); goal 0.8")
     print(f"Ray start-up (ray.init, local cluster): {startup:.1f} s; first Ray sweep (worker processes start): "
           f"{first_ray:.1f} s")
 
