@@ -304,7 +304,10 @@ class RayExecutor:
         channel, job_key = self._channel(runtime_env), f"{work.job_id}-{uuid.uuid4().hex[:8]}"
         uri, threads = work.tracker.uri, max(1, int(self.options.cpus_per_run))
         if split is None:
-            spec = replace(work.spec, tags={**work.spec.tags, "sweep_id": uuid.uuid4().hex[:12]})
+            # a sweep id makes a retried task find its runs (methods.common.Sweep); others are not retried
+            spec = work.spec
+            if retries:
+                spec = replace(spec, tags={**spec.tags, "sweep_id": uuid.uuid4().hex[:12]})
             refs = {task.remote(spec, None, None, None, uri, channel, job_key, 0, threads): 0}
             labels = [""]
         else:
