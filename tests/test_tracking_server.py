@@ -176,3 +176,12 @@ def test_a_servers_change_marker_moves_when_a_run_starts_or_ends_and_not_when_re
     run.finish()
     assert results.store_marker(server_store) != started
     assert results.store_marker("http://127.0.0.1:9") is None  # nothing answers: the cache keeps its TTL
+
+
+@pytest.mark.timeout(30)  # MLflow's client alone retries a dead server for minutes before it gives up
+def test_a_server_that_does_not_answer_is_one_sentence_at_once():
+    from tlcore import results
+    from tlcore.errors import TLError
+
+    with pytest.raises(TLError, match=r"Could not read runs from http://127\.0\.0\.1:9 .*Check that the tracking"):
+        results.load_view("http://127.0.0.1:9", "tradeoffs")

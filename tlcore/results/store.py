@@ -142,17 +142,24 @@ def store_marker(uri: str) -> tuple | None:
     return tuple(marker)
 
 
-def _server_marker(uri: str) -> tuple | None:
+def _check_server(uri: str) -> None:
+    """Raise at once when a tracking server does not answer: MLflow's client retries one for minutes."""
+    import urllib.error
     import urllib.request
 
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=2).close()
+        except urllib.error.HTTPError:
+            pass  # it answered (perhaps asking for credentials MLflow's client sends): let the client go on
+
+
+def _server_marker(uri: str) -> tuple | None:
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
-    try:  # MLflow's client retries a dead server for minutes; the marker asks once
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=2).close()
-    except Exception:
-        return None
     try:
+        _check_server(uri)
         client = MlflowClient(tracking_uri=uri)
         ids = sorted(e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL))
         if not ids:
@@ -254,6 +261,7 @@ def _read_client(uri: str, columns: RunColumns, experiment_names: Sequence[str],
 
     experiments = {}
     try:
+        _check_server(uri)
         client = MlflowClient(tracking_uri=uri)  # an sqlite file that is not a database fails here already
         for name in experiment_names:
             exp = client.get_experiment_by_name(name)
