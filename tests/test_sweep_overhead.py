@@ -93,7 +93,7 @@ CHILD_METRICS = {"carbon_intensity_g_per_kwh", "co2_kg", "device_hours", "energy
                  "images_processed", "n_eval_images", "n_train_images_used", "test_accuracy", "test_plain_accuracy",
                  "time_classifier_s", "time_extract_s", "time_postprocess_s", "time_total_s"}
 CHILD_TAGS = {"job", "method", "mlflow.parentRunId", "mlflow.runName", "quality", "quality_reason", "sweep_id",
-              "tlcore.heartbeat", "tlcore.host", "tlcore.pid", "tlcore.process_start", "tlcore_version"}
+              "sweep_point", "tlcore.heartbeat", "tlcore.host", "tlcore.pid", "tlcore.process_start", "tlcore_version"}
 PARENT_METRICS = {"carbon_intensity_g_per_kwh", "children_time_total_s", "co2_kg", "curve_test_accuracy_mean",
                   "curve_test_accuracy_std", "device_hours", "energy_kwh", "feature_cache_hits", "feature_cache_misses",
                   "flops_total", "images_needed", "images_processed", "images_skipped", "job_time_s",
