@@ -10,6 +10,7 @@ cancel, shut down, and one ``done`` call per work with how it ended.
 
 from __future__ import annotations
 
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,3 +82,39 @@ def run_work(work: Work) -> Outcome:
         return Outcome(result=experiments.run(work.spec, work.reporter, work.tracker))
     except Exception as exc:  # the runner decides what each kind of error means for the job
         return Outcome(error=exc, traceback=traceback.format_exc())
+
+
+class ThreadPerWork:
+    """An executor's threads: each work is driven by a daemon thread of its own, which calls ``execute(work)``
+    (never raising) and then ``done``. Why not a ``ThreadPoolExecutor``: its non-daemon threads keep the server
+    from shutting down until the job ends."""
+
+    thread_prefix = "tlcore-jobs"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._threads: dict[str, threading.Thread] = {}
+
+    def execute(self, work: Work) -> Outcome:
+        raise NotImplementedError
+
+    def start(self, work: Work, done: Done) -> None:
+        t = threading.Thread(target=self._run, args=(work, done), name=f"{self.thread_prefix}-{work.device}",
+                             daemon=True)
+        with self._lock:
+            self._threads[work.job_id] = t
+        t.start()
+
+    def _run(self, work: Work, done: Done) -> None:
+        try:
+            outcome = self.execute(work)
+        finally:
+            with self._lock:
+                self._threads.pop(work.job_id, None)
+        done(work, outcome)
+
+    def shutdown(self, timeout: float) -> None:
+        with self._lock:
+            threads = list(self._threads.values())
+        for t in threads:
+            t.join(timeout)

@@ -24,7 +24,6 @@ their runs marked KILLED by the driver.
 from __future__ import annotations
 
 import os
-import threading
 import time
 import traceback
 import uuid
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tlcore.errors import Cancelled, SpecError, TLError
-from tlcore.executors.base import Done, Outcome, Work
+from tlcore.executors.base import Outcome, ThreadPerWork, Work
 from tlcore.reporting import Reporter
 
 #: Settings a worker must see as the driver does (stores, caches, checkpoint interval, MLflow, CodeCarbon).
@@ -227,15 +226,15 @@ class _Job:
     cancel_reason: str | None = None
 
 
-class RayExecutor:
+class RayExecutor(ThreadPerWork):
     """Runs each job's work as Ray tasks (see the module docstring and :class:`~tlcore.executors.Executor`)."""
 
     name = "ray"
+    thread_prefix = "tlcore-ray"
 
     def __init__(self, options: RayOptions | None = None) -> None:
+        super().__init__()
         self.options = (options or RayOptions()).validate()
-        self._lock = threading.Lock()
-        self._threads: dict[str, threading.Thread] = {}
         self._jobs: dict[str, _Job] = {}
         self._mailbox: tuple[str, Any] | None = None  # (the Ray job it lives in, the _Channel actor)
 
@@ -252,36 +251,22 @@ class RayExecutor:
                 f"takes {self.options.cpus_per_run:g} CPU{'s' if self.options.cpus_per_run != 1 else ''}"
                 + (f" and {self.options.gpus_per_run:g} GPU" if self.options.gpus_per_run else "") + ".")
 
-    # -- the Executor seam -------------------------------------------------------------------------
-    def start(self, work: Work, done: Done) -> None:
-        t = threading.Thread(target=self._drive, args=(work, done), name=f"tlcore-ray-{work.job_id}", daemon=True)
-        with self._lock:
-            self._threads[work.job_id] = t
-        t.start()
-
+    # -- the Executor seam (start and shutdown: ThreadPerWork) --------------------------------------
     def cancel(self, work: Work, reason: str) -> None:
         with self._lock:
             job = self._jobs.get(work.job_id)
         if job is not None and job.cancel_reason is None:
             job.cancel_reason = reason
 
-    def shutdown(self, timeout: float) -> None:
-        with self._lock:
-            threads = list(self._threads.values())
-        for t in threads:
-            t.join(timeout)
-
     # -- the driver ----------------------------------------------------------------------------------
-    def _drive(self, work: Work, done: Done) -> None:
+    def execute(self, work: Work) -> Outcome:
         try:
-            outcome = self.run(work)
+            return self.run(work)
         except Exception as exc:  # the runner decides what each kind of error means for the job
-            outcome = Outcome(error=exc, traceback=traceback.format_exc())
+            return Outcome(error=exc, traceback=traceback.format_exc())
         finally:
             with self._lock:
-                self._threads.pop(work.job_id, None)
                 self._jobs.pop(work.job_id, None)
-        done(work, outcome)
 
     def run(self, work: Work) -> Outcome:
         """Run ``work`` on Ray and wait for it; never raises for the work's own errors. The CLI calls this on
