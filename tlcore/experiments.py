@@ -164,6 +164,8 @@ def finish_split_sweep(split: SplitSweep, tracker: Tracker, run_ids: list[str],
 
     import numpy as np
 
+    from tlcore.methods.common import sweep_cost
+
     parent = split.sweep.parent
     runs = [tracker.get_run(r) for r in run_ids]
     wall = time.perf_counter() - split.started
@@ -172,12 +174,7 @@ def finish_split_sweep(split: SplitSweep, tracker: Tracker, run_ids: list[str],
             have = tracker.get_run(parent.run_id).data.params
             shared = {k: v for k, v in runs[0].data.params.items() if k not in have and k not in _POINT_PARAMS}
             parent.log_params(shared)
-        metrics = {"time_total_s": wall, "device_hours": wall / 3600.0,
-                   "children_time_total_s": sum(r.data.metrics.get("time_total_s", 0.0) for r in runs)}
-        for key in ("flops_total", "images_processed", "energy_kwh", "co2_kg"):
-            values = [r.data.metrics.get(key) for r in runs]
-            if values and all(v is not None for v in values):
-                metrics[key] = float(sum(values))
+        metrics = sweep_cost([dict(r.data.metrics) for r in runs], wall)
         parent.log_metrics(metrics)
     finally:
         split.sweep.__exit__(type(error) if error else None, error, None)

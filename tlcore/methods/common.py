@@ -269,6 +269,19 @@ def score_metrics(prefix: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[s
     }
 
 
+def sweep_cost(point_metrics: list[dict[str, float]], wall_s: float) -> dict[str, float]:
+    """What a whole sweep cost, for its parent run: the job's wall time (data loading and model set-up included,
+    so this machine's pace projects whole jobs) and the sums of its runs' costs (a sum only when every run has
+    the figure)."""
+    out = {"time_total_s": float(wall_s), "device_hours": float(wall_s) / 3600.0,
+           "children_time_total_s": float(sum(m.get("time_total_s", 0.0) for m in point_metrics))}
+    for key in ("flops_total", "images_processed", "energy_kwh", "co2_kg"):
+        values = [m.get(key) for m in point_metrics]
+        if values and all(v is not None for v in values):
+            out[key] = float(sum(values))
+    return out
+
+
 def point_pairs(spec: ExperimentSpec) -> list[tuple[int, int]]:
     """(samples per class, draw) of every point of ``spec``'s sweep: what a cluster runs as separate tasks."""
     return [(p.spc, p.split) for p in plan_sweep(spec)]

@@ -143,10 +143,8 @@ def store_marker(uri: str) -> tuple | None:
 
 
 def _check_server(uri: str) -> None:
-    """Raise at once when a tracking server does not answer: MLflow's client retries one for minutes."""
-    import urllib.error
-    import urllib.request
-
+    """Raise at once when a tracking server does not answer: MLflow's client retries one for minutes.
+    (Unlike :func:`mlflow_ui_running`, any HTTP answer counts, and the error is kept for the message.)"""
     if uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=2).close()

@@ -103,15 +103,8 @@ class Outcome:
 
 
 def sweep_cost(outcomes: list[Outcome], wall_s: float) -> dict[str, float]:
-    """What the whole sweep cost, for its parent run: the job's wall time (data loading and model
-    set-up included, so this machine's pace projects whole jobs) and the sums of its runs' costs."""
-    out = {"time_total_s": float(wall_s), "device_hours": float(wall_s) / 3600.0,
-           "children_time_total_s": float(sum(o.metrics.get("time_total_s", 0.0) for o in outcomes))}
-    for key in ("flops_total", "images_processed", "energy_kwh", "co2_kg"):
-        values = [o.metrics.get(key) for o in outcomes]
-        if values and all(v is not None for v in values):
-            out[key] = float(sum(values))
-    return out
+    """What the whole sweep cost, for its parent run (:func:`tlcore.methods.common.sweep_cost`)."""
+    return common.sweep_cost([o.metrics for o in outcomes], wall_s)
 
 
 def summary_table(spec: ExperimentSpec, outcomes: list[Outcome], tracker: Tracker | None = None) -> str:
